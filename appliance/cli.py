@@ -1,0 +1,230 @@
+"""`booking-station`: the device-side command line.
+
+Every command reads the station config (`--config`, default /etc/booking-station/station.toml) and
+prints plain text for people or, with `--json`, one JSON object per line for machines. Errors are one
+clear line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from appliance import __version__
+from appliance.config import DEFAULT_CONFIG, ConfigError, StationConfig, load_config
+from appliance.imageio import ImageError, read_image
+from appliance.vision.bundle import Bundle, BundleError
+from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
+
+EXIT_INPUT = 1  # some input could not be processed
+EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime)
+
+
+class Vision:
+    """The loaded vision stack, built once per command from the config."""
+
+    def __init__(self, config: StationConfig) -> None:
+        from appliance.vision.embedder import Embedder
+        from appliance.vision.pipeline import FaceAnalyzer
+
+        self.bundle = Bundle.load(config.vision.bundle)
+        self.options = RuntimeOptions(threads=config.vision.threads, delegate=config.vision.delegate)
+        self.analyzer = FaceAnalyzer(self.bundle, self.options)
+        self._embedder = None
+        self._embedder_cls = Embedder
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            self._embedder = self._embedder_cls(self.bundle, self.options)
+        return self._embedder
+
+    def template(self, image: np.ndarray, aligned: bool = False) -> np.ndarray | None:
+        """Template of the largest face (or of the whole image when it is an aligned chip)."""
+        from appliance.vision.align import face_chip, five_points
+
+        if aligned:
+            return self.embedder.embed_chip(image)
+        faces = self.analyzer.analyze(image, landmarks=True, iris=False)
+        if not faces:
+            return None
+        return self.embedder.embed_chip(face_chip(image, five_points(faces[0])))
+
+
+def fail(message: str, code: int = EXIT_SETUP) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def open_vision(ctx: click.Context) -> Vision:
+    try:
+        return Vision(ctx.obj["config"])
+    except (BundleError, RuntimeMissing) as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def face_summary(face) -> dict:
+    """The vision part of `analyze` output that later tools rely on (see README, 'analyze')."""
+    return {
+        "box": [round(float(v), 1) for v in face.box],
+        "score": round(float(face.score), 4),
+        "eyes": [[round(float(x), 1), round(float(y), 1)] for x, y in face.eyes],
+    }
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="booking-station")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help=f"station config file (default: {DEFAULT_CONFIG} if it exists)")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """Booking-station appliance: mug-shot capture, face quality and templates on the device."""
+    try:
+        ctx.obj = {"config": load_config(config_path)}
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per image, one per line")
+@click.pass_context
+def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool) -> None:
+    """Find faces and eyes in IMAGES.
+
+    For each image: the number of faces, and for the largest face its box [x0, y0, x1, y1], detector
+    score and eye centres (subject's right eye first), in image pixels. An unreadable image is
+    reported and skipped; the exit status is then 1.
+    """
+    vision = open_vision(ctx)
+    status = 0
+    for path in images:
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            if as_json:
+                click.echo(json.dumps({"image": str(path), "error": str(exc)}))
+            status = EXIT_INPUT
+            continue
+        faces = vision.analyzer.analyze(image, landmarks=True, iris=True)
+        result: dict = {"image": str(path), "faces": len(faces)}
+        if faces:
+            result["face"] = face_summary(faces[0])
+        if as_json:
+            click.echo(json.dumps(result))
+        elif faces:
+            f = result["face"]
+            click.echo(f"{path}: {len(faces)} face(s); largest at {f['box']} score {f['score']}, "
+                       f"eyes {f['eyes'][0]} (right) {f['eyes'][1]} (left)")
+        else:
+            click.echo(f"{path}: no face found")
+    sys.exit(status)
+
+
+def _load_or_exit(path: Path) -> np.ndarray:
+    try:
+        return read_image(path)
+    except ImageError as exc:
+        fail(str(exc), EXIT_INPUT)
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--aligned", is_flag=True, help="IMAGE is already an aligned 150x150 face chip")
+@click.option("--json", "as_json", is_flag=True, help="print {model, dim, template} as JSON")
+@click.pass_context
+def embed(ctx: click.Context, image: Path, aligned: bool, as_json: bool) -> None:
+    """Compute the face template of the largest face in IMAGE."""
+    vision = open_vision(ctx)
+    pixels = _load_or_exit(image)
+    try:
+        template = vision.template(pixels, aligned=aligned)
+    except ValueError as exc:
+        fail(f"{image}: {exc}", EXIT_INPUT)
+    if template is None:
+        fail(f"{image}: no face found", EXIT_INPUT)
+    out = {"model": vision.bundle.embedding, "dim": int(template.size),
+           "template": [round(float(v), 7) for v in template]}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"{image}: {out['dim']}-D template from {out['model']}, norm {np.linalg.norm(template):.4f}")
+
+
+@main.command()
+@click.argument("image_a", type=click.Path(path_type=Path))
+@click.argument("image_b", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print {similarity, distance, same_person, threshold}")
+@click.pass_context
+def compare(ctx: click.Context, image_a: Path, image_b: Path, as_json: bool) -> None:
+    """Compare the largest faces of two images (Euclidean distance against the bundle's threshold)."""
+    vision = open_vision(ctx)
+    templates = []
+    for path in (image_a, image_b):
+        template = vision.template(_load_or_exit(path))
+        if template is None:
+            fail(f"{path}: no face found", EXIT_INPUT)
+        templates.append(template)
+    result = vision.embedder.compare(*templates)
+    out = {"similarity": round(result.similarity, 6), "distance": round(result.distance, 6),
+           "same_person": result.same_person, "threshold": result.threshold}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        verdict = "same person" if result.same_person else "different people"
+        click.echo(f"distance {out['distance']:.4f} (threshold {out['threshold']}): {verdict}")
+
+
+@main.group()
+def models() -> None:
+    """Inspect and verify the model bundle."""
+
+
+@models.command("verify")
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=Path), default=None,
+              help="bundle folder (default: from config, else the installed bundle)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_verify(ctx: click.Context, bundle_dir: Path | None, as_json: bool) -> None:
+    """Check every model file against the manifest's sha256 (the same check start-up makes)."""
+    try:
+        bundle = Bundle.load(bundle_dir or ctx.obj["config"].vision.bundle)
+    except BundleError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": str(exc)}))
+        fail(str(exc))
+    entries = [{"name": m.name, "role": m.role, "file": m.file, "sha256": m.sha256,
+                "source": f"{m.source_package} {m.source_version}", "licence": m.licence}
+               for m in bundle.models.values()]
+    if as_json:
+        click.echo(json.dumps({"ok": True, "root": str(bundle.root), "embedding": bundle.embedding,
+                               "match_threshold": bundle.match_threshold, "models": entries}))
+        return
+    click.echo(f"bundle {bundle.root}: all {len(entries)} files match the manifest")
+    for e in entries:
+        marker = "*" if e["name"] == bundle.embedding else " "
+        click.echo(f" {marker} {e['role']:<18} {e['file']:<42} {e['source']}")
+    click.echo(" * the embedding this station uses")
+
+
+@main.command()
+@click.option("--image", type=click.Path(path_type=Path), default=None,
+              help="portrait to use (default: the astronaut photograph shipped with scikit-image)")
+@click.pass_context
+def demo(ctx: click.Context, image: Path | None) -> None:
+    """Run the vision core on a sample portrait and print what it found."""
+    from appliance.demo import run_demo
+
+    vision = open_vision(ctx)
+    sys.exit(run_demo(vision, image))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Station configuration: one TOML file, with defaults for everything.
+
+Config files over flags: a station reads `/etc/booking-station/station.toml` (or `--config FILE`);
+command-line flags only override what a single run needs. Unknown keys are an error, so a typo in
+a county's file is caught at start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_CONFIG = Path("/etc/booking-station/station.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/booking-station")
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or has a wrong key or value; the message says which."""
+
+
+@dataclass
+class VisionConfig:
+    bundle: str | None = None  # model bundle folder; default: <prefix>/share/booking-station/models
+    threads: int = 1  # interpreter threads (XNNPACK)
+    delegate: str | None = None  # external delegate library path (e.g. GPU delegate on Jetson)
+    detector_min_score_short: float = 0.5
+    detector_min_score_full: float = 0.6
+
+
+@dataclass
+class StationConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    source: Path | None = None
+
+
+SECTIONS = {"vision": VisionConfig}
+
+
+def load_config(path: Path | str | None = None) -> StationConfig:
+    """Read the station config; a missing default file means all defaults, a missing named file is an error."""
+    if path is None:
+        if not DEFAULT_CONFIG.is_file():
+            return StationConfig()
+        path = DEFAULT_CONFIG
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    config = StationConfig(source=path)
+    for section, values in data.items():
+        cls = SECTIONS.get(section)
+        if cls is None:
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+        setattr(config, section, cls(**values))
+    return config

@@ -1,0 +1,1 @@
+"""On-device vision core: TFLite runtime, model bundle, detection, landmarks, iris, alignment, embedding."""

@@ -1,0 +1,50 @@
+"""Face templates: dlib's ResNet descriptor, converted to TFLite, run on an aligned 150x150 chip.
+
+The model name travels with every template (the gallery never compares templates of different
+models), and the match threshold comes from the bundle manifest, not from code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.vision.bundle import Bundle
+from appliance.vision.runtime import Model, RuntimeOptions
+
+CHIP_SIZE = 150
+
+
+@dataclass(frozen=True)
+class Comparison:
+    similarity: float  # cosine similarity of the two templates
+    distance: float  # Euclidean distance (dlib's metric)
+    same_person: bool
+    threshold: float
+
+
+class Embedder:
+    def __init__(self, bundle: Bundle, options: RuntimeOptions | None = None) -> None:
+        self.model_name = bundle.embedding
+        self.threshold = bundle.match_threshold
+        self._model = Model(bundle.embedding_path, options or RuntimeOptions())
+        self.dim = int(self._model.outputs[0]["shape"][-1])
+
+    def embed_chip(self, chip_rgb: np.ndarray) -> np.ndarray:
+        """Template of one aligned chip (150x150x3 RGB, uint8 or float 0..255)."""
+        if chip_rgb.shape != (CHIP_SIZE, CHIP_SIZE, 3):
+            raise ValueError(f"an aligned chip must be {CHIP_SIZE}x{CHIP_SIZE}x3 RGB, got shape {chip_rgb.shape}")
+        (out,) = self._model.run(chip_rgb.astype(np.float32)[None])
+        return out.reshape(-1).astype(np.float32)
+
+    def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
+        return compare_templates(a, b, self.threshold)
+
+
+def compare_templates(a: np.ndarray, b: np.ndarray, threshold: float) -> Comparison:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    distance = float(np.linalg.norm(a - b))
+    similarity = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    return Comparison(similarity=similarity, distance=distance, same_person=distance <= threshold, threshold=threshold)

@@ -1,0 +1,1 @@
+"""Firmware side of the product: model bundles, device profiles, provisioning."""

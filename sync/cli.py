@@ -1,0 +1,17 @@
+"""`booking-gallery`: the county side (gallery receiver, device registry, exports)."""
+
+from __future__ import annotations
+
+import click
+
+from sync import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="booking-gallery")
+def main() -> None:
+    """County face gallery: receives, verifies, stores and acknowledges booking records."""
+
+
+if __name__ == "__main__":
+    main()
