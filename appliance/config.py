@@ -34,12 +34,29 @@ class VisionConfig:
 
 
 @dataclass
+class CameraConfig:
+    # Backend spec: picamera2 | opencv:0 | opencv:/dev/videoN | gstreamer[:pipeline] | replay:PATH
+    source: str = "picamera2"
+    # Backend options (preview_size, width, height, fps, loop, controls, ...); the backend rejects unknown keys.
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class CaptureConfig:
+    stable_seconds: float = 0.5  # all live gates must pass this long before auto-capture fires
+    max_gap: float = 0.3  # a longer pause between frames restarts the stable window
+    override_reason_max: int = 200
+
+
+@dataclass
 class StationConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     source: Path | None = None
 
 
-SECTIONS = {"vision": VisionConfig}
+SECTIONS = {"vision": VisionConfig, "camera": CameraConfig, "capture": CaptureConfig}
 
 
 def load_config(path: Path | str | None = None) -> StationConfig:
