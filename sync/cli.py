@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sync import __version__
+from sync.gallery.commands import register_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -12,6 +13,8 @@ from sync import __version__
 def main() -> None:
     """County face gallery: receives, verifies, stores and acknowledges booking records."""
 
+
+register_commands(main)
 
 if __name__ == "__main__":
     main()
