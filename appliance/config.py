@@ -49,14 +49,23 @@ class CaptureConfig:
 
 
 @dataclass
+class StoreConfig:
+    floor_bytes: int = 512 * 1024 * 1024  # below this much free disk, new bookings are refused (alarm raised)
+    max_pending: int | None = None  # refuse new bookings when this many are undelivered (None: no limit)
+    delivered_image_days: float = 30  # purge images of delivered records after this many days
+    audit_keep_days: int = 400  # CJIS: at least 365
+
+
+@dataclass
 class StationConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: Path | None = None
 
 
-SECTIONS = {"vision": VisionConfig, "camera": CameraConfig, "capture": CaptureConfig}
+SECTIONS = {"vision": VisionConfig, "camera": CameraConfig, "capture": CaptureConfig, "store": StoreConfig}
 
 
 def load_config(path: Path | str | None = None) -> StationConfig:
