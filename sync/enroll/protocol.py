@@ -1,0 +1,152 @@
+"""The enrolment contract shared by the device (`firmware.provision`) and the county server.
+
+One HTTPS request, ``POST /enroll`` with a JSON object::
+
+    {"protocol": 1, "county": "king", "station": "desk-1", "token": "bst1-...",
+     "csr": "-----BEGIN CERTIFICATE REQUEST-----...",          # for the device's EC P-256 TLS key
+     "signing_public_key": "-----BEGIN PUBLIC KEY-----...",    # Ed25519 (PEM, or base64 of the raw 32 bytes)
+     "signing_proof": "<base64 Ed25519 signature over signing_proof_message(...)>"}
+
+answered ``200`` with ``{"protocol", "county", "station", "certificate", "ca_certificate",
+"county_command_public_key", "not_after", "mqtt"}`` or an error status with
+``{"error": <code>, "message": <a sentence for the person at the device>}``.
+
+The CSR proves the device holds its TLS key (it is self-signed); ``signing_proof`` does the same for
+the Ed25519 key and binds both keys to one request, so nobody can enrol a public key whose private half
+they do not hold. Neither carries any private key material: only public keys and signatures go over
+the wire.
+
+This module also holds the file writers both sides use for key material, so that "private keys are
+0600 and never briefly world-readable" is implemented once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+PROTOCOL_VERSION = 1
+ENROLL_PATH = "/enroll"
+#: A CSR and a public key fit in 4 KiB; anything much larger is not an enrolment request.
+MAX_REQUEST_BYTES = 64 * 1024
+PROOF_CONTEXT = b"booking-station enrolment v1\0"
+
+#: error code -> HTTP status. 403 for every token problem: the caller may not enrol with it.
+ERROR_STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "csr_invalid": 400,
+    "csr_cn_mismatch": 400,
+    "signing_key_invalid": 400,
+    "wrong_county": 403,
+    "token_unknown": 403,
+    "token_used": 403,
+    "token_expired": 403,
+    "token_wrong_station": 403,
+    "station_conflict": 409,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "too_large": 413,
+    "unsupported_media_type": 415,
+    "internal": 500,
+}
+
+
+def signing_proof_message(county: str, station: str, csr_der: bytes) -> bytes:
+    """What the device signs with its Ed25519 key: the request's identity and its whole CSR.
+
+    The context prefix keeps the signature from ever being valid as a signature over a record or any
+    other message the same key signs.
+    """
+    return PROOF_CONTEXT + county.encode() + b"\0" + station.encode() + b"\0" + csr_der
+
+
+def load_ed25519_public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key given as PEM (SubjectPublicKeyInfo) or base64 of its raw 32 bytes.
+
+    Raises ValueError with a sentence that says which form was expected.
+    """
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(text.encode())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"not a PEM public key: {exc}") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"the key is {type(key).__name__.removeprefix('_')}, not Ed25519")
+        return key
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("neither a PEM public key nor base64 of a raw 32-byte Ed25519 key") from exc
+    if len(raw) != 32:
+        raise ValueError(f"a raw Ed25519 public key is 32 bytes, this one is {len(raw)}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with exactly ``mode``, atomically (temp file, fsync, rename).
+
+    The temporary file is created with ``mode`` from the first byte, so a private key is never
+    readable by others even for an instant, and a power cut leaves either the old file or the new one,
+    never half a key.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have removed bits we want (e.g. 0644 for a certificate)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Key material: owner read/write only (0600)."""
+    write_file_atomic(path, data, 0o600)
+
+
+def write_public_file(path: Path, data: bytes) -> None:
+    """Certificates and public keys: world-readable (0644) so services under other users can read them."""
+    write_file_atomic(path, data, 0o644)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable. Best effort: some filesystems do not allow fsync on directories."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create (or tighten) a directory that holds key material: 0700."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
