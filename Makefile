@@ -10,7 +10,12 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
 THREADS ?= 1 2
 
-.PHONY: install demo test bench lint soak clean help
+.PHONY: install demo test bench lint soak clean help install-systemd
+
+SIDE ?= station
+
+install-systemd: install
+	systemd/install.sh --side $(SIDE) --bin-dir $(abspath $(VENV))/bin
 
 help:
 	@echo "make install   create $(VENV), install the project and build the model bundle"
@@ -32,8 +37,18 @@ $(STAMP): pyproject.toml firmware/models/*.py
 	$(PY) -m firmware.models.build --out $(BUNDLE)
 	@touch $(STAMP)
 
+DEMO_DATA ?= demo-data
+
 demo: install
 	$(VENV)/bin/booking-station demo
+	@echo
+	@echo "Capturing a demo booking from a replay camera into $(DEMO_DATA)/ ..."
+	@mkdir -p $(DEMO_DATA)
+	$(VENV)/bin/booking-station capture --booking DEMO-$$(date +%H%M%S) --auto \
+	  --camera replay:$(SHARED)/faces/deepface/img36.jpg --agency VA0290000 --station demo-desk \
+	  --operator demo --data-dir $(DEMO_DATA) --timeout 15 \
+	  --override-reason "demo: sample photo, no booking backdrop"
+	$(VENV)/bin/booking-station queue --data-dir $(DEMO_DATA)
 
 test: install
 	$(PY) -m pytest -q
@@ -48,4 +63,4 @@ soak: install
 	$(PY) -m pytest -q -m soak
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache
+	rm -rf $(VENV) bench-results .pytest_cache $(DEMO_DATA) test-artifacts

@@ -90,18 +90,59 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         fail(str(exc))
 
 
+def _county_dir(ctx: click.Context, profile_dir: Path | None) -> Path | None:
+    """--profile-dir, else the station config's `[quality] profile_dir` once that key exists."""
+    if profile_dir is not None:
+        return profile_dir
+    quality = getattr(ctx.obj["config"], "quality", None)
+    configured = getattr(quality, "profile_dir", None)
+    return Path(configured) if configured else None
+
+
+def _open_engine(ctx: click.Context, vision: Vision, profile: str, profile_dir: Path | None):
+    from appliance.quality import ProfileError, QualityEngine
+
+    try:
+        return QualityEngine(vision.analyzer, profile, county_dir=_county_dir(ctx, profile_dir))
+    except ProfileError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _quality_text(path: Path, out: dict) -> list[str]:
+    verdict = "PASSED" if out["passed"] else "FAILED"
+    lines = [f"  profile {out['profile']}: {verdict}"]
+    lines += [f"  - {g['message']} [{g['code']}]" for g in out["guidance"]]
+    for name, m in out["measures"].items():
+        raw = "n/a" if m["raw"] is None else f"{m['raw']:.4g}"
+        score = "n/a" if m["score"] is None else f"{m['score']:.0f}"
+        mark = {True: "ok", False: "FAIL"}.get(m.get("passed"), "")
+        why = f" ({m['reason']})" if "reason" in m else ""
+        lines.append(f"    {name:<28} raw {raw:>9}  score {score:>4}  {mark}{why}")
+    return lines
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image, one per line")
+@click.option("--profile", "profile", default=None,
+              help="also run every quality measure and this profile's gates (nist-sap30, nist-sap40, icao, ...)")
+@click.option("--profile-dir", "profile_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="county folder of profile files that override or add to the shipped ones")
 @click.pass_context
-def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool) -> None:
-    """Find faces and eyes in IMAGES.
+def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool, profile: str | None,
+            profile_dir: Path | None) -> None:
+    """Find faces and eyes in IMAGES; with --profile, assess them against a mug-shot profile.
 
     For each image: the number of faces, and for the largest face its box [x0, y0, x1, y1], detector
-    score and eye centres (subject's right eye first), in image pixels. An unreadable image is
-    reported and skipped; the exit status is then 1.
+    score and eye centres (subject's right eye first), in image pixels. With --profile, also `profile`,
+    `passed`, every quality measure (`measures: {name: {raw, score[, passed][, reason]}}`, `passed` only
+    on the profile's gates) and the officer's `guidance` ([{code, message}]); an image without a face
+    gets `passed: false` and a `no_face` entry (exit status 0). An unreadable image is reported and
+    skipped; the exit status is then 1.
     """
     vision = open_vision(ctx)
+    engine = _open_engine(ctx, vision, profile, profile_dir) if profile else None
     status = 0
     for path in images:
         try:
@@ -116,15 +157,72 @@ def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool) -> None
         result: dict = {"image": str(path), "faces": len(faces)}
         if faces:
             result["face"] = face_summary(faces[0])
+        quality = None
+        if engine is not None:
+            quality = engine.full(image, faces=faces).to_json()
+            result.update({"profile": quality["profile"], "passed": quality["passed"],
+                           "measures": quality["measures"], "guidance": quality["guidance"]})
         if as_json:
             click.echo(json.dumps(result))
-        elif faces:
+            continue
+        if faces:
             f = result["face"]
             click.echo(f"{path}: {len(faces)} face(s); largest at {f['box']} score {f['score']}, "
                        f"eyes {f['eyes'][0]} (right) {f['eyes'][1]} (left)")
         else:
             click.echo(f"{path}: no face found")
+        if quality is not None:
+            click.echo("\n".join(_quality_text(path, quality)))
     sys.exit(status)
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--profile", "profile", required=True,
+              help="output geometry to produce (nist-sap30, nist-sap40, icao, ...)")
+@click.option("--profile-dir", "profile_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="county folder of profile files that override or add to the shipped ones")
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="JPEG file to write")
+@click.option("--json", "as_json", is_flag=True, help="print the achieved geometry as JSON")
+@click.pass_context
+def standardize(ctx: click.Context, image: Path, profile: str, profile_dir: Path | None, output: Path,
+                as_json: bool) -> None:
+    """Level the eyes, crop and scale IMAGE to the profile's geometry and write a fresh JPEG.
+
+    The largest face is used. The JPEG is newly encoded (no EXIF or other metadata from IMAGE) at the
+    profile's quality. Exit status 1, with the reason, when IMAGE has no face or too few pixels for the
+    profile (the source is never enlarged by more than the profile's `max_upscale`, 5% as shipped).
+    """
+    from appliance.quality import StandardizeError
+    from appliance.quality import standardize as make_standard
+
+    vision = open_vision(ctx)
+    engine = _open_engine(ctx, vision, profile, profile_dir)
+    pixels = _load_or_exit(image)
+    faces = vision.analyzer.analyze(pixels, landmarks=True, iris=True)
+    if not faces:
+        fail(f"{image}: no face found", EXIT_INPUT)
+    try:
+        result = make_standard(pixels, faces[0], engine.profile.geometry)
+    except StandardizeError as exc:
+        fail(f"{image}: cannot standardize for {engine.profile.name}: {exc}", EXIT_INPUT)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        tmp.write_bytes(result.jpeg)
+        tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_INPUT)
+    out = {"image": str(image), "output": str(output), "profile": engine.profile.name, "sap": engine.profile.sap,
+           **result.to_json()}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"{output}: {result.width}x{result.height} ({engine.profile.name}), eye line at "
+                   f"{100 * result.eye_line_from_bottom:.1f}% of the height from the bottom, head width about "
+                   f"{100 * result.head_width_ratio:.0f}% of the width, {result.ied:.1f} px between the eyes "
+                   f"(scale {result.scale:.3f}, levelled {result.rotation:+.1f} deg)")
 
 
 def _load_or_exit(path: Path) -> np.ndarray:
@@ -225,6 +323,19 @@ def demo(ctx: click.Context, image: Path | None) -> None:
     vision = open_vision(ctx)
     sys.exit(run_demo(vision, image))
 
+
+def _register_commands() -> None:
+    """Commands that live beside the code they drive (one concept per module)."""
+    from appliance.capture.commands import register as register_capture_commands
+    from appliance.store.commands import register as register_store_commands
+    from firmware.provision_commands import provision
+
+    register_store_commands(main)
+    register_capture_commands(main)
+    main.add_command(provision)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,35 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class StationIdentity:
+    """[station]: written by `booking-station provision`."""
+
+    county: str = ""  # county slug (topic and certificate namespace)
+    station: str = ""  # station slug = certificate CN = MQTT identity
+    profile: str = ""  # device profile (firmware/profiles), e.g. rpi5-camera-module-3
+    agency_ori: str = ""  # default agency ORI for bookings made at this desk
+
+
+@dataclass
+class MqttConfig:
+    """[mqtt]: the county broker (mutual TLS)."""
+
+    host: str = ""
+    port: int = 8883
+
+
+@dataclass
+class KeysConfig:
+    """[keys]: where provisioning put the station's identity (private keys never leave the device)."""
+
+    tls_key: str = ""
+    tls_cert: str = ""
+    ca_cert: str = ""
+    signing_key: str = ""
+    county_command_key: str = ""
+
+
+@dataclass
 class VisionConfig:
     bundle: str | None = None  # model bundle folder; default: <prefix>/share/booking-station/models
     threads: int = 1  # interpreter threads (XNNPACK)
@@ -49,6 +78,12 @@ class CaptureConfig:
 
 
 @dataclass
+class QualityConfig:
+    profile: str = "nist-sap30"  # capture profile: gates, thresholds, output geometry, SAP level
+    profile_dir: str | None = None  # county folder of profiles that override or add to the shipped ones
+
+
+@dataclass
 class StoreConfig:
     floor_bytes: int = 512 * 1024 * 1024  # below this much free disk, new bookings are refused (alarm raised)
     max_pending: int | None = None  # refuse new bookings when this many are undelivered (None: no limit)
@@ -58,14 +93,27 @@ class StoreConfig:
 
 @dataclass
 class StationConfig:
+    station: StationIdentity = field(default_factory=StationIdentity)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     source: Path | None = None
 
 
-SECTIONS = {"vision": VisionConfig, "camera": CameraConfig, "capture": CaptureConfig, "store": StoreConfig}
+SECTIONS = {
+    "station": StationIdentity,
+    "mqtt": MqttConfig,
+    "keys": KeysConfig,
+    "vision": VisionConfig,
+    "camera": CameraConfig,
+    "capture": CaptureConfig,
+    "quality": QualityConfig,
+    "store": StoreConfig,
+}
 
 
 def load_config(path: Path | str | None = None) -> StationConfig:

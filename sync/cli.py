@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sync import __version__
+from sync.enroll.commands import ca, enroll_server, tokens
 from sync.gallery.commands import register_commands
 
 
@@ -15,6 +16,9 @@ def main() -> None:
 
 
 register_commands(main)
+main.add_command(ca)
+main.add_command(tokens)
+main.add_command(enroll_server)
 
 if __name__ == "__main__":
     main()
