@@ -3,7 +3,7 @@
     from sync.gallery.commands import register_commands
     register_commands(main)
 
-Commands: ``records``, ``devices register|list|revoke``, ``receive`` and ``broker-config``.
+Commands: ``records``, ``devices register|list|revoke``, ``receive``, ``export`` and ``broker-config``.
 Each database command takes ``--db`` (a SQLite path or a ``postgresql://`` URL, also read from
 ``BOOKING_GALLERY_DB``). Failures print one plain sentence and exit 1, never a traceback.
 """
@@ -23,6 +23,15 @@ import click
 
 from sync.broker_config import BrokerConfig, write_broker_files
 from sync.gallery import devices as device_registry
+from sync.gallery.export import (
+    ExportConfigError,
+    ExportError,
+    ExportingReceiver,
+    ExportSettings,
+    export_stored,
+    write_atomic,
+)
+from sync.gallery.nist import NistCodecMissing, NistExportError
 from sync.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
 from sync.gallery.store import DEFAULT_DB, GalleryStore, StoreError, open_store
 from sync.topics import TopicError
@@ -186,18 +195,35 @@ def devices_revoke(station: str, db_url: str) -> None:
     help="Receiver TOML: [broker] host, port, protocol, ca_file, cert_file, key_file; [gallery] county ...",
 )
 @db_option(default=None)
-def receive_cmd(config_path: Path, db_url: str | None) -> None:
+@click.option(
+    "--export-dir",
+    "export_dir",
+    default=None,
+    envvar="BOOKING_GALLERY_EXPORT_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Drop each committed record here as {record_id}.eft (ANSI/NIST-ITL); overrides [export] folder.",
+)
+def receive_cmd(config_path: Path, db_url: str | None, export_dir: Path | None) -> None:
     """Run a gallery worker until SIGTERM or Ctrl-C: verify, store and ack records."""
     try:
         config = ReceiverConfig.from_toml(config_path)
-    except (ConfigError, TopicError) as exc:
+        export = ExportSettings.from_toml(config_path)
+    except (ConfigError, TopicError, ExportConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+    export_folder = export_dir or export.folder
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with _store(db_url or config.db) as store:
-        receiver = GalleryReceiver(config, store)
+        if export_folder is None:
+            receiver = GalleryReceiver(config, store)
+        else:
+            try:
+                receiver = ExportingReceiver(config, store, export_folder=export_folder, nist=export.nist)
+            except (OSError, NistCodecMissing) as exc:
+                raise click.ClickException(f"cannot export to {export_folder}: {exc}") from None
+            logging.getLogger(__name__).info("exporting each committed record to %s", export_folder)
         try:
             receiver.run_forever(stop)
         except (OSError, ValueError) as exc:
@@ -242,7 +268,47 @@ def broker_config_cmd(
     click.echo(f"Wrote {conf} and {acl}. Gallery certificate CN(s): {', '.join(cfg.gallery_identities)}.")
 
 
-COMMANDS: tuple[click.Command, ...] = (records_cmd, devices_group, receive_cmd, broker_config_cmd)
+@click.command("export")
+@click.argument("record_id")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="The file to write, e.g. RECORD_ID.eft.",
+)
+@db_option()
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    envvar="BOOKING_GALLERY_CONFIG",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML with an [export] table (TOT, DAI, time zone, Type-2 layout); the receiver's file will do.",
+)
+def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | None) -> None:
+    """Write a stored record as an ANSI/NIST-ITL transaction: Type-1, Type-2, one Type-10 per photo.
+
+    The file is checked before it is written; a record that would not make a valid transaction is
+    refused with the reasons, and nothing is written.
+    """
+    try:
+        settings = ExportSettings.from_toml(config_path) if config_path else ExportSettings()
+    except ExportConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    with _store(db_url) as store:
+        try:
+            data = export_stored(store, record_id, settings.nist)
+        except (ExportError, NistExportError, NistCodecMissing) as exc:
+            raise click.ClickException(str(exc)) from None
+    try:
+        write_atomic(output, data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
+    click.echo(f"Wrote {output} ({len(data)} bytes, TOT {settings.nist.tot}, VER {settings.nist.version}).")
+
+
+COMMANDS: tuple[click.Command, ...] = (records_cmd, devices_group, receive_cmd, export_cmd, broker_config_cmd)
 
 
 def register_commands(group: click.Group) -> None:
