@@ -343,11 +343,32 @@ class GalleryReceiver:
             self.client = None
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT)."""
+        """Serve until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
+
+        Under systemd (``Type=notify``) it reports READY as soon as it runs (it reconnects to the broker
+        by itself, so a broker that starts later is not a failed start), says in its status line whether
+        it is subscribed, and feeds the watchdog only while paho's network thread is alive, so a wedged
+        worker is restarted rather than kept.
+        """
+        from sync.sdnotify import Watchdog, notify_ready, notify_status, notify_stopping
+
         self.start()
+        notify_ready(f"connecting to {self.config.host}:{self.config.port}")
+        watchdog = Watchdog.from_environment()
+        subscribed = False
         try:
-            stop.wait()
+            while True:
+                if self.subscribed.is_set() != subscribed:
+                    subscribed = self.subscribed.is_set()
+                    notify_status(f"subscribed to {self.config.county} records" if subscribed
+                                  else f"waiting for the broker at {self.config.host}:{self.config.port}")
+                thread = getattr(self.client, "_thread", None)
+                if thread is not None and thread.is_alive():
+                    watchdog.ping_if_due()
+                if stop.wait(0.5):
+                    break
         finally:
+            notify_stopping("gallery worker stopping")
             self.stop()
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,13 +160,20 @@ def test_receive_runs_as_a_process_and_stops_on_sigterm(
         "import click, sys; from sync.gallery.commands import register_commands; "
         "g = click.Group(); register_commands(g); g(sys.argv[1:])"
     )
+    # systemd's side of Type=notify: a datagram socket the worker reports READY/WATCHDOG/STOPPING to.
+    notify_name = f"booking-gallery-test-{os.getpid()}-{time.monotonic_ns()}"
+    notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_sock.bind("\0" + notify_name)
+    notify_sock.settimeout(0.2)
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "receive", "--config", str(config), "--db", str(db)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": "@" + notify_name,
+             "WATCHDOG_USEC": "2000000"},
     )
+    notes: list[str] = []
     st1 = MqttTestClient(broker, "st-01").connect()
     try:
         st1.subscribe(topics.acks_topic(COUNTY, "st-01"))
@@ -179,6 +188,12 @@ def test_receive_runs_as_a_process_and_stops_on_sigterm(
             except Exception:  # noqa: BLE001 - queue.Empty while the worker starts
                 ack = None
         assert ack is not None and ack.record_id == rec.record_id and ack.delivered
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            any("WATCHDOG=1" in n for n in notes) and any("STATUS=subscribed" in n for n in notes)
+        ):
+            with contextlib.suppress(TimeoutError):
+                notes.append(notify_sock.recv(4096).decode())
     finally:
         st1.close()
         proc.send_signal(signal.SIGTERM)
@@ -190,6 +205,13 @@ def test_receive_runs_as_a_process_and_stops_on_sigterm(
             pytest.fail(f"receive did not stop on SIGTERM:\n{out.decode(errors='replace')}")
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b"connected to" in out
+    with contextlib.suppress(TimeoutError):
+        while True:
+            notes.append(notify_sock.recv(4096).decode())
+    notify_sock.close()
+    lines = {line for n in notes for line in n.splitlines()}
+    assert {"READY=1", "WATCHDOG=1", "STOPPING=1"} <= lines, notes
+    assert any(line.startswith("STATUS=subscribed") for line in lines), notes
     check = SQLiteStore(db)
     assert check.count_records() == 1
     check.close()
