@@ -328,10 +328,12 @@ def _register_commands() -> None:
     """Commands that live beside the code they drive (one concept per module)."""
     from appliance.capture.commands import register as register_capture_commands
     from appliance.store.commands import register as register_store_commands
+    from appliance.ui.commands import register as register_ui_commands
     from firmware.provision_commands import provision
 
     register_store_commands(main)
     register_capture_commands(main)
+    register_ui_commands(main)
     main.add_command(provision)
 
 

@@ -92,6 +92,22 @@ class StoreConfig:
 
 
 @dataclass
+class UIConfig:
+    """[ui]: the officer interface (see appliance/ui/settings.py; CJIS limits can be tightened, never relaxed)."""
+
+    host: str = "127.0.0.1"  # the kiosk browser runs on the device; bind wider only behind TLS
+    port: int = 8080
+    idle_lock_minutes: float = 30.0  # at most 30
+    agency_ori: str = ""  # default agency on the start form
+    jms_token_file: str = ""  # file holding the jail management system's API token ("" = no JMS access)
+    allowed_hosts: list = field(default_factory=list)  # extra Host names accepted (DNS-rebinding guard)
+    cookie_secure: bool = False  # true when served over https behind a TLS terminator
+    offline_after_minutes: float = 15.0
+    queue_alarm_pending: int = 25
+    queue_alarm_age_minutes: float = 60.0
+
+
+@dataclass
 class StationConfig:
     station: StationIdentity = field(default_factory=StationIdentity)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -101,6 +117,7 @@ class StationConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     source: Path | None = None
 
 
@@ -113,6 +130,7 @@ SECTIONS = {
     "capture": CaptureConfig,
     "quality": QualityConfig,
     "store": StoreConfig,
+    "ui": UIConfig,
 }
 
 

@@ -1,0 +1,5 @@
+"""`python -m appliance.ui serve|users ...`: the UI commands before they are registered in `booking-station`."""
+
+from appliance.ui.commands import main
+
+main(prog_name="python -m appliance.ui")

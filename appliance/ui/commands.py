@@ -1,0 +1,277 @@
+"""`booking-station serve` (the officer UI) and `booking-station users ...` (officer accounts, for the
+station admin).
+
+    booking-station serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] [--camera SPEC] [--profile NAME]
+    booking-station users add OFFICER_ID [--name "Full Name"] [--pin-stdin]
+    booking-station users list [--json]
+    booking-station users unlock OFFICER_ID
+    booking-station users reset-totp OFFICER_ID
+
+`users add` and `users reset-totp` print the officer's TOTP provisioning URI (and the secret, for apps
+that take it typed in) exactly once: it is stored only encrypted, and nobody can show it again. Enrol it
+in the officer's authenticator app at once. Every account change is written to the station's audit log
+with the admin's user name as actor.
+
+Until `appliance/cli.py` registers these (`register(main)`), they run on their own:
+``python -m appliance.ui serve ...``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from appliance.config import DEFAULT_DATA_DIR, ConfigError, StationConfig, load_config
+
+EXIT_INPUT = 1
+EXIT_SETUP = 2
+ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
+ENV_STATION = "BOOKING_STATION_ID"
+ENV_AGENCY = "BOOKING_STATION_AGENCY"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _config(ctx: click.Context) -> StationConfig:
+    root = ctx.find_root().obj
+    if isinstance(root, dict) and isinstance(root.get("config"), StationConfig):
+        return root["config"]
+    try:
+        return load_config(None)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_SETUP)
+
+
+def _config_value(config: StationConfig, *names: str) -> str | None:
+    """A value from the [station] table if the config has one (written by provisioning)."""
+    station = getattr(config, "station", None)
+    for name in names:
+        value = station.get(name) if isinstance(station, dict) else getattr(station, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _admin() -> str:
+    try:
+        return f"admin:{getpass.getuser()}"
+    except Exception:  # no user name in this environment (containers)
+        return "admin"
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_DATA_DIR, envvar=ENV_DATA_DIR,
+    show_default=True, help=f"station data directory (station.db, accounts.db, keys/); env {ENV_DATA_DIR}")
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="address to listen on (default 127.0.0.1: the kiosk browser only)")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="TCP port (default 8080)")
+@data_dir_option
+@click.option("--camera", default=None, metavar="SPEC",
+              help="camera spec (replay:PATH, opencv:0, picamera2, ...); default: the config's [camera]")
+@click.option("--profile", default=None,
+              help="quality profile (nist-sap30, nist-sap40, icao; default: [quality] profile, else nist-sap30)")
+@click.option("--profile-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="county folder of profile files that override or add to the shipped ones "
+                   "(default: [quality] profile_dir)")
+@click.option("--station", "station_id", default=None, envvar=ENV_STATION, metavar="ID",
+              help=f"station id (default: [station] in the config; env {ENV_STATION})")
+@click.option("--agency", default=None, envvar=ENV_AGENCY, metavar="ORI",
+              help=f"default agency ORI on the start form (env {ENV_AGENCY})")
+@click.option("--idle-lock-minutes", type=click.FloatRange(min=0, min_open=True, max=30), default=None,
+              help="lock a session after this many idle minutes (at most 30, the default)")
+@click.option("--jms-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="file with the jail management system's API token (mode 0600); omit to refuse JMS calls")
+@click.pass_context
+def serve_command(ctx: click.Context, host: str | None, port: int | None, data_dir: Path, camera: str | None,
+                  profile: str | None, profile_dir: Path | None, station_id: str | None, agency: str | None,
+                  idle_lock_minutes: float | None, jms_token_file: Path | None) -> None:
+    """Run the officer UI (web page and JSON API) until stopped."""
+    from appliance.store import StoreError
+    from appliance.ui.accounts import AccountError
+    from appliance.ui.server import build_context, run
+    from appliance.ui.settings import SettingsError, UISettings
+    from appliance.vision.bundle import BundleError
+    from appliance.vision.runtime import RuntimeMissing
+
+    config = _config(ctx)
+    station_id = station_id or _config_value(config, "station", "id", "station_id")
+    if not station_id:
+        _fail(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})", EXIT_SETUP)
+    if not data_dir.is_dir():
+        _fail(f"data directory {data_dir} does not exist; pass --data-dir (or set {ENV_DATA_DIR})", EXIT_SETUP)
+    agency = agency or _config_value(config, "agency_ori", "agency", "ori")
+    try:
+        settings = UISettings.build(config, data_dir=data_dir, station_id=station_id, host=host, port=port,
+                                    camera=camera, profile=profile, profile_dir=profile_dir, agency_ori=agency,
+                                    idle_lock_minutes=idle_lock_minutes,
+                                    jms_token_file=str(jms_token_file) if jms_token_file else None)
+        app_ctx = build_context(settings, config)
+    except (SettingsError, StoreError, AccountError, BundleError, RuntimeMissing) as exc:
+        _fail(str(exc), EXIT_SETUP)
+    except (LookupError, ValueError, OSError) as exc:  # unknown profile name, bad profile file
+        _fail(f"cannot start: {exc}", EXIT_SETUP)
+    click.echo(f"booking station {station_id}: officer UI on http://{_url_host(settings.host)}:{settings.port}/",
+               err=True)
+    run(app_ctx)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+# --- users -----------------------------------------------------------------------------------------------
+
+@click.group("users")
+def users_group() -> None:
+    """Officer accounts (PIN + TOTP) of this station, for the station admin."""
+
+
+def _accounts(data_dir: Path) -> Any:
+    """Open the accounts file (and the store, whose key encrypts the TOTP secrets)."""
+    from appliance.store import Store, StoreError
+    from appliance.store.crypto import BlobCipher, load_key
+    from appliance.store.db import data_paths
+    from appliance.ui.accounts import AccountError, AccountStore
+
+    if not data_dir.is_dir():
+        _fail(f"data directory {data_dir} does not exist; pass --data-dir (or set {ENV_DATA_DIR})", EXIT_SETUP)
+    try:
+        with Store.open_data_dir(data_dir):
+            pass  # creates the key on a fresh station, refuses a wrong one
+        return AccountStore.open_data_dir(data_dir, BlobCipher(load_key(data_paths(data_dir)[1])))
+    except (StoreError, AccountError) as exc:
+        _fail(str(exc), EXIT_SETUP)
+
+
+def _audit(data_dir: Path, action: str, details: dict[str, Any]) -> None:
+    from appliance.store import Store
+
+    with Store.open_data_dir(data_dir) as store:
+        store.append_audit(_admin(), action, details)
+
+
+def _read_pin(pin_stdin: bool) -> str:
+    if pin_stdin:
+        return sys.stdin.readline().strip()
+    return click.prompt("PIN (6-16 digits)", hide_input=True, confirmation_prompt=True)
+
+
+def _print_secret(secret: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"officer_id": secret.officer_id, "totp_uri": secret.uri, "totp_secret": secret.secret}))
+        return
+    click.echo(f"TOTP for {secret.officer_id} (shown once; enrol it in the officer's authenticator app now):")
+    click.echo(f"  URI:    {secret.uri}")
+    click.echo(f"  secret: {secret.secret}")
+
+
+@users_group.command("add")
+@click.argument("officer_id")
+@click.option("--name", default=None, help="the officer's full name (default: the officer id)")
+@click.option("--pin-stdin", is_flag=True, help="read the PIN from the first line of stdin (scripts)")
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option
+def users_add(officer_id: str, name: str | None, pin_stdin: bool, as_json: bool, data_dir: Path) -> None:
+    """Create an account and print its TOTP provisioning URI once."""
+    from appliance.ui.accounts import AccountError
+
+    with _accounts(data_dir) as accounts:
+        try:
+            secret = accounts.add(officer_id, name or officer_id, _read_pin(pin_stdin))
+        except AccountError as exc:
+            _fail(str(exc), EXIT_INPUT)
+    _audit(data_dir, "account_create", {"officer_id": officer_id, "name": name or officer_id})
+    _print_secret(secret, as_json)
+
+
+@users_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option
+def users_list(as_json: bool, data_dir: Path) -> None:
+    """List accounts with their lock state."""
+    from appliance.store.clock import utc_now
+
+    with _accounts(data_dir) as accounts:
+        officers = accounts.officers()
+    now = utc_now()
+    for o in officers:
+        locked = o.locked(now)
+        if as_json:
+            click.echo(json.dumps({"officer_id": o.officer_id, "name": o.name, "locked": locked,
+                                   "locked_until": o.locked_until.isoformat() if locked and o.locked_until else None,
+                                   "failed_count": o.failed_count, "created_at": o.created_at.isoformat(),
+                                   "last_logon_at": o.last_logon_at.isoformat() if o.last_logon_at else None}))
+            continue
+        state = f"LOCKED until {o.locked_until.astimezone():%H:%M}" if locked and o.locked_until else "active"
+        last = f"{o.last_logon_at.astimezone():%Y-%m-%d %H:%M}" if o.last_logon_at else "never"
+        click.echo(f"{o.officer_id:<20} {o.name:<30} {state:<20} last sign-in {last}")
+    if not officers and not as_json:
+        click.echo("no accounts yet: booking-station users add OFFICER_ID")
+
+
+@users_group.command("unlock")
+@click.argument("officer_id")
+@data_dir_option
+def users_unlock(officer_id: str, data_dir: Path) -> None:
+    """Unlock an account locked after failed sign-ins."""
+    from appliance.ui.accounts import AccountError
+
+    with _accounts(data_dir) as accounts:
+        try:
+            accounts.unlock(officer_id)
+        except AccountError as exc:
+            _fail(str(exc), EXIT_INPUT)
+    _audit(data_dir, "account_unlock", {"officer_id": officer_id})
+    click.echo(f"{officer_id}: unlocked")
+
+
+@users_group.command("reset-totp")
+@click.argument("officer_id")
+@click.option("--json", "as_json", is_flag=True)
+@data_dir_option
+def users_reset_totp(officer_id: str, as_json: bool, data_dir: Path) -> None:
+    """Give an account a new TOTP secret (lost or replaced phone) and print it once."""
+    from appliance.ui.accounts import AccountError
+
+    with _accounts(data_dir) as accounts:
+        try:
+            secret = accounts.reset_totp(officer_id)
+        except AccountError as exc:
+            _fail(str(exc), EXIT_INPUT)
+    _audit(data_dir, "totp_reset", {"officer_id": officer_id})
+    _print_secret(secret, as_json)
+
+
+def register(group: click.Group) -> None:
+    """Add `serve` and `users` to the `booking-station` group."""
+    group.add_command(serve_command)
+    group.add_command(users_group)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="station config file")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """The officer UI commands on their own (`python -m appliance.ui ...`), until they are registered in
+    `booking-station`."""
+    try:
+        ctx.obj = {"config": load_config(config_path)}
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_SETUP)
+
+
+register(main)
+
+if __name__ == "__main__":
+    main(prog_name=os.path.basename(sys.argv[0]) if sys.argv else "booking-station")

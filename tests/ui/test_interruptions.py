@@ -1,0 +1,114 @@
+"""Bad moments in the middle of a booking: the session locks, the camera stops, the server restarts.
+In each, the captures already accepted are still there afterwards."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from tests.ui.conftest import add_officer, audit_actions, saved_record_id, shoot, sign_in
+
+
+def _start_and_accept_frontal(page, booking: str) -> None:
+    page.fill("#start-number", booking)
+    page.click("#start-submit")
+    expect(page.locator("#review-verdict")).to_have_text("Frontal: Meets the standard", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
+
+
+def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, start_server) -> None:
+    server = start_server(extra=["--idle-lock-minutes", "0.15"])  # 9 s instead of 30 min
+    officer = add_officer(server.data_dir, "o.fox")
+    sign_in(page, server, officer)
+    _start_and_accept_frontal(page, "2026-000300")
+    verdict = page.locator("#review-verdict")
+    expect(verdict).to_contain_text("Left profile:", timeout=20_000)  # auto-captured; the officer walks away
+
+    # Nobody touches the screen: the page's own polling does not keep the session open.
+    expect(page.locator("#screen-signin")).to_be_visible(timeout=30_000)
+    expect(page.locator("#signin-message")).to_contain_text("locked after 9 seconds without activity")
+    expect(page.locator("#review-image")).to_be_hidden()
+    assert any(a == "o.fox" and b == "session_lock" for a, b, _ in audit_actions(server.data_dir))
+
+    sign_in(page, server, officer, goto=False)
+    expect(page.locator("#top-booking")).to_contain_text("2026-000300")
+    expect(verdict).to_contain_text("Left profile:")  # the candidate waits where it was
+    page.click("#accept-btn")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
+    expect(verdict).to_contain_text("Right profile:", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#pose-left_profile .step-state")).to_have_text("\u2713 Accepted")
+    page.click("#save-btn")
+    expect(page.locator("#saved-message")).to_contain_text("2026-000300", timeout=20_000)
+
+
+def test_a_camera_that_stops_keeps_the_accepted_captures(page, start_server, face_sources, tmp_path: Path) -> None:
+    # A finite camera: 40 frames at 10 fps, then the replay ends as an unplugged camera would.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(40):
+        (frames / f"frame{i:02d}.jpg").symlink_to(face_sources.passing)
+    server = start_server(camera=frames, camera_options={"loop": False})
+    officer = add_officer(server.data_dir, "o.gray")
+    sign_in(page, server, officer)
+    _start_and_accept_frontal(page, "2026-000400")
+    expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)
+
+    # The camera ends while the officer looks at the left profile: the review says so at once.
+    notice = page.locator("#review-camera")
+    expect(notice).to_contain_text("capture(s) already accepted are kept", timeout=20_000)
+    page.click("#retake-btn")
+    guidance = page.locator("#guidance")
+    expect(guidance).to_have_class(re.compile(r"\blost\b"))
+    expect(page.locator("#guidance-title")).to_have_text("Camera stopped")
+    expect(page.locator("#guidance-text")).to_contain_text("Accepted photos are kept")
+    expect(page.locator("#guidance-detail")).to_contain_text("ended after 40 images")
+    expect(page.locator("#preview-empty")).to_have_text("Camera stopped")
+    expect(page.locator("#reconnect-btn")).to_be_visible()
+    expect(page.locator("#capture-btn")).to_be_disabled()
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
+    expect(page.locator("#save-btn")).to_be_enabled()  # a complete booking can be saved without the camera
+    shoot(page, "camera-stopped", ["#guidance-text", "#reconnect-btn", "#pose-frontal", "#save-btn"])
+
+    page.click("#reconnect-btn")  # the camera is back (the replay starts again)
+    expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#review-verdict")).to_contain_text("Right profile:", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#pose-left_profile .step-state")).to_have_text("\u2713 Accepted")
+    page.click("#save-btn")
+    expect(page.locator("#saved-message")).to_contain_text("2026-000400", timeout=20_000)
+
+
+def test_a_server_restart_mid_booking_loses_no_accepted_capture(page, start_server) -> None:
+    server = start_server()
+    officer = add_officer(server.data_dir, "o.hill")
+    sign_in(page, server, officer)
+    _start_and_accept_frontal(page, "2026-000500")
+    expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)  # not accepted
+    draft = server.data_dir / "ui" / "draft.bin"
+    assert draft.is_file() and draft.stat().st_mode & 0o077 == 0
+    assert b"2026-000500" not in draft.read_bytes()  # encrypted, not merely stored
+
+    server.crash()  # SIGKILL: no shutdown code runs
+    server.start()  # same data directory, same port
+    expect(page.locator("#screen-signin")).to_be_visible(timeout=20_000)  # sessions did not survive; photos did
+    sign_in(page, server, officer, goto=False)
+    expect(page.locator("#top-booking")).to_contain_text("2026-000500")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
+    expect(page.locator("#pose-left_profile .step-state")).to_have_text("Not taken")  # never accepted: not kept
+    assert ("system", "booking_restore") in [(a, b) for a, b, _ in audit_actions(server.data_dir)]
+
+    page.click("#save-btn")
+    saved = page.locator("#saved-message")
+    expect(saved).to_contain_text("2026-000500", timeout=20_000)
+    record_id = saved_record_id(page)
+    from appliance.store import Store
+
+    with Store.open_data_dir(server.data_dir) as store:
+        record = store.load_record(record_id)
+    assert [c.pose for c in record.captures] == ["frontal"] and record.captures[0].template is not None
+    assert not draft.exists()

@@ -1,0 +1,75 @@
+"""The queue screen with real outbox rows in every delivery state, and the alarms an officer must see:
+the station offline (from the sync agent's status), the queue growing (old undelivered records) and the
+disk low (the store's alarm)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+import cv2
+from playwright.sync_api import expect
+
+from tests.ui.conftest import AGENCY, STATION, add_officer, shoot, sign_in
+
+
+def _save(store, face_sources, number: str) -> str:
+    from appliance.store import Booking, Capture
+
+    jpeg = face_sources.passing.read_bytes()
+    image = cv2.imread(str(face_sources.passing))
+    assert image is not None
+    height, width = image.shape[:2]
+    booking = Booking(agency_ori=AGENCY, booking_number=number, operator_id="o.ives",
+                      captured_at=store.clock(), station_id=STATION)
+    return store.save_booking(booking, [Capture.from_jpeg("frontal", jpeg, width, height, "o.ives")])
+
+
+def test_queue_shows_delivery_states_and_alarms(page, start_server, face_sources, tmp_path) -> None:
+    from appliance.store import Store
+
+    data = tmp_path / "data"
+    data.mkdir()
+    now = datetime.now(timezone.utc)
+    with Store.open_data_dir(data, clock=lambda: now - timedelta(minutes=70)) as store:
+        _save(store, face_sources, "2026-000601")  # waiting for 70 minutes
+    with Store.open_data_dir(data) as store:
+        delivered = _save(store, face_sources, "2026-000602")
+        rejected = _save(store, face_sources, "2026-000603")
+        store.mark_delivered(delivered, "stored")
+        store.mark_rejected(rejected, "template model not accepted by the county gallery")
+        store.raise_alarm("disk_low", "Booking NOT saved: the disk is too full. 120.0 MiB free on /var/lib/"
+                                      "booking-station, and at least 512.0 MiB must stay free.")
+    # The sync agent's own status file (sync/agent.py), as a running agent that cannot reach the broker
+    # writes it; this test process stands in for the agent's pid.
+    (data / "sync").mkdir(mode=0o700)
+    (data / "sync" / "status.json").write_text(json.dumps({
+        "v": 1, "state": "offline", "connected": False, "at": now.isoformat(), "last_ack_at": None,
+        "broker": "gallery.county.example:8883", "last_error": "TLS handshake failed", "pid": os.getpid()}),
+        encoding="utf-8")
+
+    server = start_server(data_dir=data)
+    officer = add_officer(data, "o.ives")
+    sign_in(page, server, officer)
+    pill = page.locator("#nav-alarm")
+    expect(pill).to_be_visible()
+    expect(page.locator("#nav-alarm-count")).to_have_text("3")
+
+    pill.click()
+    alarms = page.locator("#alarms .alarm")
+    expect(alarms).to_have_count(3)
+    expect(page.locator("#alarms [data-alarm='offline']")).to_contain_text("No connection to the county gallery")
+    expect(page.locator("#alarms [data-alarm='offline']")).to_contain_text("TLS handshake failed")
+    expect(page.locator("#alarms [data-alarm='queue_growing']")).to_contain_text("the oldest for 70 minutes")
+    expect(page.locator("#alarms [data-alarm='disk_low']")).to_contain_text("the disk is too full")
+    expect(page.locator("#count-pending")).to_have_text("1")
+    expect(page.locator("#count-delivered")).to_have_text("1")
+    expect(page.locator("#count-rejected")).to_have_text("1")
+    expect(page.locator("#last-contact")).not_to_have_text("never")  # the gallery's ack just now
+    row = page.locator("#queue-body tr[data-booking='2026-000603']")
+    expect(row).to_contain_text("Rejected")
+    expect(row).to_contain_text("template model not accepted")
+    expect(page.locator("#queue-body tr[data-booking='2026-000602']")).to_contain_text("Delivered")
+    shoot(page, "alarm", ["#alarms [data-alarm='offline']", "#alarms [data-alarm='disk_low']", "#count-pending",
+                          "#nav-alarm"])
