@@ -330,10 +330,12 @@ def _register_commands() -> None:
     from appliance.store.commands import register as register_store_commands
     from appliance.ui.commands import register as register_ui_commands
     from firmware.provision_commands import provision
+    from sync.agent_commands import register as register_sync_commands
 
     register_store_commands(main)
     register_capture_commands(main)
     register_ui_commands(main)
+    register_sync_commands(main)
     main.add_command(provision)
 
 

@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sync.agent_config import SyncConfig
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -118,6 +120,7 @@ class StationConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)  # [sync]: see sync/agent_config.py
     source: Path | None = None
 
 
@@ -131,6 +134,7 @@ SECTIONS = {
     "quality": QualityConfig,
     "store": StoreConfig,
     "ui": UIConfig,
+    "sync": SyncConfig,
 }
 
 
@@ -156,5 +160,8 @@ def load_config(path: Path | str | None = None) -> StationConfig:
         unknown = set(values) - known
         if unknown:
             raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
-        setattr(config, section, cls(**values))
+        try:
+            setattr(config, section, cls(**values))
+        except (TypeError, ValueError) as exc:  # wrong types, out-of-range values (checked by the section)
+            raise ConfigError(f"{path}: [{section}] {exc}") from exc
     return config

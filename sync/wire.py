@@ -72,7 +72,10 @@ MAX_CAPTURES = 32  # NGI takes 25 photo sets per transaction; leaves room for SM
 MAX_IMAGE_SIDE = 20000
 MAX_TEMPLATE_DIM = 4096
 MAX_QUALITY_NODES = 2000
-MAX_QUALITY_DEPTH = 4
+MAX_QUALITY_DEPTH = 8  # the station's report: report.measures.<name>.detail.<key> is 5 deep
+# CBOR nesting the decoder accepts for a record: record -> captures -> capture -> quality (3), the quality
+# report itself, and one more level so an over-deep report fails the quality check with its clear message.
+MAX_RECORD_CBOR_DEPTH = 3 + MAX_QUALITY_DEPTH + 2
 MAX_COMMAND_LIFETIME = timedelta(days=30)
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -610,7 +613,7 @@ def encode_record(record: WireRecord, signing_key: Ed25519PrivateKey) -> bytes:
     obj = record_as_map(record)
     content = _dumps(obj)
     # Validate what the gallery will see, from the bytes, so encode and decode can never disagree.
-    _record_from_obj(_loads_exact(content, max_depth=12, text_keys_only=True))
+    _record_from_obj(_loads_exact(content, max_depth=MAX_RECORD_CBOR_DEPTH, text_keys_only=True))
     return sign1(content, content_type=RECORD_CONTENT_TYPE, kid=record.station, key=signing_key)
 
 
@@ -621,7 +624,7 @@ def verify_record(
     kid, content = open_sign1(
         payload, content_type=RECORD_CONTENT_TYPE, verify_key_lookup=verify_key_lookup, max_bytes=max_bytes
     )
-    record = _record_from_obj(_loads_exact(content, max_depth=12, text_keys_only=True))
+    record = _record_from_obj(_loads_exact(content, max_depth=MAX_RECORD_CBOR_DEPTH, text_keys_only=True))
     if record.station != kid:
         raise WireError(
             "kid_mismatch", f"record says station {record.station!r}, signed by {kid!r}", record_id=record.record_id

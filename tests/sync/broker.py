@@ -375,3 +375,48 @@ class MqttTestClient:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+
+
+# --------------------------------------------------------------------------------------- gallery
+def start_gallery(
+    broker: MosquittoBroker,
+    db_path: Path,
+    devices: dict[str, Any],
+    *,
+    protocol: str = "5",
+    wait: bool = True,
+) -> Any:
+    """A real GalleryReceiver (gallery.{county} certificate) on ``broker``, storing into the SQLite
+    file ``db_path``, with ``devices`` (station -> Ed25519 private key) registered if not already."""
+    from cryptography.hazmat.primitives import serialization as _ser
+
+    from sync.broker_config import gallery_identity
+    from sync.gallery.receiver import GalleryReceiver, ReceiverConfig
+    from sync.gallery.store import SQLiteStore
+
+    store = SQLiteStore(db_path)
+    for station, key in devices.items():
+        if store.get_device(station) is None:
+            raw = key.public_key().public_bytes(_ser.Encoding.Raw, _ser.PublicFormat.Raw)
+            store.register_device(station, broker.county, raw)
+    cert, key_path = broker.pki.client(gallery_identity(broker.county))
+    config = ReceiverConfig(
+        county=broker.county,
+        ca_file=str(broker.pki.ca_cert),
+        cert_file=str(cert),
+        key_file=str(key_path),
+        host=broker.host,
+        port=broker.port,
+        protocol=protocol,
+    )
+    receiver = GalleryReceiver(config, store)
+    receiver.start()
+    if wait and not receiver.wait_ready(15):
+        raise BrokerError(f"gallery did not subscribe:\n{broker.logs()}")
+    return receiver
+
+
+def stop_gallery(receiver: Any) -> None:
+    """Stop a receiver from :func:`start_gallery` and close its store."""
+    receiver.stop()
+    receiver.store.close()

@@ -420,7 +420,7 @@ def test_rejects_control_characters_in_quality_keys_values_and_ids() -> None:
         ),
         (lambda o: o["captures"][0].update(description="frontal with text"), "bad_value"),
         (lambda o: o["captures"][0]["quality"].update(x=float("inf")), "bad_value"),
-        (lambda o: o["captures"][0]["quality"].update(deep={"a": {"b": {"c": {"d": {"e": 1}}}}}), "bad_value"),
+        (lambda o: o["captures"][0]["quality"].update(deep=factory.too_deep_quality()), "bad_value"),
         (lambda o: o["captures"][0]["quality"].update(big=list(range(3000))), "bad_value"),
         (lambda o: o["booking"].update(captured_at=cbor2.CBORTag(0, "2026-03-01T14:30:05+02:00")), "bad_value"),
     ],

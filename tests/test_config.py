@@ -1,0 +1,75 @@
+"""The station config: every section a provisioned station.toml carries loads; mistakes are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.config import ConfigError, load_config
+
+PROVISIONED = """
+[station]
+county = "king"
+station = "desk-1"
+profile = "replay"
+
+[mqtt]
+host = "broker.county.example"
+port = 8883
+
+[keys]
+tls_key = "/var/lib/booking-station/keys/tls.key"
+signing_key = "/var/lib/booking-station/keys/signing.key"
+
+[sync]
+max_in_flight = 8
+protocol = "3.1.1"
+
+[vision]
+threads = 2
+
+[quality]
+profile = "nist-sap40"
+
+[store]
+floor_bytes = 1073741824
+
+[ui]
+port = 8081
+"""
+
+
+def test_a_provisioned_station_file_loads(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(PROVISIONED)
+    config = load_config(path)
+    assert (config.station.county, config.station.station) == ("king", "desk-1")
+    assert config.mqtt.port == 8883 and config.sync.max_in_flight == 8 and config.sync.protocol == "3.1.1"
+    assert config.vision.threads == 2 and config.quality.profile == "nist-sap40"
+    assert config.store.floor_bytes == 1 << 30 and config.ui.port == 8081
+    assert config.source == path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[visoin]\nthreads = 2\n", "unknown section [visoin]"),
+        ("[vision]\nthread = 2\n", "unknown key(s) in [vision]: thread"),
+        ('[sync]\nprotocol = "4"\n', "[sync]"),
+        ("[sync]\nmax_in_flight = 0\n", "max_in_flight"),
+        ("[vision\n", "cannot be read"),
+    ],
+)
+def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_named_file_is_an_error_and_no_default_file_means_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    assert load_config(None).vision.threads >= 1
