@@ -10,15 +10,16 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
 THREADS ?= 1 2
 
-.PHONY: install demo test bench lint soak clean help install-systemd
+.PHONY: install demo test bench lint soak clean help install-systemd system-packages
 
-SIDE ?= station
+SIDE ?= device
 
 install-systemd: install
 	systemd/install.sh --side $(SIDE) --bin-dir $(abspath $(VENV))/bin
 
 help:
 	@echo "make install   create $(VENV), install the project and build the model bundle"
+	@echo "make system-packages  install Mosquitto, Chromium, systemd tools (apt-get) when missing"
 	@echo "make demo      run the vision core on a sample portrait"
 	@echo "make test      run the test suite (installs first when needed)"
 	@echo "make bench     per-stage latency table (written to bench-results/)"
@@ -26,6 +27,9 @@ help:
 	@echo "make soak      long fault-injection runs (not part of make test)"
 
 install: $(STAMP)
+
+system-packages:
+	@firmware/system-packages.sh test
 
 $(STAMP): pyproject.toml firmware/models/*.py
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13), "Python 3.10-3.13 needed, this is " + sys.version.split()[0]'
@@ -50,7 +54,7 @@ demo: install
 	  --override-reason "demo: sample photo, no booking backdrop"
 	$(VENV)/bin/booking-station queue --data-dir $(DEMO_DATA)
 
-test: install
+test: system-packages install
 	$(PY) -m pytest -q
 
 bench: install
