@@ -327,6 +327,7 @@ def demo(ctx: click.Context, image: Path | None) -> None:
 def _register_commands() -> None:
     """Commands that live beside the code they drive (one concept per module)."""
     from appliance.capture.commands import register as register_capture_commands
+    from appliance.doctor_commands import doctor
     from appliance.store.commands import register as register_store_commands
     from appliance.ui.commands import register as register_ui_commands
     from firmware.provision_commands import provision
@@ -337,6 +338,7 @@ def _register_commands() -> None:
     register_ui_commands(main)
     register_sync_commands(main)
     main.add_command(provision)
+    main.add_command(doctor)
 
 
 _register_commands()

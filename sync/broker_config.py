@@ -32,13 +32,28 @@ crash between autosaves) is simply published again.
 Note for county IT: Mosquitto 2.0 with an ``acl_file`` grants every SUBACK and applies ``read``
 rules when it delivers, so a station subscribing to another station's ``acks`` sees a granted
 subscription that never receives anything (the tests check exactly that).
+
+Revocation
+----------
+A revoked station (``revoked_stations``, from ``booking-gallery devices revoke``) gets a
+``user {station}`` block with ``topic deny #``. Mosquitto checks a user's ``deny`` rules before
+any grant, patterns included (measured on 2.0.11), and re-reads the ACL file on SIGHUP, so after a
+reload the station can no longer publish or receive anything, even on a connection it already
+had. The certificate itself is refused at the TLS handshake only through ``crlfile``: Mosquitto
+re-reads the CRL *file* on SIGHUP, but a ``crlfile`` line that is new needs a restart. Do both:
+the ACL acts on live connections, the CRL on every new one, whatever the ACL says.
+
+The inputs are kept beside the files (``broker.json``, :func:`save_settings`) so that revoking a
+station later regenerates exactly the same ACL plus the new ``deny`` block.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from sync.topics import PREFIX, SHARE_GROUP, check_slug
 from sync.wire import DEFAULT_MAX_RECORD_BYTES
@@ -74,12 +89,17 @@ class BrokerConfig:
     autosave_interval: int = 60
     persistent_client_expiration: str = "30d"
     extra_gallery_identities: tuple[str, ...] = field(default_factory=tuple)
+    revoked_stations: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         check_slug(self.county, "county")
         check_slug(self.share_group, "share group")
         if self.gallery_workers < 1:
             raise ValueError("at least one gallery worker identity is needed")
+        # Slugs only: a revoked name is written into the ACL after ``user``, and a slug can never be a
+        # gallery identity (those contain a dot), so revoking cannot lock out a gallery worker.
+        self.revoked_stations = tuple(sorted({check_slug(s, "revoked station") for s in self.revoked_stations}))
+        self.extra_gallery_identities = tuple(self.extra_gallery_identities)
 
     @property
     def gallery_identities(self) -> list[str]:
@@ -127,6 +147,9 @@ def render_mosquitto_conf(cfg: BrokerConfig) -> str:
         f"message_size_limit {size_limit}",
         "# Station status is a retained message (its last will marks it offline).",
         "retain_available true",
+        "# Send small packets (acks, PUBACKs) at once instead of waiting ~40 ms for Nagle's algorithm:",
+        "# measured 450 records/s instead of 370 on loopback with the station's window of 16.",
+        "set_tcp_nodelay true",
         "",
         f"user {cfg.run_as_user}",
         f"log_dest {cfg.log_dest}",
@@ -189,13 +212,68 @@ def render_acl(cfg: BrokerConfig) -> str:
             f"topic write {base}/+/commands",
             "",
         ]
+    for station in cfg.revoked_stations:
+        lines += [
+            f"# Revoked station {station} (booking-gallery devices revoke): its certificate may still be valid,",
+            "# but nothing goes in or out. Mosquitto checks deny rules before every grant, patterns included.",
+            f"user {station}",
+            "topic deny #",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def write_broker_files(cfg: BrokerConfig, conf_path: str | PathLike[str]) -> tuple[Path, Path]:
-    """Write ``mosquitto.conf`` to ``conf_path`` and the ACL to ``cfg.acl_file``; return both."""
+    """Write ``mosquitto.conf`` to ``conf_path`` and the ACL to ``cfg.acl_file``; return both.
+
+    Each file is replaced atomically: Mosquitto may re-read the ACL at any moment (SIGHUP), and half
+    an ACL file would lock out the whole county.
+    """
     conf = Path(conf_path)
     acl = Path(cfg.acl_file)
-    conf.write_text(render_mosquitto_conf(cfg), encoding="utf-8")
-    acl.write_text(render_acl(cfg), encoding="utf-8")
+    _write_atomic(conf, render_mosquitto_conf(cfg))
+    _write_atomic(acl, render_acl(cfg))
     return conf, acl
+
+
+SETTINGS_FILE = "broker.json"
+
+
+def save_settings(cfg: BrokerConfig, directory: str | PathLike[str]) -> Path:
+    """Keep the generator's inputs beside the files (``broker.json``) so a later revocation can
+    regenerate the same ACL with one more ``deny`` block, without county IT retyping every option."""
+    path = Path(directory) / SETTINGS_FILE
+    data = asdict(cfg)
+    data["extra_gallery_identities"] = list(cfg.extra_gallery_identities)
+    data["revoked_stations"] = list(cfg.revoked_stations)
+    _write_atomic(path, json.dumps({"v": 1, "broker": data}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_settings(directory: str | PathLike[str]) -> BrokerConfig:
+    """The :class:`BrokerConfig` saved by :func:`save_settings` in ``directory``; ValueError naming the
+    file when it is missing or not one of ours."""
+    path = Path(directory) / SETTINGS_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = doc["broker"]
+    except FileNotFoundError:
+        raise ValueError(
+            f"{path} does not exist: generate the broker files once with `booking-gallery broker-config --out "
+            f"{Path(directory)} ...` (it keeps its settings there), then revoke again"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a broker settings file: {exc}") from None
+    known = {f.name for f in fields(BrokerConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    data["extra_gallery_identities"] = tuple(data.get("extra_gallery_identities", ()))
+    data["revoked_stations"] = tuple(data.get("revoked_stations", ()))
+    return BrokerConfig(**data)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -7,6 +7,7 @@ import click
 from sync import __version__
 from sync.enroll.commands import ca, enroll_server, tokens
 from sync.gallery.commands import register_commands
+from sync.gallery.fleet_commands import fleet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +20,7 @@ register_commands(main)
 main.add_command(ca)
 main.add_command(tokens)
 main.add_command(enroll_server)
+main.add_command(fleet)
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,9 @@ Registered by ``sync/cli.py``::
     main.add_command(ca); main.add_command(tokens); main.add_command(enroll_server)
 
 Every option of ``enroll-server`` can also come from the environment (``BOOKING_ENROLL_*``), which is how
-``systemd/booking-gallery-enroll.service`` configures it through an ``EnvironmentFile``. Errors are
+``systemd/booking-gallery-enroll.service`` configures it through an ``EnvironmentFile``. With
+``--gallery-db`` (``BOOKING_ENROLL_GALLERY_DB``) the server registers station keys into the gallery's
+own device table (``sync.gallery.devices.StoreDeviceRegistry``) instead of ``devices.json``. Errors are
 one line on stderr and exit status 2, never a traceback.
 """
 
@@ -228,15 +230,44 @@ def tokens_list(ca_dir: Path, as_json: bool) -> None:
 @click.option("--cert-days", type=click.IntRange(1, 3650), default=STATION_CERT_DAYS,
               envvar="BOOKING_ENROLL_CERT_DAYS", show_default=True, show_envvar=True,
               help="validity of issued station certificates")
+@click.option("--gallery-db", "gallery_db", default=None, envvar="BOOKING_ENROLL_GALLERY_DB", show_envvar=True,
+              metavar="URL",
+              help="register each enrolled station's signing key straight into the gallery's device table "
+                   "(a SQLite path or postgresql://...), instead of devices.json in the CA directory")
 def enroll_server(ca_dir: Path, host: str, port: int, tls_cert: Path, tls_key: Path, mqtt_host: str | None,
-                  mqtt_port: int, cert_days: int) -> None:
-    """Serve station enrolment over HTTPS (POST /enroll) until stopped."""
+                  mqtt_port: int, cert_days: int, gallery_db: str | None) -> None:
+    """Serve station enrolment over HTTPS (POST /enroll) until stopped.
+
+    With --gallery-db a provisioned station can deliver at once: its key is in the table the gallery
+    verifies records against, and a station the gallery has revoked cannot enrol again under its id.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    store = None
+    registry = None
+    if gallery_db:
+        # Imported here: a county that keeps the default JSON registry runs the enrolment server without
+        # the gallery's dependencies (CBOR, database drivers) being loaded into the process holding the CA key.
+        from sync.gallery.devices import StoreDeviceRegistry
+        from sync.gallery.store import StoreError, open_store
+
+        try:
+            store = open_store(gallery_db)
+        except (StoreError, OSError) as exc:
+            _fail(f"cannot open the gallery database {gallery_db}: {exc}")
+            return
+        registry = StoreDeviceRegistry(store)
     try:
-        service = EnrollmentService.from_ca_dir(
-            ca_dir, cert_days=cert_days, mqtt=MqttEndpoint(mqtt_host, mqtt_port) if mqtt_host else None)
-        server = make_server(service, host, port, tls_cert, tls_key, watchdog=Watchdog.from_environment())
-    except (CAError, ServerSetupError) as exc:
-        _fail(str(exc))
-        return
-    serve(server)
+        try:
+            service = EnrollmentService.from_ca_dir(
+                ca_dir, registry=registry, cert_days=cert_days,
+                mqtt=MqttEndpoint(mqtt_host, mqtt_port) if mqtt_host else None)
+            server = make_server(service, host, port, tls_cert, tls_key, watchdog=Watchdog.from_environment())
+        except (CAError, ServerSetupError) as exc:
+            _fail(str(exc))
+            return
+        if gallery_db:
+            logging.getLogger("booking.enroll").info("registering station keys into the gallery database")
+        serve(server)
+    finally:
+        if store is not None:
+            store.close()

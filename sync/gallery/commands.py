@@ -3,7 +3,9 @@
     from sync.gallery.commands import register_commands
     register_commands(main)
 
-Commands: ``records``, ``devices register|list|revoke``, ``receive``, ``export`` and ``broker-config``.
+Commands: ``records``, ``devices register|list|revoke|crl|rotate``, ``receive``, ``export`` and
+``broker-config``. ``devices revoke`` also produces the broker-side revocation (ACL deny rules and the
+county CRL); ``devices rotate`` signs a ``rotate`` command with the county command key.
 Each database command takes ``--db`` (a SQLite path or a ``postgresql://`` URL, also read from
 ``BOOKING_GALLERY_DB``). Failures print one plain sentence and exit 1, never a traceback.
 """
@@ -179,11 +181,179 @@ def devices_list(as_json: bool, db_url: str) -> None:
 @devices_group.command("revoke")
 @click.option("--station", required=True)
 @db_option()
-def devices_revoke(station: str, db_url: str) -> None:
-    """Refuse a station's records from now on (revoke its certificate on the broker too)."""
+@click.option(
+    "--broker-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The folder `broker-config --out` wrote (mosquitto.conf, acl, broker.json): its ACL is regenerated "
+    "to deny every revoked station.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="BOOKING_CA_DIR",
+    help="The county CA directory: write a CRL listing every certificate issued to a revoked station.",
+)
+@click.option(
+    "--crl-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the CRL goes (default: the broker's crlfile, else BROKER_DIR/crl.pem, else CA_DIR/crl.pem).",
+)
+def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: Path | None,
+                   crl_file: Path | None) -> None:
+    """Refuse a station's records from now on, and shut it out of the broker.
+
+    The gallery refuses its records at once. With --broker-dir the broker's ACL denies it everything
+    (after a reload, even on a connection it already has); with --ca-dir its certificates go into the
+    county CRL (refused at every new TLS handshake). Then reload Mosquitto, as printed.
+    """
     with _store(db_url) as store:
         device = device_registry.revoke(store, station)
-    click.echo(f"Revoked {device.station}; its stored records are kept. Also add its certificate to the CRL.")
+        try:
+            done = device_registry.apply_broker_revocation(store, broker_dir=broker_dir, ca_dir=ca_dir,
+                                                           crl_file=crl_file)
+        except device_registry.RevocationError as exc:
+            raise click.ClickException(
+                f"{device.station} is revoked in the gallery (its records are refused), but the broker side failed: "
+                f"{exc}"
+            ) from None
+    when = f"{device.revoked_at:%Y-%m-%d %H:%M:%SZ}" if device.revoked_at else "now"
+    click.echo(f"Revoked {device.station} in the gallery ({when}): its records are refused; stored ones are kept.")
+    if done.acl is not None:
+        click.echo(f"Regenerated {done.acl}: denies {', '.join(done.revoked)} everything (topic deny #).")
+    if done.crl is not None:
+        serials = ", ".join(done.crl_serials) or "none found in the enrolment log"
+        until = f"{done.crl_next_update:%Y-%m-%d}" if done.crl_next_update else "?"
+        click.echo(f"Wrote CRL {done.crl} (valid until {until}); revoked certificate serials: {serials}.")
+    if done.conf is not None:
+        click.echo(f"Updated {done.conf}.")
+    if done.acl is None and done.crl is None:
+        click.echo(
+            f"WARNING: the broker still lets {device.station} connect and publish. Finish the revocation: re-run with "
+            "--broker-dir DIR (the folder broker-config wrote) and --ca-dir DIR (the county CA), then reload mosquitto."
+        )
+        return
+    if done.restart_needed:
+        click.echo(
+            "Next: RESTART mosquitto (systemctl restart mosquitto): the crlfile line is new, and Mosquitto reads a "
+            "new crlfile line only when it starts. Later revocations need only a reload."
+        )
+    else:
+        click.echo("Next: reload mosquitto so it takes effect: systemctl reload mosquitto (or kill -HUP <its pid>).")
+    if done.crl is not None and done.acl is None:
+        click.echo(f"Make sure the broker's mosquitto.conf says `crlfile {done.crl.resolve()}` "
+                   "(booking-gallery broker-config --crlfile ...).")
+    click.echo("A connection the station already has stays open until it drops, but after the reload the ACL lets "
+               "nothing through it; a restart closes it at once.")
+
+
+@devices_group.command("crl")
+@click.option(
+    "--ca-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BOOKING_CA_DIR",
+    help="The county CA directory (its key signs the CRL; its enrolment log lists the certificates).",
+)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The CRL file to write (PEM), e.g. /etc/mosquitto/booking/crl.pem.")
+@click.option("--empty", is_flag=True, help="List nothing (at installation, before a gallery database exists).")
+@db_option()
+def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str) -> None:
+    """Write the county CRL: every certificate of every revoked station (or none, with --empty).
+
+    Configure it in the broker from the start (broker-config --crlfile): Mosquitto re-reads the file
+    on a reload, but reads a new crlfile line only when it starts.
+    """
+    try:
+        if empty:
+            path, serials, until = device_registry.write_crl(None, ca_dir, out)
+        else:
+            with _store(db_url) as store:
+                path, serials, until = device_registry.write_crl(store, ca_dir, out)
+    except device_registry.RevocationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote {path}: {len(serials)} revoked certificate(s), valid until {until:%Y-%m-%d}.")
+
+
+@devices_group.command("rotate")
+@click.option("--station", required=True, help="The station whose keys to rotate.")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(["tls-certificate", "signing-key"]),
+    help="What to rotate (repeatable; default both): one signed command each.",
+)
+@click.option(
+    "--ca-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BOOKING_CA_DIR",
+    help="The county CA directory, whose command-signing.key signs the command.",
+)
+@click.option("--expires-in", "hours", type=click.FloatRange(0.1, 30 * 24), default=72.0, show_default=True,
+              help="Hours the station may act on the command (a station offline longer never runs it late).")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Publish now: a receiver-style TOML ([broker] host, port, ca_file, cert_file, key_file; [gallery] county) "
+    "naming an operator certificate that may write commands (not a running worker's).",
+)
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Write each signed command to OUT/STATION-TARGET-ID.cose instead, to publish later.")
+@db_option()
+def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: float, config_path: Path | None,
+                   out_dir: Path | None, db_url: str) -> None:
+    """Ask a station to rotate its keys: a rotate command signed with the county command key.
+
+    The station verifies it (county key, its own station id, expiry), runs it once and audits it; its
+    next status and `booking-gallery fleet` show the outcome. Nothing changes on the county side until
+    the station re-enrols its new keys.
+    """
+    from datetime import timedelta
+
+    if (config_path is None) == (out_dir is None):
+        raise click.UsageError("give --config (publish now) or --out (write the signed commands), one of them")
+    with _store(db_url) as store:
+        try:
+            signed = device_registry.sign_rotate(ca_dir, store, station, list(targets or ("tls-certificate",
+                                                                                         "signing-key")),
+                                                 lifetime=timedelta(hours=hours))
+        except device_registry.CommandError as exc:
+            raise click.ClickException(str(exc)) from None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for s in signed:
+            path = out_dir / f"{station}-{s.command.args['target']}-{s.command.command_id}.cose"
+            write_atomic(path, s.payload)
+            click.echo(f"Wrote {path}: rotate {s.command.args['target']} for {station}, valid until "
+                       f"{s.command.expires_at:%Y-%m-%d %H:%M}Z.")
+            click.echo(f"  publish: mosquitto_pub -h BROKER -p 8883 --cafile ca.crt --cert ops.crt --key ops.key -q 1 "
+                       f"-t {s.topic} -f {path}")
+        return
+    assert config_path is not None
+    try:
+        config = ReceiverConfig.from_toml(config_path)
+    except (ConfigError, TopicError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        notes = device_registry.publish_commands(config, signed)
+    except device_registry.CommandError as exc:
+        raise click.ClickException(str(exc)) from None
+    missed = False
+    for s, note in zip(signed, notes, strict=True):
+        click.echo(f"Sent rotate {s.command.args['target']} to {station}: command {s.command.command_id}, valid until "
+                   f"{s.command.expires_at:%Y-%m-%d %H:%M}Z.")
+        if note:
+            missed = True
+            click.echo(f"  WARNING: {note}", err=True)
+    if missed:
+        raise SystemExit(1)
 
 
 @click.command("receive")
@@ -239,6 +409,13 @@ def receive_cmd(config_path: Path, db_url: str | None, export_dir: Path | None) 
 @click.option("--crlfile", default=None, help="CRL of revoked device certificates.")
 @click.option("--port", default=8883, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--gallery-workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--extra-identity", "extra_identities", multiple=True, metavar="CN",
+              help="Another county identity with the gallery's rights, e.g. ops.COUNTY for `devices rotate` "
+              "(repeatable).")
+@click.option("--revoked", "revoked", multiple=True, metavar="STATION",
+              help="A revoked station to deny everything (repeatable); see also --db.")
+@click.option("--db", "db_url", default=None, envvar="BOOKING_GALLERY_DB", metavar="URL",
+              help="Also deny every station the gallery's device registry has revoked.")
 def broker_config_cmd(
     county: str,
     out_dir: Path,
@@ -248,8 +425,21 @@ def broker_config_cmd(
     crlfile: str | None,
     port: int,
     gallery_workers: int,
+    extra_identities: tuple[str, ...],
+    revoked: tuple[str, ...],
+    db_url: str | None,
 ) -> None:
-    """Write mosquitto.conf and acl for a county broker (mutual TLS, per-station ACL)."""
+    """Write mosquitto.conf and acl for a county broker (mutual TLS, per-station ACL).
+
+    The inputs are kept in OUT/broker.json, so `devices revoke --broker-dir OUT` can regenerate the
+    same files with a revoked station denied.
+    """
+    from sync.broker_config import save_settings
+
+    revoked_all = set(revoked)
+    if db_url:
+        with _store(db_url) as store:
+            revoked_all |= set(device_registry.revoked_stations(store))
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         cfg = BrokerConfig(
@@ -261,11 +451,19 @@ def broker_config_cmd(
             acl_file=str((out_dir / "acl").resolve()),
             port=port,
             gallery_workers=gallery_workers,
+            extra_gallery_identities=tuple(extra_identities),
+            revoked_stations=tuple(sorted(revoked_all)),
         )
     except (TopicError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     conf, acl = write_broker_files(cfg, out_dir / "mosquitto.conf")
+    save_settings(cfg, out_dir)
     click.echo(f"Wrote {conf} and {acl}. Gallery certificate CN(s): {', '.join(cfg.gallery_identities)}.")
+    if cfg.revoked_stations:
+        click.echo(f"Denied (revoked): {', '.join(cfg.revoked_stations)}.")
+    if not crlfile:
+        click.echo("Note: no --crlfile. Revoked certificates are then refused only through the ACL; configure a "
+                   "CRL from the start (booking-gallery devices crl --empty --ca-dir DIR --out FILE).")
 
 
 @click.command("export")

@@ -22,12 +22,24 @@ everything. A store failure (database down) sends no ack at all, so the station 
 The MQTT session is persistent (MQTT 5 ``clean_start=False`` with a session expiry; 3.1.1
 ``clean_session=False``) so the broker queues records while the gallery restarts; that queue is
 an optimisation only, the station's outbox is what guarantees delivery.
+
+Fleet health: every worker also subscribes to ``booking/v1/{county}/+/status`` (a plain
+subscription, not the shared one: the broker sends retained messages only to plain subscriptions,
+and the retained status is what tells a restarted gallery how each station was last). Each status
+body is checked (JSON object, version 1, the topic's county and station, a known state) and kept
+as that station's latest (:meth:`GalleryStore.put_station_status`); a body that names another
+station than its topic is refused and logged like a bad record. The station's last will says only
+"offline", so it is merged over the previous report (the last known queue stays visible). A
+retained copy delivered on (re)subscribing is the broker's memory, not news: it never makes a
+silent station look recently seen. Statuses are never acked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import re
 import ssl
 import sys
@@ -46,7 +58,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sync import topics
-from sync.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError
+from sync.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
 from sync.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
 
 if sys.version_info >= (3, 11):
@@ -55,6 +67,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 log = logging.getLogger(__name__)
+
+#: A status body is a small JSON object; anything bigger is not one of ours.
+MAX_STATUS_BYTES = 64 * 1024
+STATUS_STATES = ("online", "offline")
+STATUS_VERSION = 1
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -132,12 +149,65 @@ class Outcome:
 
 
 @dataclass
+class StatusOutcome:
+    """What the receiver did with one status message: ``stored``, ``unchanged`` (a retained copy of
+    what is already kept), ``cleared`` (an empty retained message) or ``rejected`` with a reason."""
+
+    topic: str
+    station: str | None
+    result: str
+    reason: str | None = None
+
+
+@dataclass
 class ReceiverStats:
     counts: Counter[str] = field(default_factory=Counter)
 
 
 def _clean(text: str, limit: int = 300) -> str:
     return _UNSAFE.sub("?", text)[:limit] or "-"
+
+
+def parse_status(payload: bytes, *, county: str, station: str) -> dict[str, Any]:
+    """The status body of ``station`` (see ``sync.agent``) checked against its topic, or WireError.
+
+    Only what the fleet view relies on is checked (types of the fields it shows); extra keys from a
+    newer station are kept. The topic's station is what the broker vouches for (its ACL lets a
+    certificate write only its own status), so a body naming anyone else is refused, not trusted.
+    """
+    if len(payload) > MAX_STATUS_BYTES:
+        raise WireError("oversize", f"status of {len(payload)} bytes is over {MAX_STATUS_BYTES}")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError("bad_status", f"status is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError("bad_status", "status must be a JSON object")
+    if body.get("v") != STATUS_VERSION:
+        raise WireError("bad_status", f"status version {body.get('v')!r} is not {STATUS_VERSION}")
+    if body.get("station") != station:
+        raise WireError("status_mismatch", f"status names station {str(body.get('station'))[:64]!r} but came on "
+                                           f"{station!r}'s topic")
+    if body.get("county") != county:
+        raise WireError("status_mismatch", f"status names county {str(body.get('county'))[:64]!r}, not {county!r}")
+    if body.get("state") not in STATUS_STATES:
+        raise WireError("bad_status", f"status state {str(body.get('state'))[:32]!r} is not online or offline")
+    checks: list[tuple[str, Callable[[Any], bool]]] = [
+        ("software", lambda v: isinstance(v, str)),
+        ("at", lambda v: isinstance(v, str)),
+        ("queue", lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0 for k, n in v.items())),
+        ("in_flight", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        ("oldest_pending_age_s", lambda v: v is None or (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))),
+        ("last_ack_at", lambda v: v is None or isinstance(v, str)),
+        ("alarms", lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)),
+        ("reason", lambda v: isinstance(v, str)),
+    ]
+    for key, ok in checks:
+        if key in body and not ok(body[key]):
+            raise WireError("bad_status", f"status field {key!r} has the wrong type")
+    return body
 
 
 class GalleryReceiver:
@@ -187,6 +257,38 @@ class GalleryReceiver:
             self.stats.counts[ack.status] += 1
             log.info("record %s from %s: %s", ack.record_id, station, ack.status)
         return Outcome(topic_name, station, ack, ack_topic)
+
+    def handle_status(self, topic_name: str, payload: bytes, *, retained: bool = False) -> StatusOutcome:
+        """Check one status message and keep it as its station's latest. Store failures propagate."""
+        received_at = self.clock()
+        try:
+            parsed = topics.parse_topic(topic_name)
+        except topics.TopicError as exc:
+            self._reject(topic_name, None, payload, WireError("bad_topic", str(exc)), received_at)
+            return StatusOutcome(topic_name, None, "rejected", "bad_topic")
+        station = parsed.station
+        if parsed.kind != "status" or parsed.county != self.config.county:
+            self._reject(topic_name, station, payload, WireError("bad_topic", "not this county's status"), received_at)
+            return StatusOutcome(topic_name, station, "rejected", "bad_topic")
+        if not payload:
+            # Someone cleared the retained status (e.g. a decommissioned station); what we knew stays.
+            log.info("retained status of %s was cleared on the broker", station)
+            return StatusOutcome(topic_name, station, "cleared")
+        try:
+            body = parse_status(payload, county=parsed.county, station=station)
+        except WireError as exc:
+            self._reject(topic_name, station, payload, exc, received_at)
+            return StatusOutcome(topic_name, station, "rejected", exc.code)
+        previous = self.store.get_station_status(station)
+        if previous is not None and "queue" not in body:
+            # The last will carries no figures: keep the last known ones (and their time) under it.
+            body = {**previous.body, **body}
+        if retained and previous is not None and previous.body == body:
+            return StatusOutcome(topic_name, station, "unchanged")
+        self.store.put_station_status(station, parsed.county, body,
+                                      received_at=_seen_at(body, previous, retained, received_at))
+        self.stats.counts["status"] += 1
+        return StatusOutcome(topic_name, station, "stored")
 
     def _accept(self, parsed: topics.Topic, payload: bytes, received_at: datetime) -> Ack:
         station = parsed.station
@@ -246,6 +348,9 @@ class GalleryReceiver:
                 topic_name = message.topic
             except UnicodeDecodeError:
                 topic_name = repr(message._topic)[:200]
+            if topic_name.endswith("/status"):
+                self.handle_status(topic_name, bytes(message.payload), retained=bool(message.retain))
+                return
             outcome = self.handle(topic_name, bytes(message.payload))
             if outcome.ack is not None and outcome.ack_topic is not None:
                 self._publish_ack(client, outcome.ack_topic, outcome.ack, message)
@@ -280,14 +385,24 @@ class GalleryReceiver:
             self.config.port,
             getattr(flags, "session_present", "?"),
         )
-        client.subscribe(topics.gallery_subscription(self.config.county, self.config.share_group), qos=1)
+        # One SUBSCRIBE, one SUBACK: records first (their reason code decides readiness), status second.
+        client.subscribe(
+            [
+                (topics.gallery_subscription(self.config.county, self.config.share_group), 1),
+                (status_subscription(self.config.county), 1),
+            ]
+        )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[Any], properties: Any
     ) -> None:
-        if any(getattr(rc, "is_failure", False) for rc in reason_codes):
+        if reason_codes and getattr(reason_codes[0], "is_failure", False):
             log.error("broker refused the gallery subscription: %s", reason_codes)
             return
+        if len(reason_codes) > 1 and getattr(reason_codes[1], "is_failure", False):
+            # Records still flow; only the fleet view goes stale. Say so rather than refuse to work.
+            log.error("broker refused the station status subscription (%s): `booking-gallery fleet` will not "
+                      "update; regenerate the ACL with `booking-gallery broker-config`", reason_codes[1])
         self.subscribed.set()
 
     def _on_disconnect(
@@ -370,6 +485,24 @@ class GalleryReceiver:
         finally:
             notify_stopping("gallery worker stopping")
             self.stop()
+
+
+def status_subscription(county: str) -> str:
+    """Every station's retained status of ``county`` (a plain subscription, see the module docstring)."""
+    return f"{topics.PREFIX}/{topics.check_slug(county, 'county')}/+/status"
+
+
+def _seen_at(body: dict[str, Any], previous: StationStatus | None, retained: bool, now: datetime) -> datetime:
+    """When the gallery last heard from the station, for this status: now for a live message. A retained
+    copy is what the broker remembered, possibly from long ago, so it counts from the station's own
+    timestamp (never later than now), or keeps what was known: a station that went silent while the
+    gallery was down must never look fresh."""
+    if not retained:
+        return now
+    at = parse_iso(body.get("at"))
+    if at is not None:
+        return min(at, now)
+    return previous.received_at if previous is not None else now
 
 
 def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -15,11 +15,16 @@ Rules the implementations keep:
   ack goes out) and ``secure_delete`` (purged images are overwritten, CJIS media rules).
 * Rejections keep the payload's hash and size, never its bytes: a rejected payload may still be
   criminal-justice information and has no business sitting in a log table.
+* ``station_status`` keeps only the *latest* status body per station (fleet health, from the
+  retained ``status`` topic); it is an operational view, not an audit trail. The table was added
+  after schema 1 shipped and is created with ``IF NOT EXISTS`` on open, so an existing gallery
+  database gains it without a migration step and older workers simply ignore it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
@@ -107,6 +112,23 @@ class StoredTemplate:
 
 
 @dataclass(frozen=True)
+class StationStatus:
+    """The latest health report of one station, as the gallery last received it.
+
+    ``body`` is the station's JSON status object (see ``sync.agent``); ``state`` and ``reported_at``
+    (the station's own clock, ``body["at"]``) are copied out so a fleet query need not parse every
+    body. ``received_at`` is the gallery's clock: "last seen".
+    """
+
+    station: str
+    county: str
+    state: str
+    reported_at: datetime | None
+    received_at: datetime
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Rejection:
     """One refused payload: who sent it (if the topic said), why, and its hash and size."""
 
@@ -123,6 +145,17 @@ class Rejection:
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An aware UTC datetime from an ISO 8601 text, or None (absent, naive or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return None if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 _SCHEMA = [
@@ -171,6 +204,17 @@ _SCHEMA = [
         detail TEXT NOT NULL,
         payload_sha256 {blob} NOT NULL,
         payload_size INTEGER NOT NULL
+    )""",
+    # No foreign key to devices: a status from a station the registry does not know (a certificate
+    # the county CA issued, a device table restored from an old backup) is exactly what the fleet
+    # view must be able to show.
+    """CREATE TABLE IF NOT EXISTS station_status (
+        station TEXT PRIMARY KEY,
+        county TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reported_at {ts},
+        received_at {ts} NOT NULL,
+        body TEXT NOT NULL
     )""",
 ]
 
@@ -428,6 +472,70 @@ class GalleryStore(ABC):
             Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
             for r in rows
         ]
+
+    # -- station status (fleet health)
+    def put_station_status(
+        self,
+        station: str,
+        county: str,
+        body: dict[str, Any],
+        *,
+        received_at: datetime | None = None,
+    ) -> None:
+        """Keep ``body`` as the latest status of ``station`` (replacing the previous one)."""
+        check_slug(station, "station")
+        check_slug(county, "county")
+        state = str(body.get("state", ""))
+        reported = parse_iso(body.get("at"))
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        with self._lock, self._transaction() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO station_status (station, county, state, reported_at, received_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station) DO UPDATE SET county = excluded.county, "
+                "state = excluded.state, reported_at = excluded.reported_at, received_at = excluded.received_at, "
+                "body = excluded.body",
+                (
+                    station,
+                    county,
+                    state,
+                    None if reported is None else self._to_ts(reported),
+                    self._to_ts(received_at or _utcnow()),
+                    text,
+                ),
+            )
+
+    def get_station_status(self, station: str) -> StationStatus | None:
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(
+                cur,
+                "SELECT station, county, state, reported_at, received_at, body FROM station_status WHERE station = ?",
+                (station,),
+            ).fetchone()
+        return None if row is None else self._station_status(row)
+
+    def list_station_status(self) -> list[StationStatus]:
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT station, county, state, reported_at, received_at, body FROM station_status "
+                "ORDER BY county, station",
+            ).fetchall()
+        return [self._station_status(r) for r in rows]
+
+    def _station_status(self, row: Sequence[Any]) -> StationStatus:
+        try:
+            body = json.loads(row[5])
+        except ValueError:
+            body = {}
+        return StationStatus(
+            station=row[0],
+            county=row[1],
+            state=row[2],
+            reported_at=None if row[3] is None else self._from_ts(row[3]),
+            received_at=self._from_ts(row[4]),
+            body=body if isinstance(body, dict) else {},
+        )
 
     def __enter__(self) -> GalleryStore:
         return self
