@@ -60,6 +60,25 @@ class HousekeepingSettings:
             raise ValueError(f"floor_bytes must be >= 0, got {self.floor_bytes}")
 
 
+def settings_from_config(config: Any, data_dir: Path | str) -> HousekeepingSettings:
+    """Housekeeping settings from the station config's `[store]`, with the county's remote changes over it.
+
+    The county may change `delivered_image_days` and `audit_keep_days` with a signed `config` command;
+    the sync agent checks and keeps those in DATA_DIR/sync/remote-settings.json (the services cannot
+    write /etc). They take effect when the service that runs the scheduler next starts.
+    """
+    from sync.agent_remote import load_remote_settings
+
+    store = config.store
+    values = {"delivered_image_days": float(store.delivered_image_days),
+              "audit_keep_days": int(store.audit_keep_days)}
+    remote = load_remote_settings(data_dir)
+    for key in values:
+        if key in remote:
+            values[key] = type(values[key])(remote[key])
+    return HousekeepingSettings(data_dir=Path(data_dir), floor_bytes=int(store.floor_bytes), **values)
+
+
 @dataclass(frozen=True)
 class DiskStatus:
     """Result of one disk watch: free bytes, the floor, and whether the disk alarm is now active."""

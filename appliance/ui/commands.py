@@ -97,6 +97,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
                   profile: str | None, profile_dir: Path | None, station_id: str | None, agency: str | None,
                   idle_lock_minutes: float | None, jms_token_file: Path | None) -> None:
     """Run the officer UI (web page and JSON API) until stopped."""
+    from appliance.scheduler import build_scheduler, settings_from_config
     from appliance.store import StoreError
     from appliance.ui.accounts import AccountError
     from appliance.ui.server import build_context, run
@@ -117,13 +118,20 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
                                     idle_lock_minutes=idle_lock_minutes,
                                     jms_token_file=str(jms_token_file) if jms_token_file else None)
         app_ctx = build_context(settings, config)
+        housekeeping_settings = settings_from_config(config, data_dir)
     except (SettingsError, StoreError, AccountError, BundleError, RuntimeMissing) as exc:
         _fail(str(exc), EXIT_SETUP)
     except (LookupError, ValueError, OSError) as exc:  # unknown profile name, bad profile file
         _fail(f"cannot start: {exc}", EXIT_SETUP)
     click.echo(f"booking station {station_id}: officer UI on http://{_url_host(settings.host)}:{settings.port}/",
                err=True)
-    run(app_ctx)
+    # Retention, audit retention and the disk watch run beside the desk for as long as it is up.
+    housekeeping = build_scheduler(housekeeping_settings)
+    housekeeping.start()
+    try:
+        run(app_ctx)
+    finally:
+        housekeeping.shutdown(wait=False)
 
 
 def _url_host(host: str) -> str:
