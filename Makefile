@@ -20,7 +20,8 @@ install-systemd: install
 help:
 	@echo "make install   create $(VENV), install the project and build the model bundle"
 	@echo "make system-packages  install Mosquitto, Chromium, systemd tools (apt-get) when missing"
-	@echo "make demo      run the vision core on a sample portrait"
+	@echo "make demo      vision on a sample portrait, then the whole loop: county CA, broker, gallery,"
+	@echo "               a provisioned station capturing bookings, delivery, acks and .eft exports"
 	@echo "make test      run the test suite (installs first when needed)"
 	@echo "make bench     per-stage latency table (written to bench-results/)"
 	@echo "make lint      ruff"
@@ -41,18 +42,15 @@ $(STAMP): pyproject.toml firmware/models/*.py
 	$(PY) -m firmware.models.build --out $(BUNDLE)
 	@touch $(STAMP)
 
-DEMO_DATA ?= demo-data
 
+# The vision core on the astronaut portrait, then the whole loop on this machine (appliance/demo_loop.py):
+# county CA, broker, enrolment server and gallery worker; a station provisioned, capturing bookings and
+# delivering them; in a temporary folder, removed afterwards (python -m appliance.demo_loop --keep keeps it).
 demo: install
+	@firmware/system-packages.sh demo
 	$(VENV)/bin/booking-station demo
 	@echo
-	@echo "Capturing a demo booking from a replay camera into $(DEMO_DATA)/ ..."
-	@mkdir -p $(DEMO_DATA)
-	$(VENV)/bin/booking-station capture --booking DEMO-$$(date +%H%M%S) --auto \
-	  --camera replay:$(SHARED)/faces/deepface/img36.jpg --agency VA0290000 --station demo-desk \
-	  --operator demo --data-dir $(DEMO_DATA) --timeout 15 \
-	  --override-reason "demo: sample photo, no booking backdrop"
-	$(VENV)/bin/booking-station queue --data-dir $(DEMO_DATA)
+	$(PY) -m appliance.demo_loop --shared $(SHARED)
 
 test: system-packages install
 	$(PY) -m pytest -q
@@ -67,4 +65,4 @@ soak: install
 	$(PY) -m pytest -q -m soak
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache $(DEMO_DATA) test-artifacts
+	rm -rf $(VENV) bench-results .pytest_cache test-artifacts

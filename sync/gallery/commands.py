@@ -408,6 +408,11 @@ def receive_cmd(config_path: Path, db_url: str | None, export_dir: Path | None) 
 @click.option("--keyfile", required=True, help="Broker key path.")
 @click.option("--crlfile", default=None, help="CRL of revoked device certificates.")
 @click.option("--port", default=8883, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--bind-address", default="", help="Listen on this address only (default: every interface).")
+@click.option("--persistence-dir", default="/var/lib/mosquitto/", show_default=True,
+              help="Where the broker keeps its persistence file (give each broker its own).")
+@click.option("--user", "run_as_user", default="mosquitto", show_default=True,
+              help="User the broker drops to when started as root; it must be able to read the TLS files.")
 @click.option("--gallery-workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--extra-identity", "extra_identities", multiple=True, metavar="CN",
               help="Another county identity with the gallery's rights, e.g. ops.COUNTY for `devices rotate` "
@@ -424,6 +429,9 @@ def broker_config_cmd(
     keyfile: str,
     crlfile: str | None,
     port: int,
+    bind_address: str,
+    persistence_dir: str,
+    run_as_user: str,
     gallery_workers: int,
     extra_identities: tuple[str, ...],
     revoked: tuple[str, ...],
@@ -450,6 +458,9 @@ def broker_config_cmd(
             crlfile=crlfile,
             acl_file=str((out_dir / "acl").resolve()),
             port=port,
+            bind_address=bind_address,
+            persistence_location=persistence_dir.rstrip("/") + "/",
+            run_as_user=run_as_user,
             gallery_workers=gallery_workers,
             extra_gallery_identities=tuple(extra_identities),
             revoked_stations=tuple(sorted(revoked_all)),
