@@ -29,7 +29,9 @@ def frontals(bundle, faces_dir: Path) -> dict[str, Path]:
 def config_file(tmp_path: Path) -> Path:
     """A station config of its own, so a developer's /etc/booking-station/station.toml cannot leak in."""
     path = tmp_path / "station.toml"
-    path.write_text("[capture]\nstable_seconds = 0.3\nmax_gap = 1.0\n")
+    # A generous max_gap: on a loaded 2-core CI machine one frame's analysis can take over a second, and
+    # these tests are about the flow, not the timing (the state machine's timing has its own tests).
+    path.write_text("[capture]\nstable_seconds = 0.3\nmax_gap = 5.0\n")
     return path
 
 

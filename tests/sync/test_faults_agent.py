@@ -11,6 +11,7 @@ In every case the same three things are checked (:func:`check`):
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import signal
@@ -276,6 +277,10 @@ def kill_trials(tmp_path: Path, pki: PKI, broker: MosquittoBroker, trials: int, 
     try:
         factory.wait_for(lambda: store.queue_counts()["delivered"] == len(saved), timeout=60,
                          message="the final run delivering everything")
+        # Everything may already have been delivered by the last killed run; SIGTERM only once this run
+        # has installed its handler (it writes its pid into its status file), or Python's default
+        # action ends it with -15 before it can stop cleanly.
+        factory.wait_for(lambda: _status_pid(station) == child.pid, timeout=30, message="the final run started")
     finally:
         child.send_signal(signal.SIGTERM)
         assert child.wait(20) == 0, log.read_text()[-3000:]
@@ -292,6 +297,13 @@ def kill_trials(tmp_path: Path, pki: PKI, broker: MosquittoBroker, trials: int, 
     store.close()
     print(f"\nSIGKILL trials: {dict(seen)}")
     return seen
+
+
+def _status_pid(station: factory.Station) -> int | None:
+    try:
+        return json.loads((station.data_dir / "sync" / "status.json").read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
 
 
 def test_sigkill_the_station_mid_publish_50_trials(tmp_path: Path, pki: PKI, broker: MosquittoBroker) -> None:
