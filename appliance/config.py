@@ -34,6 +34,7 @@ class StationIdentity:
     station: str = ""  # station slug = certificate CN = MQTT identity
     profile: str = ""  # device profile (firmware/profiles), e.g. rpi5-camera-module-3
     agency_ori: str = ""  # default agency ORI for bookings made at this desk
+    enroll_url: str = ""  # the enrolment server's /enroll URL (provision records it; certificate rotation uses it)
 
 
 @dataclass

@@ -47,6 +47,8 @@ from sync.enroll.protocol import (
     PROTOCOL_VERSION,
     make_private_dir,
     public_key_pem,
+    rotate_url,
+    rotation_proof_message,
     signing_proof_message,
     write_file_atomic,
     write_private_file,
@@ -277,16 +279,21 @@ def _choose_keys(paths: StationPaths, *, identity_changes: bool, new_keys: bool)
     return _Keys(tls, signing, "new")
 
 
-def build_request(county: str, station: str, token: str, keys: _Keys) -> dict[str, Any]:
-    """The enrolment request body: a CSR, the Ed25519 public key and a proof signature. No private key."""
-    csr = (
+def build_csr(county: str, station: str, tls_key: ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
+    """The station's CSR (O = county, CN = station), self-signed by its TLS key."""
+    return (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, county),
             x509.NameAttribute(NameOID.COMMON_NAME, station),
         ]))
-        .sign(keys.tls, hashes.SHA256())
+        .sign(tls_key, hashes.SHA256())
     )
+
+
+def build_request(county: str, station: str, token: str, keys: _Keys) -> dict[str, Any]:
+    """The enrolment request body: a CSR, the Ed25519 public key and a proof signature. No private key."""
+    csr = build_csr(county, station, keys.tls)
     csr_der = csr.public_bytes(serialization.Encoding.DER)
     proof = keys.signing.sign(signing_proof_message(county, station, csr_der))
     return {
@@ -366,9 +373,12 @@ def _check_response(data: dict[str, Any], keys: _Keys, county: str, station: str
     return cert, ca, command
 
 
-def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str, Any], profile: str | None) -> None:
+def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str, Any], profile: str | None,
+                  enroll_url: str = "") -> None:
     data = _read_config(paths.config_file)
     station_table: dict[str, Any] = {"county": county, "station": station}
+    if enroll_url:  # where the sync agent asks for a new certificate when the county orders a rotation
+        station_table["enroll_url"] = enroll_url
     old_profile = data.get("station", {}).get("profile")
     if profile or old_profile:
         station_table["profile"] = profile or old_profile
@@ -481,7 +491,7 @@ def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle:
             "host": mqtt_host or mqtt_from_server.get("host") or old_mqtt.get("host") or "",
             "port": int(mqtt_port or mqtt_from_server.get("port") or old_mqtt.get("port") or DEFAULT_MQTT_PORT),
         }
-        _write_config(paths, county, station, mqtt, profile)
+        _write_config(paths, county, station, mqtt, profile, enroll_url)
     except OSError as exc:
         raise ProvisionError("setup", f"the certificate was issued but cannot be stored: {exc}. Fix that and run "
                                       "provision again with the same token: it returns the same certificate, "
@@ -497,3 +507,102 @@ def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle:
     else:
         echo(f"MQTT broker not set: put its address in [mqtt] host of {paths.config_file} (or re-run with --mqtt-host)")
     return ProvisionResult("enrolled", county, station, serial, cert.not_valid_after_utc, paths, keys.pending)
+
+
+# --- certificate rotation (a county `rotate` command, run by the sync agent) ----------------------
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """A rotated TLS identity: the certificate serials before and after (hex)."""
+
+    old_serial: str | None
+    new_serial: str
+    not_after: dt.datetime
+
+
+def _serial_of(path: Path) -> str | None:
+    try:
+        return format(x509.load_pem_x509_certificate(path.read_bytes()).serial_number, "x")
+    except (OSError, ValueError):
+        return None
+
+
+def finish_rotation(tls_key: Path, tls_cert: Path) -> bool:
+    """Complete a rotation a crash interrupted between installing the certificate and its key: when
+    ``tls.key.pending`` holds the key of the installed certificate, install it. True when it did."""
+    pending = tls_key.with_name(tls_key.name + ".pending")
+    try:
+        key = _load_private(pending)
+        cert = x509.load_pem_x509_certificate(tls_cert.read_bytes())
+    except (OSError, ValueError, TypeError):
+        return False
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not _same_public(cert.public_key(), key.public_key()):
+        return False
+    write_private_file(tls_key, _private_pem(key))
+    with contextlib.suppress(FileNotFoundError):
+        pending.unlink()
+    return True
+
+
+def rotate_certificate(county: str, station: str, enroll_url: str, command_payload: bytes, command_id: str, *,
+                       tls_key: Path, tls_cert: Path, ca_cert: Path, signing_key: Path) -> RotationResult:
+    """Replace the station's TLS key and certificate, as a verified county ``rotate`` command orders.
+
+    The same steps and order as :func:`provision`: a new EC P-256 key as ``tls.key.pending`` (0600; one left
+    by an unfinished attempt is re-used, so a retry after a lost answer gets the same certificate back),
+    ``POST /rotate`` to the enrolment server over HTTPS trusting only ``ca_cert``, with the CSR, the signed
+    command and a proof by the station's *current* signing key; the answer is checked like an enrolment
+    answer (our key, CN = station, clientAuth, signed by the county CA we already trust); then the
+    certificate is installed, then its key, then the pending copy dropped. Until the answer is checked
+    nothing current is touched, so every failure (raised as :class:`ProvisionError`) keeps the old identity.
+    """
+    tls_key, tls_cert, ca_cert = Path(tls_key), Path(tls_cert), Path(ca_cert)
+    if urlsplit(enroll_url).scheme != "https":
+        raise ProvisionError("setup", f"no https:// enrolment URL to rotate with (got {enroll_url!r}); "
+                                      "re-provision the station so [station] enroll_url is recorded")
+    try:
+        signing = _load_private(Path(signing_key))
+        trusted_ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise ProvisionError("setup", f"cannot read the station's signing key or CA certificate: {exc}") from exc
+    if not isinstance(signing, Ed25519PrivateKey):
+        raise ProvisionError("setup", f"{signing_key} is not an Ed25519 private key")
+    pending = tls_key.with_name(tls_key.name + ".pending")
+    tls: ec.EllipticCurvePrivateKey | None = None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        loaded = _load_private(pending)
+        if isinstance(loaded, ec.EllipticCurvePrivateKey):
+            tls = loaded
+    if tls is None:
+        tls = ec.generate_private_key(ec.SECP256R1())
+        try:
+            write_private_file(pending, _private_pem(tls))
+        except OSError as exc:
+            raise ProvisionError("setup", f"cannot write {pending}: {exc}") from exc
+    keys = _Keys(tls, signing, "pending")
+    csr = build_csr(county, station, tls)
+    proof = signing.sign(rotation_proof_message(county, station, csr.public_bytes(serialization.Encoding.DER),
+                                                command_id))
+    body = {
+        "protocol": PROTOCOL_VERSION,
+        "county": county,
+        "station": station,
+        "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
+        "rotate_command": base64.b64encode(command_payload).decode(),
+        "current_proof": base64.b64encode(proof).decode(),
+    }
+    data = _post(rotate_url(enroll_url), body, ca_cert)
+    cert, ca, _ = _check_response(data, keys, county, station)
+    if ca.public_bytes(serialization.Encoding.DER) != trusted_ca.public_bytes(serialization.Encoding.DER):
+        raise ProvisionError("bad_response", "the enrolment server answered with another county CA than this "
+                                             "station trusts; a rotation never changes the CA (re-provision)")
+    old_serial = _serial_of(tls_cert)
+    try:
+        write_public_file(tls_cert, cert.public_bytes(serialization.Encoding.PEM))
+        write_private_file(tls_key, _private_pem(tls))
+        with contextlib.suppress(FileNotFoundError):
+            pending.unlink()
+    except OSError as exc:
+        raise ProvisionError("setup", f"the new certificate was issued but cannot be stored: {exc}") from exc
+    return RotationResult(old_serial, format(cert.serial_number, "x"), cert.not_valid_after_utc)

@@ -75,11 +75,13 @@ from appliance.store import (
 )
 from appliance.store.db import StoredRecord
 from appliance.store.outbox import OutboxEntry, backoff_delay
+from firmware.provision import ProvisionError, finish_rotation, rotate_certificate
 from sync import sdnotify, topics, wire
 from sync.agent_config import SyncConfig
 from sync.agent_remote import (
     CommandHandler,
     CommandOutcome,
+    RotationFailed,
     load_command_keys,
     load_remote_settings,
     private_files_ok,
@@ -263,6 +265,8 @@ class SyncAgent:
         self._store: Store | None = None
         self._key: Ed25519PrivateKey | None = None
         self._commands: CommandHandler | None = None
+        self._reconnect_requested = False  # set by a certificate rotation: the next connection uses new files
+        self._rotate_retry_at = 0.0  # monotonic time of the next retry of a failed rotation (0: at start)
         self._watchdog = sdnotify.Watchdog.from_environment()
 
     # ---------------------------------------------------------------------------- life cycle
@@ -271,6 +275,11 @@ class SyncAgent:
         Runs in the thread that will call :meth:`step` (the store belongs to it)."""
         cfg = self.config
         self._key = load_signing_key(cfg.signing_key)
+        try:  # a certificate rotation a crash interrupted between certificate and key is finished first
+            if finish_rotation(Path(cfg.key_file), Path(cfg.cert_file)):
+                log.warning("finished an interrupted certificate rotation: installed %s", cfg.key_file)
+        except OSError as exc:
+            raise SyncSetupError(f"cannot finish an interrupted certificate rotation: {exc}") from None
         try:
             tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file)
         except (OSError, ssl.SSLError) as exc:
@@ -315,6 +324,7 @@ class SyncAgent:
             clock=self.clock,
             on_purged=self._forget,
             on_settings=self._apply_settings,
+            rotator=self._rotate_certificate if self.config.enroll_url else None,
         )
         active = {a.name for a in self._store.active_alarms()}
         self._refusing_alarm = ALARM_GALLERY_REFUSING in active
@@ -366,6 +376,8 @@ class SyncAgent:
         """One round of the agent loop: handle what arrived, expire silent attempts, fill the
         in-flight window, send status, then wait briefly for the next event."""
         self._drain_events()
+        self._retry_rotation()
+        self._reconnect_if_requested()
         self._expire()
         self._fill()
         self._maybe_status()
@@ -548,6 +560,41 @@ class SyncAgent:
             if entry is not None:
                 self._by_mid.pop((entry.generation, entry.mid), None)
         self._status_dirty = True
+
+    # ------------------------------------------------------------------------ certificate rotation
+    def _rotate_certificate(self, command: wire.WireCommand, payload: bytes) -> dict[str, Any]:
+        """The command handler's rotator: a new TLS key and certificate from the enrolment server (runs on
+        the agent thread; the HTTPS request is bounded by provision's connect and read timeouts)."""
+        cfg = self.config
+        try:
+            rotated = rotate_certificate(cfg.county, cfg.station, cfg.enroll_url, payload, command.command_id,
+                                         tls_key=Path(cfg.key_file), tls_cert=Path(cfg.cert_file),
+                                         ca_cert=Path(cfg.ca_file), signing_key=Path(cfg.signing_key))
+        except ProvisionError as exc:
+            raise RotationFailed("rotation_failed", f"{exc.code}: {exc}"[:400]) from None
+        self._reconnect_requested = True
+        log.info("rotated the TLS certificate: serial %s -> %s", rotated.old_serial, rotated.new_serial)
+        return {"target": "tls-certificate", "old_serial": rotated.old_serial, "new_serial": rotated.new_serial,
+                "not_after": rotated.not_after.isoformat(timespec="seconds")}
+
+    def _retry_rotation(self) -> None:
+        if self._commands is None or time.monotonic() < self._rotate_retry_at:
+            return
+        self._rotate_retry_at = time.monotonic() + self.config.rotate_retry
+        outcome = self._commands.retry_pending()
+        if outcome is not None:
+            self.command_outcomes.append(outcome)
+            self.stats[f"commands_{outcome.status}"] += 1
+
+    def _reconnect_if_requested(self) -> None:
+        """Drop the connection after a rotation: the network thread then connects with the new files."""
+        if not self._reconnect_requested:
+            return
+        self._reconnect_requested = False
+        client = self._conn_client
+        if client is not None:
+            log.info("reconnecting with the rotated certificate")
+            client.disconnect()
 
     def _apply_settings(self, settings: dict[str, Any]) -> None:
         if "status_interval" in settings:

@@ -2,7 +2,7 @@
 
 Why a section of its own, and why it falls back to the provisioned sections
 --------------------------------------------------------------------------
-Provisioning (``firmware/provision.py``) writes ``[station]`` (county, station), ``[mqtt]`` (host, port)
+Provisioning (``firmware/provision.py``) writes ``[station]`` (county, station, enroll_url), ``[mqtt]`` (host, port)
 and ``[keys]`` (tls_key, tls_cert, ca_cert, signing_key, county_command_key) into ``station.toml``. A
 provisioned station must sync without anyone editing the file again, so every identity, address and
 key path here defaults to those sections, and then to the fixed layout under ``DATA_DIR/keys``.
@@ -82,6 +82,10 @@ class SyncConfig:
     reconnect_max: float = 60.0
     status_interval: float = 60.0
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    #: The enrolment server's ``/enroll`` URL, for certificate rotation; defaults to ``[station] enroll_url``.
+    enroll_url: str = ""
+    #: Seconds between attempts of a certificate rotation that failed (network, server), until it expires.
+    rotate_retry: float = 300.0
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -105,7 +109,10 @@ class SyncConfig:
         _int_range("session_expiry", self.session_expiry, 0, 0xFFFFFFFF)
         _int_range("max_in_flight", self.max_in_flight, 1, 1000)
         _int_range("max_record_bytes", self.max_record_bytes, 1024, 256 * 1024 * 1024)
-        for name in ("ack_timeout", "retry_base", "retry_cap", "reconnect_min", "reconnect_max", "status_interval"):
+        if not isinstance(self.enroll_url, str):
+            raise SyncConfigError("[sync] enroll_url must be text (an https:// URL)")
+        for name in ("ack_timeout", "retry_base", "retry_cap", "reconnect_min", "reconnect_max", "status_interval",
+                     "rotate_retry"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 7 * 24 * 3600:
                 raise SyncConfigError(f"[sync] {name} must be a number of seconds above 0, not {value!r}")
@@ -155,6 +162,7 @@ class SyncConfig:
             key_file=path(self.key_file, "tls_key", "tls.key"),
             signing_key=path(self.signing_key, "signing_key", "signing.key"),
             command_keys=command_keys,
+            enroll_url=self.enroll_url or str(station_t.get("enroll_url") or ""),
         )
 
 

@@ -11,7 +11,21 @@ this county and station, and inside its validity window (:func:`sync.wire.decode
   whole command, so a half-applied change never exists. Accepted values go to
   ``DATA_DIR/sync/remote-settings.json`` (the station's ``/etc`` is read-only to its services under the
   shipped systemd units), which the services read over their file config (:func:`load_remote_settings`).
-* ``rotate``: refused (``not_supported``): keys are rotated by re-provisioning, which county IT runs.
+* ``rotate`` of ``tls-certificate``: the station gets a new TLS key and certificate from the enrolment
+  server (``rotator``, the agent's call of :func:`firmware.provision.rotate_certificate`: new key as
+  ``tls.key.pending``, ``POST /rotate`` with the signed command and a proof by the current signing key,
+  then certificate, key, drop pending, in that order). Audited ``command_applied`` with the old and new
+  certificate serials; the agent then drops its MQTT connection so the next one uses the new files.
+  When the enrolment server cannot be reached or refuses, the old identity stays in use, the alarm
+  ``key_rotation_failed`` is raised, the failure is audited (``command_refused``, code
+  ``rotation_failed``) and the command is *not* put in the ledger: its payload waits in
+  ``DATA_DIR/sync/rotate-retry.cose`` and is run again every ``[sync] rotate_retry`` seconds (and at
+  agent start) until it succeeds, is refused for good, or expires (then ``decode_command`` refuses it and
+  the file is dropped; the alarm stays for a person to see). A retry re-sends the same pending key, and
+  the server re-sends the same certificate for a command id it already paid for, so a lost answer
+  costs nothing.
+* ``rotate`` of ``signing-key``: refused (``not_supported``): the gallery verifies every record against
+  the key the station enrolled with, so county IT replaces it by re-provisioning.
 
 Every command applied or refused is audited (``command_applied`` / ``command_refused``), including
 payloads that fail verification (with their SHA-256 only: an unverified payload is not evidence of
@@ -25,6 +39,7 @@ is not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,6 +62,8 @@ log = logging.getLogger("booking_station.sync.commands")
 STATE_DIR = "sync"
 LEDGER_FILE = "commands.json"
 SETTINGS_FILE = "remote-settings.json"
+ROTATE_RETRY_FILE = "rotate-retry.cose"
+ALARM_KEY_ROTATION_FAILED = "key_rotation_failed"
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,19 @@ class CommandRefused(Exception):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class RotationFailed(Exception):
+    """A certificate rotation that did not happen this time (network, enrolment server); retried later."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+#: ``rotator(command, payload)`` rotates the TLS identity and returns the audit result (old and new serial).
+Rotator = Callable[[WireCommand, bytes], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -213,6 +243,7 @@ class CommandHandler:
         clock: Callable[[], datetime] = _now_utc,
         on_purged: Callable[[list[str]], None] | None = None,
         on_settings: Callable[[dict[str, Any]], None] | None = None,
+        rotator: Rotator | None = None,
     ) -> None:
         self.store = store
         self.county = county
@@ -222,6 +253,7 @@ class CommandHandler:
         self.clock = clock
         self.on_purged = on_purged
         self.on_settings = on_settings
+        self.rotator = rotator
         self.ledger = CommandLedger(state_dir(data_dir) / LEDGER_FILE)
         self._kid: str | None = None
 
@@ -250,7 +282,15 @@ class CommandHandler:
             self._audit("system", "command_refused", {**base, "code": "duplicate", "detail": detail})
             return CommandOutcome("refused", "duplicate", detail, command.command_id, command.action)
         try:
-            result = self._apply(command)
+            result = self._apply(command, payload)
+        except RotationFailed as exc:
+            detail = f"{exc.detail} (the current certificate stays in use; retried until the command expires at " \
+                     f"{command.expires_at.isoformat()})"
+            self._audit("system", "command_refused", {**base, "code": exc.code, "detail": detail[:500]})
+            self._alarm(f"certificate rotation ordered by county command {command.command_id} failed: {exc.detail}")
+            self._keep_for_retry(payload)
+            log.warning("certificate rotation %s failed (%s): %s", command.command_id, exc.code, exc.detail)
+            return CommandOutcome("failed", exc.code, exc.detail, command.command_id, command.action)
         except CommandRefused as exc:
             self._audit("system", "command_refused", {**base, "code": exc.code, "detail": exc.detail})
             self.ledger.add(command, "refused", now)
@@ -266,7 +306,55 @@ class CommandHandler:
         log.info("applied county command %s (%s)", command.command_id, command.action)
         return CommandOutcome("applied", None, "applied", command.command_id, command.action, result)
 
-    def _apply(self, command: WireCommand) -> dict[str, Any]:
+    def retry_pending(self) -> CommandOutcome | None:
+        """Run a rotation that failed earlier again (see the module docstring); None when none waits."""
+        path = state_dir(self.data_dir) / ROTATE_RETRY_FILE
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        outcome = self.handle(payload)
+        if outcome.status != "failed":  # applied, refused for good, expired or already handled
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return outcome
+
+    def _keep_for_retry(self, payload: bytes) -> None:
+        try:
+            make_private_dir(state_dir(self.data_dir))
+            write_private_file(state_dir(self.data_dir) / ROTATE_RETRY_FILE, payload)
+        except OSError:
+            log.exception("cannot keep the rotate command for a retry; it runs again if the county re-sends it")
+
+    def _alarm(self, message: str) -> None:
+        try:
+            self.store.raise_alarm(ALARM_KEY_ROTATION_FAILED, message[:500])
+        except Exception:
+            log.exception("could not raise the %s alarm", ALARM_KEY_ROTATION_FAILED)
+
+    def _rotate(self, command: WireCommand, payload: bytes) -> dict[str, Any]:
+        if command.args["target"] != "tls-certificate":
+            raise CommandRefused(
+                "not_supported",
+                f"rotate {command.args['target']} is not run remotely: the gallery verifies every record against "
+                "the signing key the station enrolled with, so county IT replaces it by re-provisioning the station",
+            )
+        if self.rotator is None:
+            raise CommandRefused(
+                "not_supported",
+                "this station has no enrolment server URL ([station] enroll_url, recorded by provision) to get a "
+                "new certificate from; re-provision it, or set [sync] enroll_url",
+            )
+        result = self.rotator(command, payload)
+        try:
+            self.store.clear_alarm(ALARM_KEY_ROTATION_FAILED)
+        except Exception:
+            log.exception("could not clear the %s alarm", ALARM_KEY_ROTATION_FAILED)
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir(self.data_dir) / ROTATE_RETRY_FILE).unlink()
+        return result
+
+    def _apply(self, command: WireCommand, payload: bytes = b"") -> dict[str, Any]:
         if command.action == "purge":
             result = self.store.purge_booking(command.args["record_id"], actor="county", reason=command.args["reason"])
             if self.on_purged is not None and result.record_ids:
@@ -284,10 +372,9 @@ class CommandHandler:
             if self.on_settings is not None:
                 self.on_settings(settings)
             return {"changes": changes}
-        raise CommandRefused(
-            "not_supported",
-            f"{command.action} is not run remotely; county IT rotates keys by re-provisioning the station",
-        )
+        if command.action == "rotate":
+            return self._rotate(command, payload)
+        raise CommandRefused("not_supported", f"{command.action} is not run by this station")
 
     def _audit(self, actor: str, action: str, details: dict[str, Any]) -> None:
         try:

@@ -28,12 +28,19 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 PROTOCOL_VERSION = 1
 ENROLL_PATH = "/enroll"
+#: Certificate rotation of an enrolled station, ordered by a county ``rotate`` command (see
+#: :meth:`sync.enroll.service.EnrollmentService.rotate`): ``POST /rotate`` with
+#: ``{"protocol", "county", "station", "csr", "rotate_command", "current_proof"}`` where ``rotate_command``
+#: is the signed command payload (base64) and ``current_proof`` a base64 Ed25519 signature by the
+#: station's *registered* signing key over :func:`rotation_proof_message`.
+ROTATE_PATH = "/rotate"
 #: A CSR and a public key fit in 4 KiB; anything much larger is not an enrolment request.
 MAX_REQUEST_BYTES = 64 * 1024
 PROOF_CONTEXT = b"booking-station enrolment v1\0"
@@ -50,6 +57,10 @@ ERROR_STATUS: dict[str, int] = {
     "token_expired": 403,
     "token_wrong_station": 403,
     "station_conflict": 409,
+    "command_invalid": 403,
+    "proof_invalid": 403,
+    "station_unknown": 403,
+    "command_used": 409,
     "not_found": 404,
     "method_not_allowed": 405,
     "too_large": 413,
@@ -65,6 +76,20 @@ def signing_proof_message(county: str, station: str, csr_der: bytes) -> bytes:
     other message the same key signs.
     """
     return PROOF_CONTEXT + county.encode() + b"\0" + station.encode() + b"\0" + csr_der
+
+
+def rotation_proof_message(county: str, station: str, csr_der: bytes, command_id: str) -> bytes:
+    """What a station signs with its *current* Ed25519 key to rotate its certificate: the enrolment proof
+    message (:func:`signing_proof_message`) followed by the rotate command's id, so a proof answers one
+    command and cannot be replayed for another."""
+    return signing_proof_message(county, station, csr_der) + command_id.encode()
+
+
+def rotate_url(enroll_url: str) -> str:
+    """The ``/rotate`` endpoint of the enrolment server whose ``/enroll`` URL is ``enroll_url``."""
+    parts = urlsplit(enroll_url)
+    base = parts.path[: -len(ENROLL_PATH)] if parts.path.endswith(ENROLL_PATH) else parts.path.rstrip("/")
+    return urlunsplit(parts._replace(path=base + ROTATE_PATH, query="", fragment=""))
 
 
 def load_ed25519_public_key(text: str) -> Ed25519PublicKey:

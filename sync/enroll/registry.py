@@ -50,6 +50,11 @@ class DeviceRegistry(Protocol):
         :class:`RegistryConflict` for a different key and :class:`RegistryError` for other failures."""
         ...
 
+    def get_public_key(self, county: str, station: str) -> str | None:
+        """The Ed25519 public key (PEM) ``station`` of ``county`` is registered with, or None when it is
+        unknown, of another county or revoked (used to check a certificate rotation's proof)."""
+        ...
+
 
 class JsonDeviceRegistry:
     """The default registry: ``devices.json`` (0600) in the CA directory.
@@ -112,6 +117,13 @@ class JsonDeviceRegistry:
                 "registered_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
             write_file_atomic(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+
+    def get_public_key(self, county: str, station: str) -> str | None:
+        entry = self._read()["stations"].get(station)
+        if not isinstance(entry, dict) or entry.get("county") != county or entry.get("revoked_at"):
+            return None
+        key = entry.get("public_key")
+        return key if isinstance(key, str) else None
 
     def get(self, station: str) -> dict | None:
         """The registry entry of ``station`` (county, public_key PEM, registered_at), or None."""

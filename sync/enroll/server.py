@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sync.enroll.protocol import ENROLL_PATH, ERROR_STATUS, MAX_REQUEST_BYTES
+from sync.enroll.protocol import ENROLL_PATH, ERROR_STATUS, MAX_REQUEST_BYTES, ROTATE_PATH
 from sync.enroll.service import EnrollmentService
 from sync.sdnotify import Watchdog, notify_ready, notify_stopping
 
@@ -57,7 +57,7 @@ def server_tls_context(cert_file: Path | str, key_file: Path | str) -> ssl.SSLCo
 
 
 class EnrollmentHandler(BaseHTTPRequestHandler):
-    """``POST /enroll`` and ``GET /healthz``; everything else is a JSON 404/405."""
+    """``POST /enroll``, ``POST /rotate`` and ``GET /healthz``; everything else is a JSON 404/405."""
 
     server: EnrollmentHTTPServer
     server_version = "booking-enroll/1"
@@ -94,7 +94,7 @@ class EnrollmentHandler(BaseHTTPRequestHandler):
         if len(body) != length:
             self._error("bad_request", "the request body ended early")
             return
-        if self.path != ENROLL_PATH:
+        if self.path not in (ENROLL_PATH, ROTATE_PATH):
             self._error("not_found", f"no such endpoint {self.path!r}; devices enrol with POST {ENROLL_PATH}")
             return
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -104,14 +104,17 @@ class EnrollmentHandler(BaseHTTPRequestHandler):
         if length > MAX_REQUEST_BYTES:
             self._error("too_large", f"the request body must be at most {MAX_REQUEST_BYTES} bytes")
             return
-        status, response = self.server.service.handle(body, peer=self.client_address[0])
+        if self.path == ROTATE_PATH:
+            status, response = self.server.service.handle_rotate(body, peer=self.client_address[0])
+        else:
+            status, response = self.server.service.handle(body, peer=self.client_address[0])
         self._send_json(status, response)
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/healthz":
             self._send_json(200, {"status": "ok", "county": self.server.service.ca.county})
-        elif self.path == ENROLL_PATH:
-            self._error("method_not_allowed", f"use POST {ENROLL_PATH}")
+        elif self.path in (ENROLL_PATH, ROTATE_PATH):
+            self._error("method_not_allowed", f"use POST {self.path}")
         else:
             self._error("not_found", f"no such endpoint {self.path!r}")
 

@@ -9,6 +9,10 @@ Checks run from cheapest to most consequential, and nothing is written until all
    is acceptable (valid self-signature, P-256/P-384 key, CN = station); the registry accepts the
    signing key; the certificate is issued; the token is marked used. A failure at any step rolls
    back, so a refused CSR or a registry conflict leaves the token usable.
+
+:meth:`EnrollmentService.rotate` (``POST /rotate``) gives an enrolled station a new certificate when a
+county ``rotate`` command orders it: the command is verified with the county command key, the request
+is proven with the station's registered signing key, and each command id pays for one certificate.
 """
 
 from __future__ import annotations
@@ -28,17 +32,20 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sync.agent_config import default_command_kid
 from sync.enroll.ca import STATION_CERT_DAYS, CountyCA, CSRError, certificate_pem
 from sync.enroll.protocol import (
     ERROR_STATUS,
     PROTOCOL_VERSION,
     load_ed25519_public_key,
     public_key_pem,
+    rotation_proof_message,
     signing_proof_message,
 )
 from sync.enroll.registry import DeviceRegistry, JsonDeviceRegistry, RegistryConflict, RegistryError
 from sync.enroll.tokens import TokenError, TokenStore
 from sync.topics import is_slug
+from sync.wire import WireError, decode_command
 
 log = logging.getLogger("booking.enroll")
 
@@ -128,6 +135,114 @@ class EnrollmentService:
             error = EnrollError("internal", "the enrolment server failed; county IT can see why in its log")
             return error.status, error.body()
         return 200, response
+
+    def handle_rotate(self, body: bytes, *, peer: str = "-") -> tuple[int, dict[str, Any]]:
+        """(status, JSON object) for one raw ``POST /rotate`` body (see :meth:`rotate`). Never raises."""
+        station = "?"
+        try:
+            data = self._json(body)
+            station = str(data.get("station", "?"))[:63]
+            response = self.rotate(data)
+        except EnrollError as exc:
+            log.warning("rotation refused: station %s from %s: %s (%s)", station, peer, exc.code, exc)
+            return exc.status, exc.body()
+        except Exception:
+            log.exception("rotation failed: station %s from %s", station, peer)
+            error = EnrollError("internal", "the enrolment server failed; county IT can see why in its log")
+            return error.status, error.body()
+        return 200, response
+
+    def rotate(self, data: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, Any]:
+        """A new certificate for an enrolled station, paid for by a county ``rotate`` command.
+
+        Checked, cheapest first, before anything is written: the county and station; the CSR parses; the
+        command verifies with this county's command key (the one in the CA directory), is a ``rotate`` of
+        ``tls-certificate`` for this very station and has not expired; ``current_proof`` verifies with the
+        signing key the registry holds for the station (so only the device that holds it can rotate, and
+        a revoked station cannot); the CSR is acceptable (as at enrolment). Then, in one transaction, the
+        command id is spent and the certificate issued (:meth:`TokenStore.rotate`).
+        """
+        now = now or dt.datetime.now(dt.timezone.utc)
+        protocol = data.get("protocol", PROTOCOL_VERSION)
+        if protocol != PROTOCOL_VERSION:
+            raise EnrollError("bad_request", f"protocol {protocol!r} is not supported (this server speaks "
+                                             f"{PROTOCOL_VERSION})")
+        county, station = _field(data, "county"), _field(data, "station")
+        if county != self.ca.county:
+            raise EnrollError("wrong_county", f"this enrolment server serves county {self.ca.county!r}, not {county!r}")
+        if not is_slug(station):
+            raise EnrollError("bad_request", f"station {station!r} is not a valid id (1-63 of a-z, 0-9 and inner '-')")
+        try:
+            csr = x509.load_pem_x509_csr(_field(data, "csr").encode())
+        except ValueError as exc:
+            raise EnrollError("csr_invalid", f"the CSR is not a PEM certificate signing request: {exc}") from exc
+        try:
+            payload = base64.b64decode(_field(data, "rotate_command"), validate=True)
+            proof = base64.b64decode(_field(data, "current_proof"), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise EnrollError("bad_request", "rotate_command and current_proof must be base64") from exc
+        kid = default_command_kid(self.ca.county)
+        try:
+            command = decode_command(payload, lambda k: self.ca.command_public_key if k == kid else None, now=now,
+                                     county=county, station=station)
+        except WireError as exc:
+            raise EnrollError("command_invalid",
+                              f"the rotate command is not valid ({exc.code}): {exc.message}") from exc
+        if command.action != "rotate" or command.args.get("target") != "tls-certificate":
+            raise EnrollError("command_invalid", f"the command is a {command.action} {command.args}, not a rotate of "
+                                                 "the TLS certificate")
+        registered = self.registry.get_public_key(county, station)
+        if registered is None:
+            raise EnrollError("station_unknown", f"station {station!r} is not registered (or is revoked) in county "
+                                                 f"{county!r}; only an enrolled station rotates its certificate")
+        try:
+            load_ed25519_public_key(registered).verify(
+                proof, rotation_proof_message(county, station, csr.public_bytes(serialization.Encoding.DER),
+                                              command.command_id))
+        except (ValueError, InvalidSignature) as exc:
+            raise EnrollError("proof_invalid", "current_proof does not verify with the signing key this station is "
+                                               "registered with") from exc
+        fingerprint = hashlib.sha256(csr.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+        def issue() -> tuple[str, str, dt.datetime, dt.datetime]:
+            try:
+                self.ca.check_station_csr(csr, station)
+                cert = self.ca.issue_station_certificate(csr, station, days=self.cert_days)
+            except CSRError as exc:
+                raise EnrollError(exc.code, str(exc)) from exc
+            return (format(cert.serial_number, "x"), certificate_pem(cert),
+                    cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+        try:
+            issued = self.tokens.rotate(command.command_id, county=county, station=station,
+                                        key_fingerprint=fingerprint, command_expires_at=command.expires_at,
+                                        issue=issue, now=now)
+        except TokenError as exc:
+            raise EnrollError(exc.code, str(exc)) from exc
+        log.info("%s station %s (county %s) for rotate command %s: certificate serial %s valid until %s",
+                 "re-sent rotated certificate to" if issued.repeated else "rotated the certificate of", station,
+                 county, command.command_id, issued.serial, issued.not_after.isoformat(timespec="seconds"))
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "county": county,
+            "station": station,
+            "certificate": issued.certificate_pem,
+            "ca_certificate": self.ca.certificate_pem,
+            "county_command_public_key": self.ca.command_public_key_pem,
+            "serial": issued.serial,
+            "not_after": issued.not_after.isoformat(timespec="seconds"),
+        }
+
+    @staticmethod
+    def _json(body: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise EnrollError("bad_request", f"the request body is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise EnrollError("bad_request", "the request body must be a JSON object")
+        return data
 
     # -- steps --------------------------------------------------------------------------------------
 

@@ -54,6 +54,15 @@ CREATE TABLE IF NOT EXISTS certificates (
     token_hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS certificates_station ON certificates (station);
+CREATE TABLE IF NOT EXISTS rotations (
+    command_id TEXT PRIMARY KEY,        -- the county rotate command that paid for the certificate
+    county TEXT NOT NULL,
+    station TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,      -- sha256 of the new TLS public key (a retry sends the same)
+    certificate_serial TEXT NOT NULL,
+    used_at TEXT NOT NULL,
+    command_expires_at TEXT NOT NULL
+);
 """
 
 
@@ -63,6 +72,13 @@ class TokenError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RotationUsed(TokenError):
+    """The rotate command was already used, for another key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("command_used", message)
 
 
 @dataclass(frozen=True)
@@ -250,4 +266,40 @@ class TokenStore:
             )
             conn.execute("UPDATE tokens SET used_at = ?, used_by_key = ?, certificate_serial = ? WHERE hash = ?",
                          (_ts(now), key_fingerprint, serial, digest))
+        return IssuedCertificate(serial, pem, not_after)
+
+    def rotate(self, command_id: str, *, county: str, station: str, key_fingerprint: str,
+               command_expires_at: dt.datetime, issue: Callable[[], tuple[str, str, dt.datetime, dt.datetime]],
+               now: dt.datetime | None = None) -> IssuedCertificate:
+        """Spend a verified ``rotate`` command on one certificate, like :meth:`TokenStore.redeem` spends a token.
+
+        Each command id pays for one certificate. The same command with the same key again (a station whose
+        answer was lost) gets the same certificate back; with another key it raises :class:`RotationUsed`.
+        The certificate is logged in ``certificates`` (``token_hash`` = ``rotate:{command_id}``), so a later
+        revocation puts it in the CRL like every enrolment certificate.
+        """
+        now = now or _utcnow()
+        with self._write() as conn:
+            row = conn.execute("SELECT key_fingerprint, certificate_serial, used_at FROM rotations "
+                               "WHERE command_id = ?", (command_id,)).fetchone()
+            if row is not None:
+                if row[0] == key_fingerprint:
+                    cert = conn.execute("SELECT certificate, not_after FROM certificates WHERE serial = ?",
+                                        (row[1],)).fetchone()
+                    if cert is not None:
+                        return IssuedCertificate(row[1], cert[0], _parse_ts(cert[1]), repeated=True)
+                raise RotationUsed(f"rotate command {command_id} was already used at {row[2]} for another key; "
+                                   "each rotate command pays for one certificate (county IT: devices rotate again)")
+            serial, pem, not_before, not_after = issue()
+            conn.execute(
+                "INSERT INTO certificates (serial, county, station, not_before, not_after, key_fingerprint, "
+                "certificate, issued_at, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (serial, county, station, _ts(not_before), _ts(not_after), key_fingerprint, pem, _ts(now),
+                 f"rotate:{command_id}"),
+            )
+            conn.execute(
+                "INSERT INTO rotations (command_id, county, station, key_fingerprint, certificate_serial, used_at, "
+                "command_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (command_id, county, station, key_fingerprint, serial, _ts(now), _ts(command_expires_at)),
+            )
         return IssuedCertificate(serial, pem, not_after)

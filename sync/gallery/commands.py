@@ -311,9 +311,12 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
                    out_dir: Path | None, db_url: str) -> None:
     """Ask a station to rotate its keys: a rotate command signed with the county command key.
 
-    The station verifies it (county key, its own station id, expiry), runs it once and audits it; its
-    next status and `booking-gallery fleet` show the outcome. Nothing changes on the county side until
-    the station re-enrols its new keys.
+    The station verifies it (county key, its own station id, expiry), makes a new TLS key on the device,
+    proves it holds its current signing key and asks the enrolment server (POST /rotate) for a new
+    certificate, installs it and reconnects; all of it is audited, and a failure raises the station's
+    `key_rotation_failed` alarm and is retried until the command expires. `signing-key` rotation is
+    refused by stations: the gallery verifies every record against the enrolled key, so that key is
+    replaced by re-provisioning.
     """
     from datetime import timedelta
 

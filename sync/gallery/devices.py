@@ -112,6 +112,13 @@ class StoreDeviceRegistry:
                 raise RegistryError(f"station {station!r}: {exc}") from None
         raise RegistryError(f"station {station!r}: registration raced and did not settle")
 
+    def get_public_key(self, county: str, station: str) -> str | None:
+        """The station's registered key (PEM), or None when unknown, of another county or revoked."""
+        device = self.store.get_device(station)
+        if device is None or device.county != county or not device.active:
+            return None
+        return public_key_pem(device.public_key).decode()
+
 
 # --------------------------------------------------------------------------- broker-side revocation
 #

@@ -54,7 +54,9 @@ def events(stdout: str) -> list[dict]:
 
 def test_auto_booking_end_to_end_with_profiles_and_smt(config_file: Path, data_dir: Path, tmp_path: Path,
                                                        frontals: dict[str, Path], faces_dir: Path) -> None:
-    folder = replay_folder(tmp_path / "frontal", frontals["failing"], *[frontals["passing"]] * 12)
+    # Enough passing frames that they span the 0.3 s stable window even when analysis is quick (~10 ms a
+    # frame on an idle machine); with too few, the looping replay returns to the failing frame first.
+    folder = replay_folder(tmp_path / "frontal", frontals["failing"], *[frontals["passing"]] * 60)
     backdrop = tmp_path / "backdrop.png"
     couple = cv2.imread(str(faces_dir / "deepface" / "couple.jpg"))
     cv2.imwrite(str(backdrop), couple[: couple.shape[0] // 3, : couple.shape[1] // 3])
