@@ -127,16 +127,6 @@ def _smt(value: str) -> tuple[str, str]:
     return description.strip(), path.strip()
 
 
-def _config_value(config: StationConfig, *names: str) -> str | None:
-    """A value from the [station] table if the config has one (written by provisioning)."""
-    station = getattr(config, "station", None)
-    for name in names:
-        value = station.get(name) if isinstance(station, dict) else getattr(station, name, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def _default_operator() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -227,11 +217,11 @@ def run_capture(config: StationConfig, report: Reporter, *, booking_number: str,
     from appliance.vision.runtime import RuntimeMissing
 
     # Inputs first, before any model loads: a wrong field costs the officer no time.
-    station_id = station_id or _config_value(config, "station", "id", "station_id")
+    station_id = station_id or config.station.station or None
     if not station_id:
         raise CaptureFailed(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})",
                             EXIT_SETUP)
-    agency = agency or _config_value(config, "agency_ori", "agency", "ori")
+    agency = agency or config.station.agency_ori or None
     if not agency:
         raise CaptureFailed(f"no agency ORI: pass --agency ORI (or set {ENV_AGENCY})")
     operator = operator or _default_operator()

@@ -51,16 +51,6 @@ def _config(ctx: click.Context) -> StationConfig:
         _fail(str(exc), EXIT_SETUP)
 
 
-def _config_value(config: StationConfig, *names: str) -> str | None:
-    """A value from the [station] table if the config has one (written by provisioning)."""
-    station = getattr(config, "station", None)
-    for name in names:
-        value = station.get(name) if isinstance(station, dict) else getattr(station, name, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def _admin() -> str:
     try:
         return f"admin:{getpass.getuser()}"
@@ -106,12 +96,12 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
     from appliance.vision.runtime import RuntimeMissing
 
     config = _config(ctx)
-    station_id = station_id or _config_value(config, "station", "id", "station_id")
+    station_id = station_id or config.station.station or None
     if not station_id:
         _fail(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})", EXIT_SETUP)
     if not data_dir.is_dir():
         _fail(f"data directory {data_dir} does not exist; pass --data-dir (or set {ENV_DATA_DIR})", EXIT_SETUP)
-    agency = agency or _config_value(config, "agency_ori", "agency", "ori")
+    agency = agency or config.station.agency_ori or None
     try:
         settings = UISettings.build(config, data_dir=data_dir, station_id=station_id, host=host, port=port,
                                     camera=camera, profile=profile, profile_dir=profile_dir, agency_ori=agency,
