@@ -15,13 +15,11 @@ import click
 import numpy as np
 
 from appliance import __version__
+from appliance.commandline import EXIT_INPUT, fail
 from appliance.config import DEFAULT_CONFIG, ConfigError, StationConfig, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
-
-EXIT_INPUT = 1  # some input could not be processed
-EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime)
 
 
 class Vision:
@@ -53,11 +51,6 @@ class Vision:
         if not faces:
             return None
         return self.embedder.embed_chip(face_chip(image, five_points(faces[0])))
-
-
-def fail(message: str, code: int = EXIT_SETUP) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def open_vision(ctx: click.Context) -> Vision:

@@ -32,14 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from appliance.commandline import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.commandline import fail as _fail
 from appliance.config import DEFAULT_DATA_DIR, ConfigError, StationConfig, load_config
 
-EXIT_INPUT = 1
-EXIT_SETUP = 2
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 ENV_STATION = "BOOKING_STATION_ID"
 ENV_AGENCY = "BOOKING_STATION_AGENCY"
@@ -134,10 +134,6 @@ def _default_operator() -> str:
         return "cli"
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
 
 @click.command("capture")
 @click.option("--booking", "booking_number", required=True, metavar="NUMBER", help="booking number")
@@ -175,7 +171,7 @@ def capture_command(ctx: click.Context, booking_number: str, camera: str | None,
                     operator: str | None, station_id: str | None, data_dir: Path, override_reason: str | None,
                     timeout: float, fps: float | None, loop: bool, as_json: bool) -> None:
     """Capture one booking (frontal, profiles, SMT) from a camera or replay source and store it."""
-    config = _context_config(ctx)
+    config = station_config(ctx)
     report = Reporter(as_json)
     try:
         record_id = run_capture(config, report, booking_number=booking_number, camera=camera, left=left,
@@ -190,15 +186,6 @@ def capture_command(ctx: click.Context, booking_number: str, camera: str | None,
     if not as_json:
         click.echo(record_id)
 
-
-def _context_config(ctx: click.Context) -> StationConfig:
-    root = ctx.find_root().obj
-    if isinstance(root, dict) and isinstance(root.get("config"), StationConfig):
-        return root["config"]
-    try:
-        return load_config(None)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_SETUP)
 
 
 def run_capture(config: StationConfig, report: Reporter, *, booking_number: str, camera: str | None,

@@ -23,32 +23,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from appliance.config import DEFAULT_DATA_DIR, ConfigError, StationConfig, load_config
+from appliance.commandline import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.commandline import fail as _fail
+from appliance.config import DEFAULT_DATA_DIR, ConfigError, load_config
 
-EXIT_INPUT = 1
-EXIT_SETUP = 2
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 ENV_STATION = "BOOKING_STATION_ID"
 ENV_AGENCY = "BOOKING_STATION_AGENCY"
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _config(ctx: click.Context) -> StationConfig:
-    root = ctx.find_root().obj
-    if isinstance(root, dict) and isinstance(root.get("config"), StationConfig):
-        return root["config"]
-    try:
-        return load_config(None)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_SETUP)
 
 
 def _admin() -> str:
@@ -95,7 +82,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
     from appliance.vision.bundle import BundleError
     from appliance.vision.runtime import RuntimeMissing
 
-    config = _config(ctx)
+    config = station_config(ctx)
     station_id = station_id or config.station.station or None
     if not station_id:
         _fail(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})", EXIT_SETUP)
