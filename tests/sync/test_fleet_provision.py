@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -79,20 +80,21 @@ def _server_cert(ca: CountyCA, directory: Path) -> tuple[Path, Path]:
     return directory / "enroll.crt", directory / "enroll.key"
 
 
-@pytest.fixture
-def county(tmp_path: Path) -> Iterator[County]:
+@contextlib.contextmanager
+def running_county(tmp_path: Path, purpose: str, extra_gallery_identities: tuple[str, ...] = ()) -> Iterator[County]:
+    """A county as county IT sets it up: CA, broker (county CA TLS, generated config and ACL, a CRL from day
+    one, settings kept for revocations) and the enrolment server registering keys into the gallery's store."""
     if mosquitto_binary() is None:
-        pytest.fail("Mosquitto is needed for the fleet proof: apt-get install -y mosquitto")
+        pytest.fail(f"Mosquitto is needed for the {purpose}: apt-get install -y mosquitto")
     ca = CountyCA.init(tmp_path / "county-ca", COUNTY)
-    # the broker: county CA TLS, generated config and ACL, a CRL from day one, settings kept for revocations
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
     r = gallery_cli("devices", "crl", "--empty", "--ca-dir", ca.directory, "--out", broker_dir / "crl.pem")
     assert r.exit_code == 0, r.output
-    broker = MosquittoBroker(broker_dir, county_pki(ca, tmp_path / "pki"), COUNTY, crlfile=str(broker_dir / "crl.pem"))
+    broker = MosquittoBroker(broker_dir, county_pki(ca, tmp_path / "pki"), COUNTY, crlfile=str(broker_dir / "crl.pem"),
+                             extra_gallery_identities=extra_gallery_identities)
     save_settings(broker.config, broker_dir)
     broker.start()
-    # the enrolment server, registering keys into the gallery's own store
     db = tmp_path / "gallery.db"
     registry_store = SQLiteStore(db)
     service = EnrollmentService(ca, TokenStore.in_ca_dir(ca.directory), StoreDeviceRegistry(registry_store),
@@ -109,6 +111,12 @@ def county(tmp_path: Path) -> Iterator[County]:
         thread.join(5)
         registry_store.close()
         broker.stop()
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[County]:
+    with running_county(tmp_path, "fleet proof") as c:
+        yield c
 
 
 def provision_station(county: County, directory: Path, name: str) -> factory.Station:

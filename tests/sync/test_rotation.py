@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.doctor import mqtt_connect
 from appliance.store import audit
 from firmware.provision import build_csr
-from sync.broker_config import save_settings
 from sync.enroll.ca import CountyCA
 from sync.enroll.protocol import public_key_pem, rotation_proof_message
 from sync.enroll.registry import JsonDeviceRegistry
-from sync.enroll.server import make_server
-from sync.enroll.service import EnrollmentService, MqttEndpoint
+from sync.enroll.service import EnrollmentService
 from sync.enroll.tokens import TokenStore
 from sync.gallery.devices import StoreDeviceRegistry, sign_rotate
-from sync.gallery.store import SQLiteStore
 from tests.sync import factory
-from tests.sync.broker import MosquittoBroker, mosquitto_binary, start_gallery, stop_gallery
-from tests.sync.test_fleet_provision import COUNTY, County, _server_cert, provision_station
-from tests.sync.test_fleet_revoke import OPS, _ops_config, county_pki
+from tests.sync.broker import start_gallery, stop_gallery
+from tests.sync.test_fleet_provision import COUNTY, County, provision_station, running_county
+from tests.sync.test_fleet_revoke import OPS, _ops_config
 from tests.sync.test_fleet_revoke import run as gallery_cli
 
 try:
@@ -49,35 +45,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 @pytest.fixture
 def county(tmp_path: Path) -> Iterator[County]:
-    """test_fleet_provision's county (CA, enrolment server into the gallery store, Mosquitto with a CRL),
-    with an operator identity the broker lets write commands."""
-    if mosquitto_binary() is None:
-        pytest.fail("Mosquitto is needed for the rotation proof: apt-get install -y mosquitto")
-    ca = CountyCA.init(tmp_path / "county-ca", COUNTY)
-    broker_dir = tmp_path / "broker"
-    broker_dir.mkdir()
-    r = gallery_cli("devices", "crl", "--empty", "--ca-dir", ca.directory, "--out", broker_dir / "crl.pem")
-    assert r.exit_code == 0, r.output
-    broker = MosquittoBroker(broker_dir, county_pki(ca, tmp_path / "pki"), COUNTY, crlfile=str(broker_dir / "crl.pem"),
-                             extra_gallery_identities=(OPS,))
-    save_settings(broker.config, broker_dir)
-    broker.start()
-    db = tmp_path / "gallery.db"
-    registry_store = SQLiteStore(db)
-    service = EnrollmentService(ca, TokenStore.in_ca_dir(ca.directory), StoreDeviceRegistry(registry_store),
-                                mqtt=MqttEndpoint(broker.host, broker.port))
-    cert, key = _server_cert(ca, tmp_path / "enroll-tls")
-    server = make_server(service, "127.0.0.1", 0, cert, key)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield County(ca, db, server.url, broker)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-        registry_store.close()
-        broker.stop()
+    """The fleet proof's county, with the operator identity allowed to publish commands."""
+    with running_county(tmp_path, "rotation proof", extra_gallery_identities=(OPS,)) as c:
+        yield c
 
 
 def _serial(path: Path) -> int:
