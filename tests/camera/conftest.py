@@ -3,15 +3,11 @@ into the repo). Missing data is a failure, not a skip: a green run must mean the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-
-def shared_data_dir() -> Path:
-    override = os.environ.get("BOOKING_SHARED_DATA")
-    return Path(override) if override else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import shared_data_dir
 
 
 @pytest.fixture(scope="session")

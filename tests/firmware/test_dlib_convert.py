@@ -7,7 +7,6 @@ never compared with dlib is not one we can ship.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from firmware.models.dlib_dat import DatFormatError, parse_dat, read_dat
 from firmware.models.dlib_resnet import convert, default_dat_path, reference_descriptor
 from firmware.models.tflite_writer import Padding, TFLiteWriter, padding_for
+from tests.conftest import shared_data_dir
 
 try:
     from ai_edge_litert.interpreter import Interpreter
@@ -26,10 +26,6 @@ except ImportError:  # pragma: no cover - devices without LiteRT wheels
 FLOAT32_TOLERANCE = 1e-4
 FLOAT16_TOLERANCE = 2e-3
 
-
-def shared_data_dir() -> Path:
-    env = os.environ.get("BOOKING_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")

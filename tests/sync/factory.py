@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync import wire
+from tests.conftest import shared_data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces" / "deepface"
+FACES = shared_data_dir() / "faces" / "deepface"
 T0 = dt.datetime(2026, 3, 1, 14, 30, 5, 123456, tzinfo=dt.timezone.utc)
 
 
