@@ -16,7 +16,11 @@ fixed positions (so measures see the same scale on a 640x480 preview and on a 24
   ellipse and above the chin line (below it are neck, shoulders and clothes, not background).
 
 Big sources are first reduced with area averaging (`cv2.resize(INTER_AREA)`) so the warp never point-
-samples a 5x reduction: aliasing would invent sharpness and hide JPEG blocks.
+samples a 5x reduction: aliasing would invent sharpness and hide JPEG blocks. The warp, the mesh
+polygons and the ellipses are `appliance.vision.resample`'s: `cv2.warpAffine`'s and `cv2.fillPoly`'s
+pixels change between the OpenCV versions we allow, and `cv2.ellipse` takes whole-pixel centres and
+axes, so a mask jumped a pixel when a landmark crossed .5 (background uniformity moved by its whole
+tolerance for 0.01 px of landmark noise).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from appliance.quality.pose import Pose, estimate_pose, load_template
 from appliance.quality.registry import MeasureConfig, all_measures, load_measure_config
 from appliance.quality.types import CannotAssess, MeasureResult
 from appliance.vision import landmarks as lm
+from appliance.vision.resample import ellipse_mask, polygon_mask, warp_affine, warp_valid
 from appliance.vision.types import Face
 
 if TYPE_CHECKING:
@@ -49,7 +54,7 @@ INNER_LIP_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317
                    (415, 324))
 
 CHIP_SIZE = 384
-CHIP_IED = 96.0
+CHIP_IED = 96.0  # even, like PORTRAIT_IED, so the eyes sit on pixel centres (`_view`)
 CHIP_EYE_Y = 160.0
 PORTRAIT_SIZE = (256, 320)  # width, height: 4:5
 PORTRAIT_IED = 40.0
@@ -98,16 +103,7 @@ def warp_face(image: np.ndarray, affine: np.ndarray, size: tuple[int, int]) -> t
             # reduced pixel (u, v) <- original (x, y): u = (x - x0 + 0.5) * fx - 0.5
             to_reduced = np.array([[fx, 0, (0.5 - x0) * fx - 0.5], [0, fy, (0.5 - y0) * fy - 0.5], [0, 0, 1]])
             aff = (np.vstack([aff, [0, 0, 1]]) @ np.linalg.inv(to_reduced))[:2]
-    out = cv2.warpAffine(src, aff, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    valid = cv2.warpAffine(np.full(src.shape[:2], 255, np.uint8), aff, (w, h), flags=cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out, valid
-
-
-def _poly_mask(shape: tuple[int, int], pts: np.ndarray) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4)
-    return mask
+    return warp_affine(src, aff, (w, h), border="replicate"), warp_valid(src.shape, aff, (w, h))
 
 
 def _apply(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -138,7 +134,7 @@ class FaceView:
         return cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
 
     def poly(self, indices: Sequence[int]) -> np.ndarray:
-        return _poly_mask(self.rgb.shape[:2], self.mesh[list(indices)])
+        return polygon_mask(self.rgb.shape[:2], self.mesh[list(indices)])
 
     @cached_property
     def face_mask(self) -> np.ndarray:
@@ -166,14 +162,11 @@ class FaceView:
 
     @cached_property
     def nostril_mask(self) -> np.ndarray:
-        mask = np.zeros(self.rgb.shape[:2], np.uint8)
         ra, la, base = self.mesh[lm.NOSE_RIGHT_ALA], self.mesh[lm.NOSE_LEFT_ALA], self.mesh[lm.NOSE_BASE]
         centre = (ra + la) / 2 * 0.5 + base * 0.5
         half_w = max(2.0, float(np.linalg.norm(la - ra)) * 0.6)
         angle = math.degrees(math.atan2(la[1] - ra[1], la[0] - ra[0]))
-        cv2.ellipse(mask, (round(centre[0]), round(centre[1])), (round(half_w), round(0.14 * self.ied)), angle,
-                    0, 360, 255, -1)
-        return mask
+        return ellipse_mask(self.rgb.shape[:2], centre, (half_w, 0.14 * self.ied), angle)
 
     def _dilate(self, mask: np.ndarray, frac: float) -> np.ndarray:
         r = max(1, round(frac * self.ied))
@@ -310,7 +303,10 @@ class QualitySession:
 
     # -- resampled views ----------------------------------------------------------------------------
     def _view(self, ied: float, size: tuple[int, int], eye_y: float) -> FaceView:
-        affine = _similarity_to(self.eyes, ied, (size[0] / 2 - 0.5, eye_y))
+        # The eyes land on pixel centres (even IED, integer eye line), half a pixel right of the exact
+        # middle: boxes and discs placed at round(eye) then cannot flip with the landmarks' last bits, as
+        # they did when the eyes sat on half pixels (a cheek box moved a pixel between OpenCV versions).
+        affine = _similarity_to(self.eyes, ied, (size[0] / 2, eye_y))
         rgb, valid = warp_face(self.image, affine, size)
         return FaceView(rgb=rgb, valid=valid, affine=affine, mesh=_apply(affine, self.mesh[:, :2]),
                         eyes=_apply(affine, self.eyes), ied=ied)
@@ -338,7 +334,7 @@ class QualitySession:
         cy = (crown + chin[1]) / 2
         half_h = (chin[1] - crown) / 2
         angle = math.degrees(math.atan2(v.eyes[1][1] - v.eyes[0][1], v.eyes[1][0] - v.eyes[0][0]))
-        cv2.ellipse(mask, (round(cx), round(cy)), (round(half_w), round(half_h)), angle, 0, 360, 0, -1)
+        mask[ellipse_mask((h, w), (cx, cy), (half_w, half_h), angle) > 0] = 0
         mask[max(0, round(chin[1] - 0.3 * v.ied)):, :] = 0
         mask = cv2.erode(mask, np.ones((4, 4), np.uint8))
         return BackgroundView(view=v, mask=mask)

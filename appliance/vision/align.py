@@ -11,7 +11,8 @@ mesh (eye corners and the nose base) and reproduce dlib's geometry:
   centres, i.e. chip pixel steps are (size * scale - 1) / (size - 1) image pixels, not exactly `scale`;
 - when the face is much larger than the chip, dlib first halves the image (5-tap Gaussian pyramid) until
   one more halving would drop below the chip's pixel count, then samples bilinearly. We do the same with
-  `cv2.pyrDown`, so large faces are anti-aliased rather than point-sampled.
+  `cv2.pyrDown`, so large faces are anti-aliased rather than point-sampled. The bilinear step is
+  `resample.warp_affine`, whose pixels do not change with the OpenCV version (`cv2.warpAffine`'s do).
 
 Pixels outside the image are black, as in dlib.
 """
@@ -30,6 +31,7 @@ from appliance.vision.landmarks import (
     RIGHT_EYE_INNER,
     RIGHT_EYE_OUTER,
 )
+from appliance.vision.resample import warp_affine
 from appliance.vision.types import Face
 
 # dlib's 5-point shape predictor order (shape_predictor_5_face_landmarks): the subject's left eye outer
@@ -131,11 +133,4 @@ def face_chip(
         affine = affine.copy()
         affine[:, 2] -= (x0, y0)
         affine /= k
-    return cv2.warpAffine(
-        source,
-        affine,
-        (size, size),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    return warp_affine(source, affine, (size, size), border="constant", inverse=True)

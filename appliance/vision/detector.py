@@ -1,7 +1,7 @@
 """BlazeFace face detection (MediaPipe short- and full-range models) without MediaPipe.
 
 Runs on every preview frame, so everything around the two interpreter calls is vectorised numpy and one
-`cv2.warpAffine`: anchors are computed once per model, only anchors whose logit clears the score
+affine warp (`resample.warp_affine`): anchors are computed once per model, only anchors whose logit clears the score
 threshold are decoded, and non-maximum suppression loops over the (few) surviving candidates.
 
 Coordinates: every point this module returns is in OpenCV pixel coordinates of the input image, i.e.
@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from appliance.vision.resample import warp_affine
 from appliance.vision.runtime import Model, RuntimeOptions
 from appliance.vision.types import Detection
 
@@ -151,9 +151,7 @@ class _BlazeFace:
         matrix = np.array(
             [[s, 0.0, s * (pad_x + 0.5) - 0.5], [0.0, s, s * (pad_y + 0.5) - 0.5]], dtype=np.float64
         )
-        tensor = cv2.warpAffine(
-            image_rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-        )
+        tensor = warp_affine(image_rgb, matrix, (size, size), border="constant")
         x = tensor.astype(np.float32)
         x *= 2.0 / 255.0
         x -= 1.0

@@ -1,8 +1,8 @@
 """FaceMesh (468 points) and iris landmarks from MediaPipe's models, plus the mesh indices we rely on.
 
-Both models see a square crop cut out of the frame by `cv2.warpAffine`, rotated so the face (or eye) is
-level, because that is how MediaPipe trained them: an unrotated crop of a tilted head costs accuracy
-exactly where the quality measures (eye opening, roll) need it. Results are mapped back through the
+Both models see a square crop cut out of the frame by an affine warp (`resample.warp_affine`), rotated
+so the face (or eye) is level, because that is how MediaPipe trained them: an unrotated crop of a tilted
+head costs accuracy exactly where the quality measures (eye opening, roll) need it. Results are mapped back through the
 inverse of the same affine, so every point is in image pixels (OpenCV convention: (column, row) of a
 pixel centre, like `appliance.vision.detector`).
 
@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from appliance.vision.resample import invert_affine, warp_affine
 from appliance.vision.runtime import Model, RuntimeOptions
 from appliance.vision.types import KP_LEFT_EYE, KP_RIGHT_EYE, Detection
 
@@ -121,7 +121,7 @@ class Roi:
     angle: float
 
     def to_crop(self, size: int) -> np.ndarray:
-        """2x3 affine taking image pixel coordinates to crop pixel coordinates (for cv2.warpAffine).
+        """2x3 affine taking image pixel coordinates to crop pixel coordinates (for `warp_affine`).
 
         The crop's edges are the square's edges, so crop pixel u covers [u, u + 1) * side / size along
         the square; with pixel centres at integers both ways, the square's centre is crop pixel
@@ -136,13 +136,11 @@ class Roi:
 
     def from_crop(self, size: int) -> np.ndarray:
         """2x3 affine taking crop pixel coordinates back to the image."""
-        return cv2.invertAffineTransform(self.to_crop(size))
+        return invert_affine(self.to_crop(size))
 
     def crop(self, image: np.ndarray, size: int) -> np.ndarray:
         """The ROI resampled to size x size (bilinear, edge pixels replicated as MediaPipe does)."""
-        return cv2.warpAffine(
-            image, self.to_crop(size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        return warp_affine(image, self.to_crop(size), (size, size), border="replicate")
 
 
 def _apply(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:

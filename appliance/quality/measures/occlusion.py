@@ -50,6 +50,7 @@ from appliance.quality.registry import measure
 from appliance.quality.session import FaceView, QualitySession
 from appliance.quality.types import CannotAssess
 from appliance.vision import landmarks as lm
+from appliance.vision.resample import ellipse_mask, polygon_mask
 
 NOSE_PATCH = 197  # on the nose ridge between the eyes and the tip
 FOREHEAD_PATCH = 151  # mid-forehead, above the brows
@@ -65,11 +66,15 @@ class SkinModel:
 
     @staticmethod
     def of(view: FaceView, p: Mapping[str, Any]) -> SkinModel:
-        """Median colour of the reference patches that look like skin.
+        """Median colour of the reference patches, each weighted by how much it looks like skin.
 
-        Each patch (both cheeks, nose ridge, mid-forehead) is summarised by its median; patches whose
-        hue is outside the range of human skin (a mask over the cheeks, a cap over the forehead) are
-        dropped before the final median, so the occluder does not become the reference.
+        Each patch (both cheeks, nose ridge, mid-forehead) is summarised by its median; a patch whose
+        hue is outside the range of human skin or that is too grey (a mask over the cheeks, a cap over
+        the forehead) gets weight 0, so the occluder does not become the reference. The weights ramp
+        over a few degrees (and chroma units) around those limits instead of switching, and the median
+        across patches is a smoothed one: a hard cut made this model, and every occlusion measure with
+        it, jump (0.164 -> 0.185 on one golden image) when a cheek's hue crossed 10 degrees by half a
+        degree, which one grey level of resampling noise was enough to do.
         """
         boxes = list(view.cheek_boxes)
         r = max(2, round(0.08 * view.ied))
@@ -81,17 +86,50 @@ class SkinModel:
             sl = (slice(max(0, y0), max(0, y1)), slice(max(0, x0), max(0, x1)))
             lab = view.lab[sl][view.valid[sl] > 0]
             if len(lab) >= 4:
-                medians.append(np.median(lab, axis=0))
+                medians.append(np.median(lab, axis=0).astype(np.float64))
         if not medians:
             raise CannotAssess("skin reference patches not visible")
-        lo, hi = p.get("skin_hue_range", [10.0, 90.0])
-        min_chroma = float(p.get("min_skin_chroma", 4.0))
-        plausible = [m for m in medians
-                     if math.hypot(m[1], m[2]) >= min_chroma and lo <= math.degrees(math.atan2(m[2], m[1])) <= hi]
-        if not plausible:
+        weights = np.array([_skin_plausibility(m, p) for m in medians])
+        if weights.sum() <= 0:
             raise CannotAssess("no skin-coloured reference on the face (greyscale, washed out, or covered)")
-        L, a, b = (float(v) for v in np.median(np.stack(plausible), axis=0))
+        L, a, b = (float(v) for v in _smooth_median(np.stack(medians), weights))
         return SkinModel(L=L, chroma=math.hypot(a, b), hue=math.degrees(math.atan2(b, a)))
+
+
+def _ramp(x: float, edge: float, half_width: float) -> float:
+    """0 below `edge - half_width`, 1 above `edge + half_width`, linear between (0.5 at the edge)."""
+    if half_width <= 0:
+        return float(x >= edge)
+    return min(1.0, max(0.0, (x - edge + half_width) / (2 * half_width)))
+
+
+def _skin_plausibility(lab: np.ndarray, p: Mapping[str, Any]) -> float:
+    """0-1: how much a patch's median colour looks like skin (hue within the skin range, not grey)."""
+    lo, hi = p.get("skin_hue_range", [10.0, 90.0])
+    hue_soft = float(p.get("skin_hue_soft", 5.0))
+    chroma = math.hypot(lab[1], lab[2])
+    hue = math.degrees(math.atan2(lab[2], lab[1]))
+    return (_ramp(chroma, float(p.get("min_skin_chroma", 4.0)), float(p.get("skin_chroma_soft", 2.0)))
+            * _ramp(hue, float(lo), hue_soft) * _ramp(-hue, -float(hi), hue_soft))
+
+
+SMOOTH_MEDIAN_EPS = 1.0  # CIELAB units (about one just-noticeable difference)
+SMOOTH_MEDIAN_STEPS = 60
+
+
+def _smooth_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-column weighted median of (n, k) `values`, smoothed so it moves continuously with its inputs.
+
+    Minimises sum_i w_i * sqrt((x - v_i)^2 + eps^2) per column (Weiszfeld iterations from the weighted
+    mean). With eps -> 0 this is the weighted median; eps = 1 CIELAB unit keeps its robustness to one
+    odd patch, and unlike a median of a changing number of patches a weight that goes to 0 fades out.
+    """
+    w = weights[:, None]
+    x = (w * values).sum(axis=0) / w.sum()
+    for _ in range(SMOOTH_MEDIAN_STEPS):
+        k = w / np.sqrt((values - x) ** 2 + SMOOTH_MEDIAN_EPS**2)
+        x = (k * values).sum(axis=0) / k.sum(axis=0)
+    return x
 
 
 class FaceLikeness:
@@ -152,16 +190,14 @@ def eyes_visible(s: QualitySession, p: Mapping[str, Any]) -> tuple[float, dict]:
         opening = mask
         if contours is not None:
             pts = (np.asarray(contours[e][:16], dtype=float) @ chip.affine[:, :2].T) + chip.affine[:, 2]
-            opening = np.zeros_like(mask)
-            cv2.fillPoly(opening, [np.round(pts * 16).astype(np.int32)], 255, shift=4)
+            opening = polygon_mask(mask.shape, pts)
         zone = cv2.bitwise_and(_grow(opening, v), chip.valid)
         lash = cv2.subtract(_grow(opening, 0.35 * v), cv2.erode(opening, np.ones((3, 3), np.uint8)))
         iris = np.zeros_like(mask)
         if s.face.iris is not None:
             ring_pts = (np.asarray(s.face.iris[e], dtype=float) @ chip.affine[:, :2].T) + chip.affine[:, 2]
-            radius = float(np.mean(np.linalg.norm(ring_pts[1:] - ring_pts[0], axis=1)))
-            cv2.circle(iris, (round(ring_pts[0][0]), round(ring_pts[0][1])), max(1, round(radius)), 255, -1)
-            iris = cv2.bitwise_and(iris, opening)
+            radius = max(1.0, float(np.mean(np.linalg.norm(ring_pts[1:] - ring_pts[0], axis=1))))
+            iris = cv2.bitwise_and(ellipse_mask(mask.shape, ring_pts[0], (radius, radius)), opening)
         not_dark = lab[..., 0] >= float(p.get("iris_min_ratio", 0.15)) * like.model.L
         visible = like.map | sclera | (lash > 0) | ((iris > 0) & not_dark)
         fractions.append(_occluded_fraction(visible, zone))
@@ -223,12 +259,9 @@ def no_head_coverings(s: QualitySession, p: Mapping[str, Any]) -> tuple[float, d
 def glasses_glare(s: QualitySession, p: Mapping[str, Any]) -> float:
     """Share of near-white specular pixels in the spectacle-lens zones around both eyes."""
     chip = s.chip
-    zone = np.zeros(chip.rgb.shape[:2], np.uint8)
     angle = math.degrees(math.atan2(chip.eyes[1][1] - chip.eyes[0][1], chip.eyes[1][0] - chip.eyes[0][0]))
-    axes = (round(float(p.get("lens_half_width", 0.42)) * chip.ied),
-            round(float(p.get("lens_half_height", 0.3)) * chip.ied))
-    for x, y in chip.eyes:
-        cv2.ellipse(zone, (round(x), round(y)), axes, angle, 0, 360, 255, -1)
+    axes = (float(p.get("lens_half_width", 0.42)) * chip.ied, float(p.get("lens_half_height", 0.3)) * chip.ied)
+    zone = cv2.bitwise_or(*(ellipse_mask(chip.rgb.shape[:2], eye, axes, angle) for eye in chip.eyes))
     zone = cv2.bitwise_and(zone, chip.valid)
     sel = zone > 0
     if np.count_nonzero(sel) < 20:
