@@ -36,10 +36,11 @@ system-packages:
 	@firmware/system-packages.sh test
 
 # Everything comes from the locks (firmware/lock.py): exact versions, every file checked against its hash,
-# nothing resolved at install time. The project itself is built with the locked setuptools.
+# nothing resolved at install time. The project itself is built with the locked setuptools. The venv is
+# made anew each time, so it holds the lock and nothing left over from an older one.
 $(STAMP): pyproject.toml dev.lock models.lock firmware/models/*.py
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13), "Python 3.10-3.13 needed, this is " + sys.version.split()[0]'
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PIP) install --quiet --require-hashes --no-deps -r dev.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(PIP) check
