@@ -1,5 +1,8 @@
 """The booking record on the wire: CBOR content inside a COSE_Sign1 envelope signed with Ed25519.
 
+It stays one module (over 500 lines) because it is the wire format's one specification: records, the
+signed envelope, acks and commands share its field validators and are read together.
+
 Why it looks like this
 ----------------------
 * **CBOR (RFC 8949)** carries the JPEG bytes and the float32 template as byte strings, with no
