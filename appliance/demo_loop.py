@@ -1,5 +1,8 @@
 """The whole booking loop on one machine, run with the product's own commands: ``make demo``'s second half.
 
+It stays one module (over 500 lines) because it is a script read top to bottom, one step after the other,
+in the order the demo prints them.
+
 County IT's side first, as on a county server: the county CA and command key (``booking-gallery ca init``),
 TLS certificates for the broker, the enrolment server and the gallery worker, an empty CRL, the broker
 configuration (``broker-config``, adapted to a loopback port and the demo folder) and Mosquitto itself,

@@ -1,5 +1,8 @@
 """``booking-station doctor``: is this device ready to take bookings and deliver them?
 
+It stays one module (over 500 lines) because each check is one short function and the command reads best
+as one list of them, in the order it runs them.
+
 County IT runs it after provisioning and whenever a desk reports trouble. Each check answers one
 question with one sentence that names the file, the number or the command that fixes it, because
 the person reading it is at a booking desk with a phone to county IT, not at a debugger:

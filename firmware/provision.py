@@ -1,5 +1,8 @@
 """Device-side provisioning: give a booking station its identity, once, from a one-time token.
 
+It stays one module (over 500 lines) because provisioning and certificate rotation must run exactly the
+same key, request and certificate checks, which live here once for both.
+
 ``provision(...)`` runs on the station itself (as root, by the installer or county IT):
 
 1. Generates the station's EC P-256 TLS key and Ed25519 record-signing key *on the device*, as 0600

@@ -1,5 +1,8 @@
 """The booking record on the wire: CBOR content inside a COSE_Sign1 envelope signed with Ed25519.
 
+It stays one module (over 500 lines) because it is the wire format's one specification: records, the
+signed envelope, acks and commands share its field validators and are read together.
+
 Why it looks like this
 ----------------------
 * **CBOR (RFC 8949)** carries the JPEG bytes and the float32 template as byte strings, with no
@@ -554,6 +557,22 @@ def open_sign1(payload: bytes, *, content_type: str, verify_key_lookup: KeyLooku
     ``verify_key_lookup(kid)`` returns the signer's public key, or None for an unknown signer; it
     may also raise :class:`WireError` itself (e.g. ``kid_mismatch``) to reject with its own code.
     """
+    protected, content, signature = _sign1_parts(payload, max_bytes)
+    kid = _signer(protected, content_type)
+    if len(signature) != 64:
+        _fail("bad_signature", "an Ed25519 signature is 64 bytes")
+    key = verify_key_lookup(kid)
+    if key is None:
+        _fail("unknown_kid", f"no public key for signer {kid!r}")
+    try:
+        key.verify(signature, cbor2.dumps(["Signature1", protected, b"", content]))
+    except InvalidSignature:
+        _fail("bad_signature", f"signature does not verify with {kid!r}'s key")
+    return kid, content
+
+
+def _sign1_parts(payload: bytes, max_bytes: int) -> tuple[bytes, bytes, bytes]:
+    """The envelope's protected header, content and signature (the unprotected header must be empty)."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         _fail("wrong_type", "payload must be bytes")
     payload = bytes(payload)
@@ -574,6 +593,12 @@ def open_sign1(payload: bytes, *, content_type: str, verify_key_lookup: KeyLooku
         _fail("not_cose_sign1", "COSE_Sign1 unprotected header must be a map")
     if unprotected:
         _fail("bad_header", "the unprotected header must be empty: every header is signed")
+    return protected, content, signature
+
+
+def _signer(protected: bytes, content_type: str) -> str:
+    """The kid of a protected header that names EdDSA, ``content_type`` and nothing this receiver does not
+    understand."""
     if len(protected) > 1024:
         _fail("bad_header", "the protected header is over 1024 bytes")
     header = _loads_exact(protected, max_depth=2, text_keys_only=False) if protected else {}
@@ -596,16 +621,7 @@ def open_sign1(payload: bytes, *, content_type: str, verify_key_lookup: KeyLooku
         _fail("unknown_kid", "kid is not UTF-8")
     if len(kid) > 128 or _CONTROL_RE.search(kid):
         _fail("unknown_kid", "kid is too long or holds control characters")
-    if len(signature) != 64:
-        _fail("bad_signature", "an Ed25519 signature is 64 bytes")
-    key = verify_key_lookup(kid)
-    if key is None:
-        _fail("unknown_kid", f"no public key for signer {kid!r}")
-    try:
-        key.verify(signature, cbor2.dumps(["Signature1", protected, b"", content]))
-    except InvalidSignature:
-        _fail("bad_signature", f"signature does not verify with {kid!r}'s key")
-    return kid, content
+    return kid
 
 
 def encode_record(record: WireRecord, signing_key: Ed25519PrivateKey) -> bytes:

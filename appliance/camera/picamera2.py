@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,51 @@ FORMAT = "BGR888"
 BOOL_CONTROLS = ("AeEnable", "AwbEnable")
 
 
+def _bool_control(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise CameraError(f"camera control {name} must be true or false, got {value!r}")
+    return value
+
+
+def _exposure_time(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CameraError(f"camera control ExposureTime is in microseconds, a whole number > 0; got {value!r}")
+    return value
+
+
+def _analogue_gain(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1.0:
+        raise CameraError(f"camera control AnalogueGain must be a number >= 1.0, got {value!r}")
+    return float(value)
+
+
+def _colour_gains(name: str, value: Any) -> Any:
+    if not (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise CameraError(f"camera control ColourGains must be [red_gain, blue_gain] > 0, got {value!r}")
+    return (float(value[0]), float(value[1]))
+
+
+def _other_control(name: str, value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+#: The controls checked by type and range (name -> check returning the value libcamera gets); any other
+#: control passes through `_other_control`.
+CONTROL_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    **{name: _bool_control for name in BOOL_CONTROLS},
+    "ExposureTime": _exposure_time,
+    "AnalogueGain": _analogue_gain,
+    "ColourGains": _colour_gains,
+}
+#: A fixed value and the automatic control it switches off.
+LOCKS = (("ExposureTime", "AeEnable"), ("AnalogueGain", "AeEnable"), ("ColourGains", "AwbEnable"))
+
+
 def validate_controls(controls: Mapping[str, Any] | None) -> dict[str, Any]:
     """Check the profile's libcamera controls and make locks explicit.
 
@@ -54,29 +99,8 @@ def validate_controls(controls: Mapping[str, Any] | None) -> dict[str, Any]:
     for name, value in controls.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Z][A-Za-z0-9]*", name):
             raise CameraError(f"camera control name {name!r} is not a libcamera control name (e.g. ExposureTime)")
-        if name in BOOL_CONTROLS:
-            if not isinstance(value, bool):
-                raise CameraError(f"camera control {name} must be true or false, got {value!r}")
-        elif name == "ExposureTime":
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise CameraError(f"camera control ExposureTime is in microseconds, a whole number > 0; got {value!r}")
-        elif name == "AnalogueGain":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1.0:
-                raise CameraError(f"camera control AnalogueGain must be a number >= 1.0, got {value!r}")
-            value = float(value)
-        elif name == "ColourGains":
-            if not (
-                isinstance(value, Sequence)
-                and not isinstance(value, str)
-                and len(value) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
-            ):
-                raise CameraError(f"camera control ColourGains must be [red_gain, blue_gain] > 0, got {value!r}")
-            value = (float(value[0]), float(value[1]))
-        elif isinstance(value, list):
-            value = tuple(value)
-        out[name] = value
-    for fixed, switch in (("ExposureTime", "AeEnable"), ("AnalogueGain", "AeEnable"), ("ColourGains", "AwbEnable")):
+        out[name] = CONTROL_CHECKS.get(name, _other_control)(name, value)
+    for fixed, switch in LOCKS:
         if fixed in out:
             if out.get(switch) is True:
                 raise CameraError(

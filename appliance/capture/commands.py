@@ -195,15 +195,39 @@ def run_capture(config: StationConfig, report: Reporter, *, booking_number: str,
                 override_reason: str | None, timeout: float, fps: float | None, loop: bool,
                 clock: Callable[[], float] = time.monotonic) -> str:
     """The command's work, raising `CaptureFailed` with the message and exit status on failure."""
-    from appliance.camera import CameraError
-    from appliance.capture.autocapture import OverrideRequired, validate_reason
-    from appliance.capture.session import CaptureError, CaptureStation
-    from appliance.quality import ProfileError
-    from appliance.store import StoreError, ValidationError
-    from appliance.vision.bundle import BundleError
-    from appliance.vision.runtime import RuntimeMissing
-
     # Inputs first, before any model loads: a wrong field costs the officer no time.
+    station_id, agency, operator, override_reason = _checked_inputs(
+        config, booking_number=booking_number, agency=agency, operator=operator, station_id=station_id,
+        data_dir=data_dir, override_reason=override_reason)
+    plans = _pose_plans(report, camera=camera, left=left, right=right, smt=smt)
+    station = _open_station(config, data_dir=data_dir, station_id=station_id, profile=profile,
+                            profile_dir=profile_dir)
+    session = station.start_booking(agency, booking_number, operator)
+    try:
+        for plan in plans:
+            _capture_pose(station, session, plan, report, auto=auto, override_reason=override_reason,
+                          timeout=timeout, fps=fps, loop=loop, clock=clock)
+        summary = session.summary()
+        if summary.missing:
+            report.warn(f"saving without: {', '.join(summary.missing)}", missing=list(summary.missing))
+        record_id = _save(session)
+    finally:
+        session.close()
+    report.event("saved", f"saved booking {booking_number} as record {record_id} "
+                          f"({', '.join(summary.accepted)}; queued for delivery)",
+                 record_id=record_id, booking_number=booking_number, poses=list(summary.accepted),
+                 missing=list(summary.missing), overrides=list(summary.overrides))
+    return record_id
+
+
+def _checked_inputs(config: StationConfig, *, booking_number: str, agency: str | None, operator: str | None,
+                    station_id: str | None, data_dir: Path,
+                    override_reason: str | None) -> tuple[str, str, str, str | None]:
+    """Station id, agency, operator and override reason, defaulted from the config and checked (with the
+    booking fields) before anything is loaded."""
+    from appliance.capture.autocapture import OverrideRequired, validate_reason
+    from appliance.store import ValidationError
+
     station_id = station_id or config.station.station or None
     if not station_id:
         raise CaptureFailed(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})",
@@ -228,7 +252,12 @@ def run_capture(config: StationConfig, report: Reporter, *, booking_number: str,
                 station_id=station_id)
     except ValidationError as exc:
         raise CaptureFailed(str(exc)) from None
+    return station_id, agency, operator, override_reason
 
+
+def _pose_plans(report: Reporter, *, camera: str | None, left: str | None, right: str | None,
+                smt: list[tuple[str, str]]) -> list[PosePlan]:
+    """The poses to take, in order; a profile without a source is skipped with a warning."""
     plans = [PosePlan("frontal", _spec(camera) if camera else None)]
     for pose, source in (("left_profile", left), ("right_profile", right)):
         if source:
@@ -237,60 +266,73 @@ def run_capture(config: StationConfig, report: Reporter, *, booking_number: str,
             report.warn(f"no --{pose.split('_')[0]} source: the {pose.replace('_', ' ')} view is skipped",
                         pose=pose)
     plans += [PosePlan("smt", _spec(path), description) for description, path in smt]
+    return plans
+
+
+def _open_station(config: StationConfig, *, data_dir: Path, station_id: str, profile: str | None,
+                  profile_dir: Path | None) -> Any:
+    """The capture station (models, profile, store), or `CaptureFailed` saying what is wrong."""
+    from appliance.capture.session import CaptureStation
+    from appliance.quality import ProfileError
+    from appliance.vision.bundle import BundleError
+    from appliance.vision.runtime import RuntimeMissing
 
     try:
-        station = CaptureStation.from_config(config, data_dir=data_dir, station_id=station_id, profile=profile,
-                                             profile_dir=profile_dir)
+        return CaptureStation.from_config(config, data_dir=data_dir, station_id=station_id, profile=profile,
+                                          profile_dir=profile_dir)
     except (BundleError, RuntimeMissing) as exc:
         raise CaptureFailed(str(exc), EXIT_SETUP) from None
     except ProfileError as exc:  # unknown profile name, bad county override
         raise CaptureFailed(f"quality profile: {exc}") from None
-    session = station.start_booking(agency, booking_number, operator)
+
+
+def _capture_pose(station: Any, session: Any, plan: PosePlan, report: Reporter, *, auto: bool,
+                  override_reason: str | None, timeout: float, fps: float | None, loop: bool,
+                  clock: Callable[[], float]) -> None:
+    """Open the pose's source and take it; a profile or SMT view that cannot be taken is skipped with a
+    warning, the frontal view fails the command."""
+    from appliance.camera import CameraError
+
+    options: dict[str, Any] = {}
+    spec = plan.spec
+    if spec is None:
+        spec = station.camera_spec
+        options = dict(station.camera_options)
+    if str(spec).startswith("replay:"):
+        options["loop"] = loop
+        if fps is not None:
+            options["fps"] = fps
     try:
-        for plan in plans:
-            options: dict[str, Any] = {}
-            spec = plan.spec
-            if spec is None:
-                spec = station.camera_spec
-                options = dict(station.camera_options)
-            if str(spec).startswith("replay:"):
-                options["loop"] = loop
-                if fps is not None:
-                    options["fps"] = fps
-            try:
-                description = session.open_camera(spec, **options)
-            except CameraError as exc:
-                if plan.pose == "frontal":
-                    raise CaptureFailed(str(exc), EXIT_SETUP) from None
-                report.warn(f"{plan.pose}: {exc}; this view is skipped", pose=plan.pose)
-                continue
-            report.event("pose", f"{plan.pose}: from {description}", pose=plan.pose, camera=description)
-            try:
-                _take(session, plan, report, auto=auto, override_reason=override_reason, timeout=timeout, clock=clock)
-            except CaptureFailed as exc:
-                if plan.pose == "frontal":
-                    raise
-                report.warn(f"{exc}; the {plan.pose} view is skipped", pose=plan.pose)
-            finally:
-                session.close_camera()
-        summary = session.summary()
-        if summary.missing:
-            report.warn(f"saving without: {', '.join(summary.missing)}", missing=list(summary.missing))
-        try:
-            record_id = session.save()
-        except ValidationError as exc:
-            raise CaptureFailed(str(exc)) from None
-        except StoreError as exc:
+        description = session.open_camera(spec, **options)
+    except CameraError as exc:
+        if plan.pose == "frontal":
             raise CaptureFailed(str(exc), EXIT_SETUP) from None
-        except CaptureError as exc:
-            raise CaptureFailed(str(exc)) from None
+        report.warn(f"{plan.pose}: {exc}; this view is skipped", pose=plan.pose)
+        return
+    report.event("pose", f"{plan.pose}: from {description}", pose=plan.pose, camera=description)
+    try:
+        _take(session, plan, report, auto=auto, override_reason=override_reason, timeout=timeout, clock=clock)
+    except CaptureFailed as exc:
+        if plan.pose == "frontal":
+            raise
+        report.warn(f"{exc}; the {plan.pose} view is skipped", pose=plan.pose)
     finally:
-        session.close()
-    report.event("saved", f"saved booking {booking_number} as record {record_id} "
-                          f"({', '.join(summary.accepted)}; queued for delivery)",
-                 record_id=record_id, booking_number=booking_number, poses=list(summary.accepted),
-                 missing=list(summary.missing), overrides=list(summary.overrides))
-    return record_id
+        session.close_camera()
+
+
+def _save(session: Any) -> str:
+    """Store the booking: its record id, or `CaptureFailed` (exit 2 when the store itself refuses)."""
+    from appliance.capture.session import CaptureError
+    from appliance.store import StoreError, ValidationError
+
+    try:
+        return session.save()
+    except ValidationError as exc:
+        raise CaptureFailed(str(exc)) from None
+    except StoreError as exc:
+        raise CaptureFailed(str(exc), EXIT_SETUP) from None
+    except CaptureError as exc:
+        raise CaptureFailed(str(exc)) from None
 
 
 def _take(session: Any, plan: PosePlan, report: Reporter, *, auto: bool, override_reason: str | None,

@@ -168,42 +168,54 @@ def load_profile(name: str, county_dir: Path | str | None = None) -> Profile:
     measures = all_measures()
     messages = _guidance_catalog()
     messages.update({str(k): str(v) for k, v in data.get("messages", {}).items()})
-
     gates: list[Gate] = []
     for measure, table in data.get("gates", {}).items():
-        if not isinstance(table, dict):
-            raise ProfileError(f"{where}: [gates.{measure}] must be a table")
-        unknown = set(table) - GATE_KEYS
-        if unknown:
-            raise ProfileError(f"{where}: [gates.{measure}] has unknown key(s): {', '.join(sorted(unknown))}")
-        if not table.get("enabled", True):
-            continue
-        spec = measures.get(measure)
-        if spec is None:
-            raise ProfileError(f"{where}: [gates.{measure}]: no such measure (known: {', '.join(measures)})")
-        on = table.get("on", "score")
-        if on not in ("raw", "score"):
-            raise ProfileError(f"{where}: [gates.{measure}] on = {on!r}: must be 'raw' or 'score'")
-        lo, hi = table.get("min"), table.get("max")
-        if lo is None and hi is None:
-            raise ProfileError(f"{where}: [gates.{measure}] needs min and/or max")
-        live = bool(table.get("live", False))
-        if live and not spec.live:
-            raise ProfileError(f"{where}: [gates.{measure}] cannot be live: the measure is too expensive per frame")
-        below, above = table.get("code_below"), table.get("code_above")
-        if not below and not above:
-            raise ProfileError(f"{where}: [gates.{measure}] needs code_below and/or code_above")
-        for code in (below, above):
-            if code and code not in messages:
-                raise ProfileError(f"{where}: [gates.{measure}] guidance code {code!r} has no message")
-        not_assessed = table.get("if_not_assessed", "fail")
-        if not_assessed not in ("pass", "fail"):
-            raise ProfileError(f"{where}: [gates.{measure}] if_not_assessed must be 'pass' or 'fail'")
-        gates.append(Gate(measure=measure, on=on, min=None if lo is None else float(lo),
-                          max=None if hi is None else float(hi), live=live, code_below=below, code_above=above,
-                          pass_if_not_assessed=not_assessed == "pass"))
+        gate = _gate(where, measure, table, measures, messages)
+        if gate is not None:  # None: the county switched the gate off
+            gates.append(gate)
+    geometry = _geometry(where, data.get("output", {}))
+    sap = head.get("sap")
+    return Profile(name=name, title=str(head.get("title", name)), sap=None if sap is None else int(sap),
+                   gates=tuple(gates), geometry=geometry, messages=messages, sources=tuple(sources))
 
-    out = data.get("output", {})
+
+def _gate(where: str, measure: str, table: Any, measures: dict[str, Any], messages: dict[str, str]) -> Gate | None:
+    """The ``[gates.<measure>]`` table as a `Gate`, None when it is disabled (``enabled = false``)."""
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where}: [gates.{measure}] must be a table")
+    unknown = set(table) - GATE_KEYS
+    if unknown:
+        raise ProfileError(f"{where}: [gates.{measure}] has unknown key(s): {', '.join(sorted(unknown))}")
+    if not table.get("enabled", True):
+        return None
+    spec = measures.get(measure)
+    if spec is None:
+        raise ProfileError(f"{where}: [gates.{measure}]: no such measure (known: {', '.join(measures)})")
+    on = table.get("on", "score")
+    if on not in ("raw", "score"):
+        raise ProfileError(f"{where}: [gates.{measure}] on = {on!r}: must be 'raw' or 'score'")
+    lo, hi = table.get("min"), table.get("max")
+    if lo is None and hi is None:
+        raise ProfileError(f"{where}: [gates.{measure}] needs min and/or max")
+    live = bool(table.get("live", False))
+    if live and not spec.live:
+        raise ProfileError(f"{where}: [gates.{measure}] cannot be live: the measure is too expensive per frame")
+    below, above = table.get("code_below"), table.get("code_above")
+    if not below and not above:
+        raise ProfileError(f"{where}: [gates.{measure}] needs code_below and/or code_above")
+    for code in (below, above):
+        if code and code not in messages:
+            raise ProfileError(f"{where}: [gates.{measure}] guidance code {code!r} has no message")
+    not_assessed = table.get("if_not_assessed", "fail")
+    if not_assessed not in ("pass", "fail"):
+        raise ProfileError(f"{where}: [gates.{measure}] if_not_assessed must be 'pass' or 'fail'")
+    return Gate(measure=measure, on=on, min=None if lo is None else float(lo),
+                max=None if hi is None else float(hi), live=live, code_below=below, code_above=above,
+                pass_if_not_assessed=not_assessed == "pass")
+
+
+def _geometry(where: str, out: dict[str, Any]) -> Geometry:
+    """The ``[output]`` table as a usable `Geometry`."""
     unknown = set(out) - OUTPUT_KEYS
     if unknown:
         raise ProfileError(f"{where}: [output] has unknown key(s): {', '.join(sorted(unknown))}")
@@ -215,6 +227,4 @@ def load_profile(name: str, county_dir: Path | str | None = None) -> Profile:
         raise ProfileError(f"{where}: [output] geometry is not usable: {geometry}")
     if not 1 <= geometry.jpeg_quality <= 100:
         raise ProfileError(f"{where}: [output] jpeg_quality must be 1-100")
-    sap = head.get("sap")
-    return Profile(name=name, title=str(head.get("title", name)), sap=None if sap is None else int(sap),
-                   gates=tuple(gates), geometry=geometry, messages=messages, sources=tuple(sources))
+    return geometry

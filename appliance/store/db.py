@@ -1,5 +1,8 @@
 """The station database: one SQLite file holding bookings, captures, the outbox, the audit log, alarms.
 
+It stays one module (over 500 lines) because `Store` is one object over one SQLite connection, and its
+transactions are easiest to check for the promises below when they are all in view.
+
 `Store` is the one object the rest of the appliance uses. Its promises:
 
 * **A saved booking is safe.** `Store.save_booking` writes the booking, its captures and its outbox row

@@ -1,5 +1,8 @@
 """The booking desk: the one booking open at this station, between the web page and the capture session.
 
+It stays one module (just over 500 lines) because `BookingDesk` is one object behind one lock (the one
+open booking), like the session it wraps.
+
 One station has one camera, so one booking is open at a time; any signed-in officer can carry it on
 (a shift change mid-booking is normal), and each accepted capture records the officer who accepted it.
 The desk adds what the capture session does not do itself:

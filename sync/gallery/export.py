@@ -76,7 +76,7 @@ class ExportSettings:
 
         [export]
         folder = "/var/spool/booking-gallery/eft"   # where the receiver drops {record_id}.eft
-        tot = "MUG"                                  # any NistConfig setting, see sync/gallery/nist.py
+        tot = "MUG"                                  # any NistConfig setting (sync.gallery.nist.config)
         dai = "WA0170000"
         timezone = "America/Los_Angeles"
         [export.type2_fields]

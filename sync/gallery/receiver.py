@@ -1,5 +1,8 @@
 """The gallery receiver: take signed records off the broker, verify, commit, then ack.
 
+It stays one module (just over 500 lines) because the steps below are the methods of one receiver, kept
+together to be read in the order the list gives.
+
 Per message, in this order (the order is the point):
 
 1. The topic must be ``booking/v1/{county}/{station}/records`` of this gallery's county.

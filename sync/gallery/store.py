@@ -1,5 +1,8 @@
 """Gallery storage: registered devices, verified records, their templates and a rejection log.
 
+It stays one module (over 500 lines) because the SQLite and PostgreSQL stores share the interface's SQL,
+which is easiest to keep in step when it sits beside both dialects.
+
 One small interface (:class:`GalleryStore`), two implementations: SQLite for a single county
 server and the tests, PostgreSQL where a county already runs it or runs several gallery workers.
 Both share the SQL below (written with ``?`` placeholders; PostgreSQL gets ``%s``).

@@ -1,6 +1,9 @@
 """Booking sessions with real parts: real face photos replayed as a camera, the real model bundle and
 quality engine, a real encrypted SQLite store in tmp_path.
 
+Over 500 lines because it has one test per step and failure rule of the session, sharing the real bundle
+and replay cameras its fixtures set up.
+
 Replay folders are made of symlinks to the shared images (never copies in the repo). Frames are paced
 by a fake clock (the replay camera's own clock and sleep hooks), so stable windows and timeouts are exact
 and no test sleeps.

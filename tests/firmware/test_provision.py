@@ -2,6 +2,8 @@
 (its certificate issued by that CA), the device-side `provision` over `requests`, and the issued
 certificate checked by OpenSSL and used against a real Mosquitto with the county's generated config.
 
+Over 500 lines because every test uses the same real county CA and enrolment server (the `county` fixture).
+
 The server keeps every raw request body it received, so the tests can assert that no private key
 material ever left the "device".
 """

@@ -1,4 +1,6 @@
-"""The wire format: round trips, one test per rejection, interop and a seeded fuzz."""
+"""The wire format: round trips, one test per rejection, interop and a seeded fuzz.
+
+Over 500 lines because it holds one test per rejection reason of `sync.wire`, besides round trips and fuzz."""
 
 from __future__ import annotations
 

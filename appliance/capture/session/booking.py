@@ -1,48 +1,6 @@
-"""Booking sessions: one arrestee's photos, from the live preview to the committed record.
-
-Who drives it: the officer UI (a web page polling the station) and `booking-station capture` (a terminal
-station, the demo). Both use the same object and the same steps:
-
-    station = CaptureStation.from_config(config, data_dir=..., station_id=...)   # models load once
-    session = station.start_booking(agency_ori, booking_number, operator_id)    # fields checked here
-    session.open_camera()                      # the station's camera, or any spec ("replay:/srv/demo")
-    session.select_pose("frontal")             # arms auto-capture for this pose
-    session.start_live()                       # background loop ... or call session.step() yourself
-    session.live_status()                      # preview: face box, guidance, ready flag, progress
-    session.preview_jpeg()                     # ... and the frame itself, for the preview <img>
-    session.capture()                          # manual capture (auto-capture happens by itself)
-    session.review()                           # the candidate: full report, guidance, needs override?
-    session.retake() / session.accept(override_reason=None)
-    ...  left_profile, right_profile, any number of smt (select_pose("smt", description="..."))
-    record_id = session.save()                 # one store transaction; only now is it "saved"
-
-    session = station.resume_booking(booking, accepted)   # after a restart: a draft's accepted captures
-
-Threading (chosen): the camera loop is *pulled*. `step()` reads one frame, analyses it and feeds
-auto-capture; the caller decides where that runs. `start_live()` runs `step()` in one background thread
-for a UI that only polls `live_status()`; the CLI and the tests call `step()` themselves, which makes them
-deterministic. Every public method is thread-safe: the state sits behind one lock that is never held
-during camera reads or model runs, the station's vision lock serializes the models (TFLite interpreters
-are not thread-safe), and a generation counter discards the result of a capture that was being processed
-while the officer switched pose or retook.
-
-Failure rules (design.md "Reliability rules"; issue 4):
-
-* a corrupt frame (`FrameUnreadable`) is skipped and counted, never fatal;
-* a camera that disappears (`CameraError`, including a replay that ended) closes that camera, says so in
-  `live_status().camera_error`, and keeps every capture already accepted and the candidate under review.
-  `open_camera()` reconnects (or switches source) and the session continues; a complete booking can be
-  saved without a camera;
-* a booking number (or ORI, operator id) with control characters is refused by `start_booking`, before
-  any photo is taken;
-* `save()` raises the store's error (e.g. `DiskFullError`, `QueueFullError`) with the store's message,
-  keeps the session as it was so the officer can save again, and reuses the same record id, so a retry
-  can never make two records of one booking. The store guarantees nothing stored before is touched.
-
-Which poses are needed: the frontal view, exactly once (it carries the template; the store refuses a
-record without it). Profile views are wanted but not required: an arrestee who cannot or will not turn
-must not cost the booking. `summary().missing` lists them, and the CLI warns.
-"""
+"""One booking from preview to saved record (:class:`BookingSession`): camera, live loop, poses and captures,
+status, saving. It stays one class in one module (over 500 lines) because every field sits behind one lock,
+and the lock discipline is easiest to check when all of it is in view."""
 
 from __future__ import annotations
 
@@ -50,19 +8,15 @@ import contextlib
 import math
 import threading
 import time
-import unicodedata
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from enum import Enum
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from appliance.camera import Camera, CameraError, Frame, FrameUnreadable, create_camera
+from appliance.camera import Camera, CameraError, Frame, FrameUnreadable
 from appliance.camera.base import fit_within
-from appliance.capture.autocapture import MAX_REASON_CHARS, Action, AutoCapture, OverrideRequired, validate_reason
+from appliance.capture.autocapture import Action, AutoCapture, OverrideRequired, validate_reason
 from appliance.capture.images import encode_jpeg
 from appliance.capture.processing import (
     FRONTAL,
@@ -70,153 +24,27 @@ from appliance.capture.processing import (
     POSES,
     RIGHT_PROFILE,
     SMT,
-    CaptureProcessor,
-    Hint,
     LiveAnalysis,
     ProcessedCapture,
 )
-from appliance.store import Booking, Capture, DuplicateRecordError, Store, StoreError, ValidationError
+from appliance.capture.session.snapshots import (
+    AcceptedCapture,
+    CaptureError,
+    CaptureReview,
+    LiveStatus,
+    Phase,
+    SessionSummary,
+    check_smt_description,
+)
+from appliance.store import Booking, DuplicateRecordError
 from appliance.store.records import new_record_id
 
-__all__ = [
-    "AcceptedCapture", "BookingSession", "CaptureError", "CaptureReview", "CaptureStation", "LiveStatus",
-    "OverrideRequired", "Phase", "SessionSummary", "StoreError", "ValidationError", "check_smt_description",
-]
+if TYPE_CHECKING:
+    from appliance.capture.session.station import CaptureStation
+
 
 RECOMMENDED_POSES = (FRONTAL, LEFT_PROFILE, RIGHT_PROFILE)
-DEFAULT_PROFILE = "nist-sap30"  # until the station config names one
-MAX_SMT_DESCRIPTION = 200
 IDLE_WAIT_SECONDS = 0.05
-
-
-class CaptureError(RuntimeError):
-    """A session step cannot be done now; the message says why in words the officer can act on."""
-
-
-class Phase(str, Enum):
-    """Where the session is, for the UI's screen."""
-
-    IDLE = "idle"  # no pose selected: preview only
-    LIVE = "live"  # looking for the current pose's photo (auto-capture armed)
-    PROCESSING = "processing"  # a chosen frame is being measured, standardized and embedded
-    REVIEW = "review"  # a candidate waits for accept or retake
-    SAVED = "saved"  # the record is committed; the session is finished
-
-
-@dataclass(frozen=True)
-class LiveStatus:
-    """A snapshot for the preview. `ready` is the live gates' verdict on the latest frame (green frame
-    in the UI); `progress` how far the auto-capture stable window has got (0..1); `face_box` is in the
-    pixels of the latest frame (`frame_size`), so the UI can scale it onto the preview."""
-
-    phase: Phase
-    pose: str | None
-    smt_description: str | None
-    auto: bool
-    ready: bool
-    progress: float
-    score: float | None
-    guidance: tuple[Hint, ...]
-    face_box: tuple[float, float, float, float] | None
-    frame_size: tuple[int, int] | None
-    frame_sequence: int | None
-    frames_seen: int
-    frames_skipped: int
-    camera: str | None  # description of the open camera, None when none is open
-    camera_error: str | None  # why the camera stopped, until it is reopened
-    message: str | None  # the latest notable event ("frame skipped: ...", "captured automatically")
-    candidate: bool  # a capture waits in review
-    accepted: tuple[str, ...]  # poses accepted so far (smt repeated per capture)
-    record_id: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase.value, "pose": self.pose, "smt_description": self.smt_description,
-            "auto": self.auto, "ready": self.ready, "progress": round(self.progress, 3),
-            "score": None if self.score is None or not math.isfinite(self.score) else round(self.score, 2),
-            "guidance": [h.to_json() for h in self.guidance],
-            "face_box": None if self.face_box is None else [round(v, 1) for v in self.face_box],
-            "frame_size": None if self.frame_size is None else list(self.frame_size),
-            "frame_sequence": self.frame_sequence, "frames_seen": self.frames_seen,
-            "frames_skipped": self.frames_skipped, "camera": self.camera, "camera_error": self.camera_error,
-            "message": self.message, "candidate": self.candidate, "accepted": list(self.accepted),
-            "record_id": self.record_id,
-        }
-
-
-@dataclass(frozen=True)
-class CaptureReview:
-    """The candidate photo of the current pose, for the officer to accept or retake.
-
-    `needs_override`: the capture fails a gate of the profile, so `accept()` needs a reason.
-    `jpeg` is the image that will be stored (the standardized crop for the frontal view).
-    """
-
-    pose: str
-    mode: str
-    passed: bool
-    needs_override: bool
-    guidance: tuple[Hint, ...]
-    quality: dict[str, Any]
-    width: int
-    height: int
-    template_dim: int | None
-    template_model: str | None
-    notes: tuple[str, ...]
-    smt_description: str | None
-    jpeg: bytes = field(repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """Everything but the image bytes (the UI fetches those separately)."""
-        return {"pose": self.pose, "mode": self.mode, "passed": self.passed, "needs_override": self.needs_override,
-                "guidance": [h.to_json() for h in self.guidance], "quality": self.quality, "width": self.width,
-                "height": self.height, "template_dim": self.template_dim, "template_model": self.template_model,
-                "notes": list(self.notes), "smt_description": self.smt_description, "jpeg_bytes": len(self.jpeg)}
-
-
-@dataclass(frozen=True)
-class AcceptedCapture:
-    """A capture the officer accepted: it will be in the record as it is now."""
-
-    processed: ProcessedCapture
-    operator_id: str
-    override_reason: str | None
-    accepted_at: datetime
-    smt_description: str | None = None
-
-    @property
-    def pose(self) -> str:
-        return self.processed.pose
-
-    def to_store(self) -> Capture:
-        """The store's record of this capture (validated by the store's own rules)."""
-        p = self.processed
-        return Capture.from_jpeg(
-            p.pose, p.jpeg, p.width, p.height, self.operator_id, quality=p.quality,
-            template=list(p.template) if p.template is not None else None, template_model=p.template_model,
-            override_reason=self.override_reason, smt_description=self.smt_description)
-
-
-@dataclass(frozen=True)
-class SessionSummary:
-    """What the booking holds so far: what is accepted, what is still missing, whether it can be saved."""
-
-    agency_ori: str
-    booking_number: str
-    operator_id: str
-    station_id: str
-    accepted: tuple[str, ...]
-    overrides: tuple[str, ...]  # poses accepted with an override reason
-    missing: tuple[str, ...]  # recommended poses not accepted (frontal first if missing)
-    can_save: bool
-    saved: bool
-    record_id: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"agency_ori": self.agency_ori, "booking_number": self.booking_number,
-                "operator_id": self.operator_id, "station_id": self.station_id, "accepted": list(self.accepted),
-                "overrides": list(self.overrides), "missing": list(self.missing), "can_save": self.can_save,
-                "saved": self.saved, "record_id": self.record_id}
 
 
 @dataclass
@@ -231,103 +59,6 @@ class _Best:
         if passed != self.passed:
             return passed
         return math.isfinite(score) and (not math.isfinite(self.score) or score >= self.score)
-
-
-CameraFactory = Callable[..., Camera]
-StoreOpener = Callable[[], Store]
-
-
-class CaptureStation:
-    """What outlives one booking: the loaded models, the quality profile, where records are stored, the
-    station's identity and camera settings. Build it once at start-up (loading models costs seconds),
-    then `start_booking` per arrestee.
-
-    store_opener: returns a new open `Store`; it is called in the thread that saves, and the store is
-        closed again after the save (a SQLite connection belongs to the thread that opened it).
-    """
-
-    def __init__(self, processor: CaptureProcessor, *, station_id: str, store_opener: StoreOpener,
-                 camera_spec: str | Mapping[str, Any] | None = None, camera_options: Mapping[str, Any] | None = None,
-                 stable_seconds: float = 0.5, max_gap: float | None = 0.3,
-                 max_reason_chars: int = MAX_REASON_CHARS, camera_factory: CameraFactory = create_camera,
-                 clock: Callable[[], datetime] | None = None) -> None:
-        self.processor = processor
-        self.station_id = station_id
-        self.store_opener = store_opener
-        self.camera_spec = camera_spec
-        self.camera_options = dict(camera_options or {})
-        self.stable_seconds = stable_seconds
-        self.max_gap = max_gap
-        self.max_reason_chars = max_reason_chars
-        self.camera_factory = camera_factory
-        self.utc_now = clock or (lambda: datetime.now(timezone.utc))
-        self.vision_lock = threading.Lock()
-
-    @classmethod
-    def from_config(cls, config: Any, *, data_dir: Path | str, station_id: str, profile: str | None = None,
-                    profile_dir: Path | str | None = None, store_options: Mapping[str, Any] | None = None,
-                    bundle: Any = None, **overrides: Any) -> CaptureStation:
-        """Load the vision stack, the quality profile and the store settings from the station config.
-
-        `bundle`: an already loaded and verified model bundle (else `config.vision.bundle` is loaded and
-        verified here, which refuses a tampered bundle). `profile`/`profile_dir`: quality profile name
-        and county override folder (default: the config's `[quality]` section once it has one, else
-        nist-sap30 and none). `store_options` win over `[store]` (floor_bytes, max_pending).
-        `overrides` go to the constructor (e.g. stable_seconds in tests).
-        """
-        from appliance.quality import QualityEngine, load_profile
-        from appliance.vision.bundle import Bundle
-        from appliance.vision.embedder import Embedder
-        from appliance.vision.pipeline import FaceAnalyzer
-        from appliance.vision.runtime import RuntimeOptions
-
-        bundle = bundle if bundle is not None else Bundle.load(config.vision.bundle)
-        options = RuntimeOptions(threads=config.vision.threads, delegate=config.vision.delegate)
-        analyzer = FaceAnalyzer(bundle, options)
-        embedder = Embedder(bundle, options)
-        quality = getattr(config, "quality", None)
-        profile = profile or getattr(quality, "profile", None) or DEFAULT_PROFILE
-        profile_dir = profile_dir or getattr(quality, "profile_dir", None) or None
-        engine = QualityEngine(analyzer, load_profile(profile, profile_dir))
-        processor = CaptureProcessor(analyzer, embedder, engine)
-        data_dir = Path(data_dir)
-        store_config = getattr(config, "store", None)
-        store_kwargs: dict[str, Any] = {}
-        for key in ("floor_bytes", "max_pending"):
-            if hasattr(store_config, key):
-                store_kwargs[key] = getattr(store_config, key)
-        store_kwargs.update(store_options or {})
-
-        def open_store() -> Store:
-            return Store.open_data_dir(data_dir, **store_kwargs)
-
-        settings: dict[str, Any] = {
-            "camera_spec": config.camera.source, "camera_options": config.camera.options,
-            "stable_seconds": config.capture.stable_seconds, "max_gap": config.capture.max_gap,
-            "max_reason_chars": config.capture.override_reason_max,
-        }
-        settings.update(overrides)
-        return cls(processor, station_id=station_id, store_opener=open_store, **settings)
-
-    def start_booking(self, agency_ori: str, booking_number: str, operator_id: str) -> BookingSession:
-        """A new session. Every booking field is checked now, by the store's own rules, so a booking
-        number with a control character (a barcode scanner's trailing CR, a pasted TAB) is refused
-        before any photo is taken: `ValidationError` names the field, the character and its position."""
-        booking = Booking(agency_ori=agency_ori, booking_number=booking_number, operator_id=operator_id,
-                          captured_at=self.utc_now(), station_id=self.station_id)
-        return BookingSession(self, booking)
-
-    def resume_booking(self, booking: Booking, accepted: Iterable[AcceptedCapture]) -> BookingSession:
-        """A session that carries on a booking in progress (e.g. the UI's draft after a restart): the
-        same booking fields and the captures the officer had already accepted, in their order."""
-        if not isinstance(booking, Booking):
-            raise CaptureError(f"resume_booking needs a Booking, got {type(booking).__name__}")
-        if booking.station_id != self.station_id:
-            raise CaptureError(f"booking {booking.booking_number} was opened on station {booking.station_id}, "
-                               f"not on this station ({self.station_id})")
-        session = BookingSession(self, booking)
-        session._restore(accepted)
-        return session
 
 
 class BookingSession:
@@ -845,18 +576,3 @@ def _capture_scale(camera: Camera, frame: Frame) -> float:
     except CameraError:
         return 1.0
     return max(1.0, still.size[0] / frame.size[0])
-
-
-def check_smt_description(description: object) -> str:
-    """A short, printable, one-line description of a scar, mark or tattoo ("tattoo, left forearm")."""
-    if not isinstance(description, str) or not description.strip():
-        raise CaptureError("an SMT capture needs a short description, e.g. 'tattoo, left forearm'")
-    text = unicodedata.normalize("NFC", description).strip()
-    bad = [ch for ch in text if not ch.isprintable()]
-    if bad:
-        raise CaptureError(f"the SMT description contains control characters (U+{ord(bad[0]):04X}); "
-                           f"use plain text on one line")
-    if len(text) > MAX_SMT_DESCRIPTION:
-        raise CaptureError(f"the SMT description is too long ({len(text)} characters, at most {MAX_SMT_DESCRIPTION})")
-    return text
-

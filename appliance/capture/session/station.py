@@ -1,0 +1,116 @@
+"""What outlives one booking (:class:`CaptureStation`): the models, the quality profile, the store and the
+station's camera settings; it starts and resumes booking sessions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from appliance.camera import Camera, create_camera
+from appliance.capture.autocapture import MAX_REASON_CHARS
+from appliance.capture.processing import CaptureProcessor
+from appliance.capture.session.booking import BookingSession
+from appliance.capture.session.snapshots import AcceptedCapture, CaptureError
+from appliance.store import Booking, Store
+
+DEFAULT_PROFILE = "nist-sap30"  # until the station config names one
+
+
+CameraFactory = Callable[..., Camera]
+StoreOpener = Callable[[], Store]
+
+
+class CaptureStation:
+    """What outlives one booking: the loaded models, the quality profile, where records are stored, the
+    station's identity and camera settings. Build it once at start-up (loading models costs seconds),
+    then `start_booking` per arrestee.
+
+    store_opener: returns a new open `Store`; it is called in the thread that saves, and the store is
+        closed again after the save (a SQLite connection belongs to the thread that opened it).
+    """
+
+    def __init__(self, processor: CaptureProcessor, *, station_id: str, store_opener: StoreOpener,
+                 camera_spec: str | Mapping[str, Any] | None = None, camera_options: Mapping[str, Any] | None = None,
+                 stable_seconds: float = 0.5, max_gap: float | None = 0.3,
+                 max_reason_chars: int = MAX_REASON_CHARS, camera_factory: CameraFactory = create_camera,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.processor = processor
+        self.station_id = station_id
+        self.store_opener = store_opener
+        self.camera_spec = camera_spec
+        self.camera_options = dict(camera_options or {})
+        self.stable_seconds = stable_seconds
+        self.max_gap = max_gap
+        self.max_reason_chars = max_reason_chars
+        self.camera_factory = camera_factory
+        self.utc_now = clock or (lambda: datetime.now(timezone.utc))
+        self.vision_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Any, *, data_dir: Path | str, station_id: str, profile: str | None = None,
+                    profile_dir: Path | str | None = None, store_options: Mapping[str, Any] | None = None,
+                    bundle: Any = None, **overrides: Any) -> CaptureStation:
+        """Load the vision stack, the quality profile and the store settings from the station config.
+
+        `bundle`: an already loaded and verified model bundle (else `config.vision.bundle` is loaded and
+        verified here, which refuses a tampered bundle). `profile`/`profile_dir`: quality profile name
+        and county override folder (default: the config's `[quality]` section once it has one, else
+        nist-sap30 and none). `store_options` win over `[store]` (floor_bytes, max_pending).
+        `overrides` go to the constructor (e.g. stable_seconds in tests).
+        """
+        from appliance.quality import QualityEngine, load_profile
+        from appliance.vision.bundle import Bundle
+        from appliance.vision.embedder import Embedder
+        from appliance.vision.pipeline import FaceAnalyzer
+        from appliance.vision.runtime import RuntimeOptions
+
+        bundle = bundle if bundle is not None else Bundle.load(config.vision.bundle)
+        options = RuntimeOptions(threads=config.vision.threads, delegate=config.vision.delegate)
+        analyzer = FaceAnalyzer(bundle, options)
+        embedder = Embedder(bundle, options)
+        quality = getattr(config, "quality", None)
+        profile = profile or getattr(quality, "profile", None) or DEFAULT_PROFILE
+        profile_dir = profile_dir or getattr(quality, "profile_dir", None) or None
+        engine = QualityEngine(analyzer, load_profile(profile, profile_dir))
+        processor = CaptureProcessor(analyzer, embedder, engine)
+        data_dir = Path(data_dir)
+        store_config = getattr(config, "store", None)
+        store_kwargs: dict[str, Any] = {}
+        for key in ("floor_bytes", "max_pending"):
+            if hasattr(store_config, key):
+                store_kwargs[key] = getattr(store_config, key)
+        store_kwargs.update(store_options or {})
+
+        def open_store() -> Store:
+            return Store.open_data_dir(data_dir, **store_kwargs)
+
+        settings: dict[str, Any] = {
+            "camera_spec": config.camera.source, "camera_options": config.camera.options,
+            "stable_seconds": config.capture.stable_seconds, "max_gap": config.capture.max_gap,
+            "max_reason_chars": config.capture.override_reason_max,
+        }
+        settings.update(overrides)
+        return cls(processor, station_id=station_id, store_opener=open_store, **settings)
+
+    def start_booking(self, agency_ori: str, booking_number: str, operator_id: str) -> BookingSession:
+        """A new session. Every booking field is checked now, by the store's own rules, so a booking
+        number with a control character (a barcode scanner's trailing CR, a pasted TAB) is refused
+        before any photo is taken: `ValidationError` names the field, the character and its position."""
+        booking = Booking(agency_ori=agency_ori, booking_number=booking_number, operator_id=operator_id,
+                          captured_at=self.utc_now(), station_id=self.station_id)
+        return BookingSession(self, booking)
+
+    def resume_booking(self, booking: Booking, accepted: Iterable[AcceptedCapture]) -> BookingSession:
+        """A session that carries on a booking in progress (e.g. the UI's draft after a restart): the
+        same booking fields and the captures the officer had already accepted, in their order."""
+        if not isinstance(booking, Booking):
+            raise CaptureError(f"resume_booking needs a Booking, got {type(booking).__name__}")
+        if booking.station_id != self.station_id:
+            raise CaptureError(f"booking {booking.booking_number} was opened on station {booking.station_id}, "
+                               f"not on this station ({self.station_id})")
+        session = BookingSession(self, booking)
+        session._restore(accepted)
+        return session
