@@ -324,7 +324,7 @@ def _register_commands() -> None:
     from appliance.store.commands import register as register_store_commands
     from appliance.ui.commands import register as register_ui_commands
     from firmware.provision_commands import provision
-    from sync.agent_commands import register as register_sync_commands
+    from sync.station.commands import register as register_sync_commands
 
     register_store_commands(main)
     register_capture_commands(main)

@@ -53,7 +53,7 @@ CAMERA_TIMEOUT = 15.0
 CAMERA_FRAMES = 3
 CERT_RENEW_WARNING = dt.timedelta(days=30)
 SERVICE_USER = "booking-station"
-#: Sections another part reads and checks itself (``[sync]``: the sync agent, ``sync.agent_config``). When
+#: Sections another part reads and checks itself (``[sync]``: the sync agent, ``sync.station.config``). When
 #: ``appliance.config`` does not list one, doctor must not fail the station because of it; the broker
 #: check reads ``[sync]`` exactly as the agent does.
 FOREIGN_SECTIONS = ("sync",)
@@ -346,7 +346,7 @@ def _broker_settings(st: Station) -> dict[str, Any]:
     sync = st.document.get("sync")
     if isinstance(sync, dict) and sync:
         try:
-            from sync.agent_config import SyncConfigError, from_document
+            from sync.station.config import SyncConfigError, from_document
 
             cfg = from_document(st.document, st.data_dir, source=str(st.config_path))
         except ImportError:

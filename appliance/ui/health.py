@@ -15,7 +15,7 @@ Alarms the officer must see (a red banner on every screen, and the queue screen 
 * any other alarm the store holds (``queue_full``, ...), with the store's own message.
 
 The sync agent's status: the file the agent itself keeps, ``DATA_DIR/sync/status.json`` (see
-`sync.agent`; read here as plain JSON so the appliance does not import the sync package): ``connected``,
+`sync.station.agent`; read here as plain JSON so the appliance does not import the sync package): ``connected``,
 ``at`` (when written), ``last_ack_at``, ``last_error``, ``broker``, ``pid`` and ``reason`` ("stopped" when
 it shut down). A stopped agent, or one whose process is gone, means nothing is being delivered: that is
 an offline alarm too. A file older than `STALE_STATUS` is not trusted either way (the agent writes it

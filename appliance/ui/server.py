@@ -54,7 +54,7 @@ from appliance.ui.drafts import DraftStore
 from appliance.ui.health import station_health
 from appliance.ui.preview import PreviewHub
 from appliance.ui.settings import UISettings
-from sync.sdnotify import Watchdog, notify_ready, notify_stopping
+from sync.protocol.sdnotify import Watchdog, notify_ready, notify_stopping
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from appliance.store import Store, audit, new_record_id
 from appliance.store.records import check_record_id
-from sync import wire
-from sync.agent import (
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import wire
+from sync.station.agent import (
     ALARM_ACK_CONFLICT,
     ALARM_GALLERY_REFUSING,
     ALARM_RECORD_REJECTED,
@@ -28,10 +29,9 @@ from sync.agent import (
     load_signing_key,
     to_wire_record,
 )
-from sync.agent_commands import main as sync_cli
-from sync.agent_config import SyncConfig, SyncConfigError, default_command_kid, from_document, load_sync_config
-from sync.agent_remote import ALLOWED_SETTINGS, CommandHandler, load_command_keys, load_remote_settings
-from sync.gallery.store import SQLiteStore
+from sync.station.commands import main as sync_cli
+from sync.station.config import SyncConfig, SyncConfigError, default_command_kid, from_document, load_sync_config
+from sync.station.remote import ALLOWED_SETTINGS, CommandHandler, load_command_keys, load_remote_settings
 from tests.sync import factory
 from tests.sync.broker import PKI, free_port
 
@@ -429,7 +429,7 @@ def test_commands_take_the_main_groups_config_when_not_given_their_own(station: 
 
     import click
 
-    from sync.agent_commands import register
+    from sync.station.commands import register
 
     @click.group()
     @click.option("--config", "config_path")

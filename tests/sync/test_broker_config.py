@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from sync.broker_config import BrokerConfig, gallery_identity, render_acl, render_mosquitto_conf, write_broker_files
+from sync.county.broker_config import (
+    BrokerConfig,
+    gallery_identity,
+    render_acl,
+    render_mosquitto_conf,
+    write_broker_files,
+)
 
 
 def _cfg(**kw: object) -> BrokerConfig:
@@ -70,7 +76,7 @@ def test_acl_confines_stations_to_their_own_topics() -> None:
 
 
 def test_gallery_identity_can_never_be_a_station_slug() -> None:
-    from sync.topics import is_slug
+    from sync.protocol.topics import is_slug
 
     assert gallery_identity("king") == "gallery.king"
     assert not is_slug(gallery_identity("king")) and not is_slug(gallery_identity("king", 3))

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from sync import topics, wire
-from sync.broker_config import gallery_identity
-from sync.gallery.commands import register_commands
-from sync.gallery.devices import public_key_pem
-from sync.gallery.store import SQLiteStore
+from sync.county.broker_config import gallery_identity
+from sync.county.gallery.commands import register_commands
+from sync.county.gallery.devices import public_key_pem
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import topics, wire
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, MqttTestClient
 from tests.sync.conftest import COUNTY
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @click.group()
 def cli() -> None:
-    """Stand-in for booking-gallery's main group (sync/cli.py registers the same commands)."""
+    """Stand-in for booking-gallery's main group (sync/county/cli.py registers the same commands)."""
 
 
 register_commands(cli)
@@ -157,7 +157,7 @@ def test_receive_runs_as_a_process_and_stops_on_sigterm(
         f'cert_file = "{cert}"\nkey_file = "{key}"\n[gallery]\ncounty = "{COUNTY}"\n'
     )
     code = (
-        "import click, sys; from sync.gallery.commands import register_commands; "
+        "import click, sys; from sync.county.gallery.commands import register_commands; "
         "g = click.Group(); register_commands(g); g(sys.argv[1:])"
     )
     # systemd's side of Type=notify: a datagram socket the worker reports READY/WATCHDOG/STOPPING to.

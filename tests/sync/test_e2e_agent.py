@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from appliance.store import Store, audit
-from sync import topics, wire
-from sync.agent import ALARM_GALLERY_REFUSING, ALARM_RECORD_REJECTED, ALARM_RECORD_UNSENDABLE, encode_stored
-from sync.agent_config import default_command_kid
-from sync.broker_config import gallery_identity
+from sync.county.broker_config import gallery_identity
+from sync.protocol import topics, wire
+from sync.station.agent import ALARM_GALLERY_REFUSING, ALARM_RECORD_REJECTED, ALARM_RECORD_UNSENDABLE, encode_stored
+from sync.station.config import default_command_kid
 from tests.sync import factory
 from tests.sync.broker import PKI, MosquittoBroker, MqttTestClient, mosquitto_binary, start_gallery, stop_gallery
 from tests.sync.conftest import COUNTY
@@ -113,7 +113,7 @@ def test_twenty_bookings_arrive_once_acked_and_delivered(tmp_path: Path, pki: PK
 
 
 def factory_gallery_store(tmp_path: Path) -> Any:
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     return SQLiteStore(tmp_path / "gallery.db")
 
@@ -174,7 +174,7 @@ def test_status_is_retained_and_the_last_will_marks_the_station_offline(
 def _status_json(station: factory.Station) -> dict[str, Any]:
     from click.testing import CliRunner
 
-    from sync.agent_commands import main as sync_cli
+    from sync.station.commands import main as sync_cli
 
     r = CliRunner().invoke(sync_cli, ["status", "--json", "--config", str(station.config_path),
                                       "--data-dir", str(station.data_dir)])
@@ -340,7 +340,7 @@ def test_a_station_the_broker_refuses_keeps_its_records_and_alarms(
     the same happens to a station whose ACL entry county IT revoked): MQTT 5 PUBACK says 0x87."""
     import shutil
 
-    from sync.agent import ALARM_BROKER_REFUSING
+    from sync.station.agent import ALARM_BROKER_REFUSING
 
     cert, key = pki.client("st-09")
     shutil.copy(cert, station.data_dir / "keys" / "tls.crt")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from appliance.capture.session import CaptureStation
 from appliance.config import StationConfig
-from sync import wire
-from sync.gallery.export import export_stored
-from sync.gallery.nist import decode_transaction
-from sync.gallery.store import SQLiteStore
+from sync.county.gallery.export import export_stored
+from sync.county.gallery.nist import decode_transaction
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import wire
 from tests.sync import factory
 from tests.sync.broker import PKI, MosquittoBroker, start_gallery, stop_gallery
 

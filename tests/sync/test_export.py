@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from sync import topics, wire
-from sync.broker_config import gallery_identity
-from sync.gallery import export, nist
-from sync.gallery.commands import register_commands
-from sync.gallery.export import ExportConfigError, ExportingReceiver, ExportSettings
-from sync.gallery.receiver import ReceiverConfig
-from sync.gallery.store import SQLiteStore
+from sync.county.broker_config import gallery_identity
+from sync.county.gallery import export, nist
+from sync.county.gallery.commands import register_commands
+from sync.county.gallery.export import ExportConfigError, ExportingReceiver, ExportSettings
+from sync.county.gallery.receiver import ReceiverConfig
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import topics, wire
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, MqttTestClient
 from tests.sync.conftest import COUNTY
@@ -190,7 +190,7 @@ def test_a_failed_drop_leaves_no_file_and_keeps_the_previous_one(tmp_path: Path,
 
 CHILD = """
 import os, sys, time
-from sync.gallery import export
+from sync.county.gallery import export
 from tests.sync.test_nist import real_record
 
 def stall(src, dst):
@@ -293,7 +293,7 @@ def test_receive_process_drops_exports_into_the_folder(
         '[export]\nfolder = "spool"\ntot = "BKG"\n'
     )
     code = (
-        "import click, sys; from sync.gallery.commands import register_commands; "
+        "import click, sys; from sync.county.gallery.commands import register_commands; "
         "g = click.Group(); register_commands(g); g(sys.argv[1:])"
     )
     proc = subprocess.Popen(
@@ -349,7 +349,7 @@ def test_without_nistitl_the_export_says_what_to_install(tmp_path: Path, monkeyp
 def test_export_modules_import_no_appliance_or_vision_code() -> None:
     """The gallery (and so the export) runs on a server with no camera and no vision stack."""
     code = (
-        "import sys, sync.gallery.nist, sync.gallery.export, nistitl; "
+        "import sys, sync.county.gallery.nist, sync.county.gallery.export, nistitl; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('appliance', 'cv2', 'numpy', 'ai_edge_litert')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from appliance.store import Store
-from sync import wire
-from sync.agent import encode_stored
+from sync.protocol import wire
+from sync.station.agent import encode_stored
 from tests.sync import factory
 from tests.sync.broker import PKI, MosquittoBroker, mosquitto_binary, start_gallery, stop_gallery
 from tests.sync.conftest import COUNTY
@@ -105,7 +105,7 @@ def test_broker_killed_and_restarted_mid_stream(tmp_path: Path, pki: PKI, broker
     finally:
         agent.close()
         stop_gallery(gallery)
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     gallery_store = SQLiteStore(tmp_path / "gallery.db")
     check(store, gallery_store, saved, all_delivered=True)
@@ -135,7 +135,7 @@ def test_gallery_down_for_a_while_records_stay_pending_then_drain(tmp_path: Path
         agent.close()
         if gallery is not None:
             stop_gallery(gallery)
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     gallery_store = SQLiteStore(tmp_path / "gallery.db")
     check(store, gallery_store, saved, all_delivered=True)
@@ -168,7 +168,7 @@ def test_records_the_gallery_already_has_are_acked_duplicate_and_delivered_once(
     assert [status[r] for r in saved] == ["duplicate"] * 3 + ["stored"] * 3
     assert gallery.stats.counts["duplicate"] == 3 and gallery.stats.counts["stored"] == 3
     assert agent.agent.stats["acks_duplicate"] == 3 and agent.agent.stats["published"] == 6
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     gallery_store = SQLiteStore(tmp_path / "gallery.db")
     check(store, gallery_store, set(saved), all_delivered=True)
@@ -216,7 +216,7 @@ def test_broker_default_queue_limit_drops_but_every_record_still_arrives(
         if gallery is not None:
             stop_gallery(gallery)
     assert "dropped" in broker.logs().lower() or "dropping" in broker.logs().lower(), broker.logs()[-2000:]
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     gallery_store = SQLiteStore(tmp_path / "gallery.db")
     check(store, gallery_store, saved, all_delivered=True)
@@ -285,7 +285,7 @@ def kill_trials(tmp_path: Path, pki: PKI, broker: MosquittoBroker, trials: int, 
         child.send_signal(signal.SIGTERM)
         assert child.wait(20) == 0, log.read_text()[-3000:]
     stop_gallery(gallery)
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     gallery_store = SQLiteStore(tmp_path / "gallery.db")
     check(store, gallery_store, saved, all_delivered=True)

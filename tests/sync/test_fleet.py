@@ -22,10 +22,10 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from sync.gallery.fleet import FleetThresholds, fleet_report, render_table
-from sync.gallery.fleet_commands import fleet
-from sync.gallery.receiver import GalleryReceiver, ReceiverConfig, status_subscription
-from sync.gallery.store import GalleryStore, PostgresStore, SQLiteStore
+from sync.county.gallery.fleet import FleetThresholds, fleet_report, render_table
+from sync.county.gallery.fleet_commands import fleet
+from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, status_subscription
+from sync.county.gallery.store import GalleryStore, PostgresStore, SQLiteStore
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, start_gallery, stop_gallery
 from tests.sync.conftest import COUNTY

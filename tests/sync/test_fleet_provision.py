@@ -33,15 +33,15 @@ from cryptography.hazmat.primitives import serialization
 
 from appliance.doctor import CheckFailed, mqtt_connect
 from firmware.provision import StationPaths, provision
-from sync.broker_config import save_settings
-from sync.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
-from sync.enroll.commands import tokens as tokens_cli
-from sync.enroll.server import make_server
-from sync.enroll.service import EnrollmentService, MqttEndpoint
-from sync.enroll.tokens import TokenStore
-from sync.gallery.devices import StoreDeviceRegistry, load_public_key
-from sync.gallery.fleet_commands import fleet
-from sync.gallery.store import SQLiteStore
+from sync.county.broker_config import save_settings
+from sync.county.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
+from sync.county.enroll.commands import tokens as tokens_cli
+from sync.county.enroll.server import make_server
+from sync.county.enroll.service import EnrollmentService, MqttEndpoint
+from sync.county.enroll.tokens import TokenStore
+from sync.county.gallery.devices import StoreDeviceRegistry, load_public_key
+from sync.county.gallery.fleet_commands import fleet
+from sync.county.gallery.store import SQLiteStore
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, free_port, mosquitto_binary, start_gallery, stop_gallery
 from tests.sync.test_fleet_revoke import county_pki
@@ -242,7 +242,7 @@ def test_enroll_server_gallery_db_registers_keys_into_the_gallery(tmp_path: Path
     port = free_port()
     log = (tmp_path / "enroll.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "sync.cli", "enroll-server", "--ca-dir", str(ca.directory), "--host", "127.0.0.1",
+        [sys.executable, "-m", "sync.county.cli", "enroll-server", "--ca-dir", str(ca.directory), "--host", "127.0.0.1",
          "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key), "--gallery-db", str(db),
          "--mqtt-host", "broker.king.example"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -26,12 +26,12 @@ from cryptography.x509.oid import NameOID
 
 from appliance.doctor import CheckFailed, mqtt_connect
 from appliance.store import audit
-from sync import topics, wire
-from sync.broker_config import BrokerConfig, gallery_identity, load_settings, render_acl, save_settings
-from sync.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
-from sync.enroll.tokens import TokenStore
-from sync.gallery.commands import register_commands
-from sync.gallery.store import SQLiteStore
+from sync.county.broker_config import BrokerConfig, gallery_identity, load_settings, render_acl, save_settings
+from sync.county.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
+from sync.county.enroll.tokens import TokenStore
+from sync.county.gallery.commands import register_commands
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import topics, wire
 from tests.sync import factory
 from tests.sync.broker import PKI, BrokerError, MosquittoBroker, MqttTestClient, mosquitto_binary
 from tests.sync.conftest import COUNTY

@@ -13,10 +13,10 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sync import topics, wire
-from sync.broker_config import gallery_identity
-from sync.gallery.receiver import GalleryReceiver, ReceiverConfig
-from sync.gallery.store import SQLiteStore
+from sync.county.broker_config import gallery_identity
+from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import topics, wire
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, MqttTestClient
 from tests.sync.conftest import COUNTY

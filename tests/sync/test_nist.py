@@ -11,9 +11,9 @@ from typing import Any
 import nistitl
 import pytest
 
-from sync import wire
-from sync.gallery import nist
-from sync.gallery.nist import NistConfig, NistConfigError, NistExportError, NistRecord
+from sync.county.gallery import nist
+from sync.county.gallery.nist import NistConfig, NistConfigError, NistExportError, NistRecord
+from sync.protocol import wire
 from tests.conftest import shared_data_dir
 from tests.sync import factory
 

@@ -10,9 +10,9 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sync import wire
-from sync.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
-from sync.gallery.store import SQLiteStore, StoreError
+from sync.county.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
+from sync.county.gallery.store import SQLiteStore, StoreError
+from sync.protocol import wire
 from tests.sync import factory
 
 KEY = factory.key(1)
@@ -156,7 +156,7 @@ def test_config_from_toml(tmp_path: Path) -> None:
 
 
 def test_shipped_example_config_parses() -> None:
-    example = Path(__file__).resolve().parents[2] / "sync" / "gallery" / "receiver.example.toml"
+    example = Path(__file__).resolve().parents[2] / "sync" / "county" / "gallery" / "receiver.example.toml"
     cfg = ReceiverConfig.from_toml(example)
     assert (cfg.county, cfg.port, cfg.protocol, cfg.max_record_bytes) == (
         "king",
@@ -172,8 +172,8 @@ def test_gallery_side_imports_no_appliance_or_vision_code() -> None:
     import sys
 
     code = (
-        "import sys, sync.wire, sync.topics, sync.broker_config, sync.gallery.store, sync.gallery.receiver, "
-        "sync.gallery.devices, sync.gallery.commands; "
+        "import sys, sync.protocol.wire, sync.protocol.topics, sync.county.broker_config, sync.county.gallery.store, "
+        "sync.county.gallery.receiver, sync.county.gallery.devices, sync.county.gallery.commands; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('appliance', 'cv2', 'numpy', 'ai_edge_litert')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

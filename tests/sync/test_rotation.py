@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.doctor import mqtt_connect
 from appliance.store import audit
 from firmware.provision import build_csr
-from sync.enroll.ca import CountyCA
-from sync.enroll.protocol import public_key_pem, rotation_proof_message
-from sync.enroll.registry import JsonDeviceRegistry
-from sync.enroll.service import EnrollmentService
-from sync.enroll.tokens import TokenStore
-from sync.gallery.devices import StoreDeviceRegistry, sign_rotate
+from sync.county.enroll.ca import CountyCA
+from sync.county.enroll.registry import JsonDeviceRegistry
+from sync.county.enroll.service import EnrollmentService
+from sync.county.enroll.tokens import TokenStore
+from sync.county.gallery.devices import StoreDeviceRegistry, sign_rotate
+from sync.protocol.enroll import public_key_pem, rotation_proof_message
 from tests.sync import factory
 from tests.sync.broker import start_gallery, stop_gallery
 from tests.sync.test_fleet_provision import COUNTY, County, provision_station, running_county
@@ -180,7 +180,7 @@ def test_the_enrolment_server_checks_command_proof_and_reuse(tmp_path: Path) -> 
     late = _handle(service, _body("desk-1", expired.payload, expired.command.command_id, signing))
     assert (late[0], late[1]["error"]) == (403, "command_invalid") and "expired" in late[1]["message"]
     forged_key = Ed25519PrivateKey.generate()
-    from sync.wire import encode_command
+    from sync.protocol.wire import encode_command
 
     forged = encode_command(fresh.command, forged_key, kid=fresh.kid)
     bad_sig = _handle(service, _body("desk-1", forged, fid, signing))

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sync import wire
-from sync.gallery.store import (
+from sync.county.gallery.store import (
     DeviceExistsError,
     GalleryStore,
     PostgresStore,
@@ -26,6 +25,7 @@ from sync.gallery.store import (
     UnknownDeviceError,
     open_store,
 )
+from sync.protocol import wire
 from tests.sync import factory
 
 PG_URL = os.environ.get("BOOKING_TEST_PG", "postgresql://127.0.0.1:5432/test")
@@ -230,8 +230,8 @@ def test_open_store_urls(tmp_path: Path) -> None:
 
 def test_enrolment_registry_adapter(tmp_path: Path) -> None:
     """The enrolment server can write keys straight into the gallery's device table."""
-    registry_mod = pytest.importorskip("sync.enroll.registry")
-    from sync.gallery.devices import StoreDeviceRegistry, public_key_pem
+    registry_mod = pytest.importorskip("sync.county.enroll.registry")
+    from sync.county.gallery.devices import StoreDeviceRegistry, public_key_pem
 
     store = SQLiteStore(tmp_path / "g.db")
     registry = StoreDeviceRegistry(store)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync import topics
+from sync.protocol import topics
 
 
 def test_builders_and_parser_agree() -> None:

@@ -17,7 +17,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sync import wire
+from sync.protocol import wire
 from tests.sync import factory
 
 KEY = factory.key(1)

@@ -6,7 +6,7 @@ standard library does not do by itself is done here:
 
 * The TLS handshake runs in the request's own thread with a timeout, not in the accept loop, so a
   client that connects and stalls cannot block everyone else.
-* Bodies are capped (:data:`~sync.enroll.protocol.MAX_REQUEST_BYTES`) and must be declared with
+* Bodies are capped (:data:`~sync.protocol.enroll.MAX_REQUEST_BYTES`) and must be declared with
   ``Content-Length``; every error is a JSON object with a code and a sentence.
 * TLS 1.2 is the floor (CJIS); the certificate is whatever county IT gives ``--tls-cert`` (e.g. one from
   ``booking-gallery ca server-cert``, which devices then trust through the county CA file).
@@ -26,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sync.enroll.protocol import ENROLL_PATH, ERROR_STATUS, MAX_REQUEST_BYTES, ROTATE_PATH
-from sync.enroll.service import EnrollmentService
-from sync.sdnotify import Watchdog, notify_ready, notify_stopping
+from sync.county.enroll.service import EnrollmentService
+from sync.protocol.enroll import ENROLL_PATH, ERROR_STATUS, MAX_REQUEST_BYTES, ROTATE_PATH
+from sync.protocol.sdnotify import Watchdog, notify_ready, notify_stopping
 
 log = logging.getLogger("booking.enroll")
 

@@ -4,5 +4,5 @@ A new booking station proves it holds an enrolment token that county IT issued f
 sends a certificate signing request for the TLS key it generated itself and the public half of its
 Ed25519 record-signing key, and gets back its client certificate, the county CA certificate and the
 county's command-verification key. Private keys never leave the device. The wire contract that both
-sides share is :mod:`sync.enroll.protocol`; the device side is :mod:`firmware.provision`.
+sides share is :mod:`sync.protocol.enroll`; the device side is :mod:`firmware.provision`.
 """

@@ -39,8 +39,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.topics import check_slug
-from sync.wire import VerifiedRecord
+from sync.protocol.topics import check_slug
+from sync.protocol.wire import VerifiedRecord
 
 DEFAULT_DB = "/var/lib/booking-gallery/gallery.db"
 SCHEMA_VERSION = 1
@@ -115,7 +115,7 @@ class StoredTemplate:
 class StationStatus:
     """The latest health report of one station, as the gallery last received it.
 
-    ``body`` is the station's JSON status object (see ``sync.agent``); ``state`` and ``reported_at``
+    ``body`` is the station's JSON status object (see ``sync.station.agent``); ``state`` and ``reported_at``
     (the station's own clock, ``body["at"]``) are copied out so a fleet query need not parse every
     body. ``received_at`` is the gallery's clock: "last seen".
     """

@@ -53,7 +53,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.topics import is_slug
+from sync.protocol.topics import is_slug
 
 SCHEMA_VERSION = 1
 RECORD_CONTENT_TYPE = "application/vnd.booking-station.record+cbor"

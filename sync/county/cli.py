@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from sync import __version__
-from sync.enroll.commands import ca, enroll_server, tokens
-from sync.gallery.commands import register_commands
-from sync.gallery.fleet_commands import fleet
+from sync.county.enroll.commands import ca, enroll_server, tokens
+from sync.county.gallery.commands import register_commands
+from sync.county.gallery.fleet_commands import fleet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,7 +3,7 @@
 A command arrives on ``booking/v1/{county}/{station}/commands`` (the broker ACL lets only the gallery
 identity write there), but the broker is not trusted with what a command *says*: every payload must be
 a COSE_Sign1 signed by a county command key this station knows (looked up by ``kid``), addressed to
-this county and station, and inside its validity window (:func:`sync.wire.decode_command`). Then:
+this county and station, and inside its validity window (:func:`sync.protocol.wire.decode_command`). Then:
 
 * ``purge``: the store's ``purge_booking`` (it writes its own ``purge`` audit entry and overwrites the
   rows); undelivered records may be purged too: a sealed or expunged booking must not be sent.
@@ -54,8 +54,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.enroll.protocol import make_private_dir, write_private_file
-from sync.wire import WireCommand, WireError, decode_command
+from sync.protocol.enroll import make_private_dir, write_private_file
+from sync.protocol.wire import WireCommand, WireError, decode_command
 
 log = logging.getLogger("booking_station.sync.commands")
 

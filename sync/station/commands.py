@@ -13,7 +13,7 @@ from restarting forever.
 
 ``status`` works whether or not the agent runs: the queue comes from the database, the link state from
 the file the agent keeps (``DATA_DIR/sync/status.json``), with its age, so a stale file is visible as such.
-Run directly as ``python -m sync.agent_commands sync|status`` (the tests and the benchmark do).
+Run directly as ``python -m sync.station.commands sync|status`` (the tests and the benchmark do).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import click
 
 from appliance.store.commands import data_dir_option, open_store
 from appliance.store.errors import StoreError
-from sync.agent import STATUS_FILE, SyncAgent, SyncSetupError
-from sync.agent_config import DEFAULT_CONFIG, SyncConfig, SyncConfigError, load_sync_config
-from sync.agent_remote import load_remote_settings, state_dir
+from sync.station.agent import STATUS_FILE, SyncAgent, SyncSetupError
+from sync.station.config import DEFAULT_CONFIG, SyncConfig, SyncConfigError, load_sync_config
+from sync.station.remote import load_remote_settings, state_dir
 
 EXIT_SETUP = 2
 
@@ -216,7 +216,7 @@ def register(group: click.Group) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """The sync commands on their own (``python -m sync.agent_commands``)."""
+    """The sync commands on their own (``python -m sync.station.commands``)."""
 
 
 register(main)

@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sync.enroll.protocol import make_private_dir, public_key_pem, write_private_file, write_public_file
-from sync.topics import TopicError, check_slug
+from sync.protocol.enroll import make_private_dir, public_key_pem, write_private_file, write_public_file
+from sync.protocol.topics import TopicError, check_slug
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
@@ -221,7 +221,7 @@ class CountyCA:
     def issue_client_certificate(self, public_key: ec.EllipticCurvePublicKey, name: str, *,
                                  days: int = SERVER_CERT_DAYS, now: dt.datetime | None = None) -> x509.Certificate:
         """A client certificate for a county service, e.g. a gallery worker (CN ``gallery.{county}``, see
-        ``sync.broker_config.gallery_identity``). Stations get theirs through enrolment instead."""
+        ``sync.county.broker_config.gallery_identity``). Stations get theirs through enrolment instead."""
         if not name or any(ch in name for ch in "/+#\0") or name != name.strip():
             raise CAError(f"{name!r} cannot be an MQTT identity (no '/', '+', '#', NUL or surrounding spaces)")
         return self._issue(public_key, _name(name, self.county), [ExtendedKeyUsageOID.CLIENT_AUTH], [], days, now)

@@ -1,7 +1,7 @@
 """Where the enrolment server records each station's record-signing key.
 
 The gallery verifies every record against the Ed25519 key its station enrolled with, so the key must
-land in the gallery's device table. That table belongs to the gallery (``sync.gallery``); the
+land in the gallery's device table. That table belongs to the gallery (``sync.county.gallery``); the
 enrolment server only needs the one call below, so it depends on this small interface and the county
 wires in the gallery's implementation. :class:`JsonDeviceRegistry` is the default: a JSON file in the
 CA directory, enough for a county that runs the enrolment server on its own and for the tests.
@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sync.enroll.protocol import load_ed25519_public_key, write_file_atomic
-from sync.enroll.protocol import public_key_pem as canonical_pem
+from sync.protocol.enroll import load_ed25519_public_key, write_file_atomic
+from sync.protocol.enroll import public_key_pem as canonical_pem
 
 REGISTRY_FILE = "devices.json"
 

@@ -40,10 +40,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sync.gallery.nist import NistConfig, NistConfigError, export_record, require_codec
-from sync.gallery.receiver import GalleryReceiver, Outcome, ReceiverConfig
-from sync.gallery.store import GalleryStore, StoreError
-from sync.wire import DEFAULT_MAX_RECORD_BYTES, WireError, WireRecord, check_uuid7, verify_record
+from sync.county.gallery.nist import NistConfig, NistConfigError, export_record, require_codec
+from sync.county.gallery.receiver import GalleryReceiver, Outcome, ReceiverConfig
+from sync.county.gallery.store import GalleryStore, StoreError
+from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES, WireError, WireRecord, check_uuid7, verify_record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,7 +76,7 @@ class ExportSettings:
 
         [export]
         folder = "/var/spool/booking-gallery/eft"   # where the receiver drops {record_id}.eft
-        tot = "MUG"                                  # any NistConfig setting, see sync/gallery/nist.py
+        tot = "MUG"                                  # any NistConfig setting, see sync/county/gallery/nist.py
         dai = "WA0170000"
         timezone = "America/Los_Angeles"
         [export.type2_fields]
@@ -148,7 +148,7 @@ def load_record(store: GalleryStore, record_id: str) -> WireRecord:
 
 
 def export_stored(store: GalleryStore, record_id: str, config: NistConfig | None = None) -> bytes:
-    """:func:`~sync.gallery.nist.export_record` of a stored record."""
+    """:func:`~sync.county.gallery.nist.export_record` of a stored record."""
     return export_record(load_record(store, record_id), config)
 
 
@@ -204,7 +204,7 @@ def already_exported(folder: str | os.PathLike[str], record_id: str) -> bool:
 
 def drop_export(record: WireRecord, folder: str | os.PathLike[str], config: NistConfig | None = None) -> Path:
     """Export ``record`` into ``folder`` as ``{record_id}.eft``, atomically, then mark it exported.
-    Raises :class:`~sync.gallery.nist.NistExportError` (nothing is written) when the record is not a
+    Raises :class:`~sync.county.gallery.nist.NistExportError` (nothing is written) when the record is not a
     valid transaction, ``OSError`` when the folder cannot be written. Dropping again rewrites the same
     bytes (the export is deterministic)."""
     target_folder = Path(folder)
@@ -236,7 +236,7 @@ def remove_stale_temps(folder: str | os.PathLike[str], *, older_than: float = ST
 
 # -------------------------------------------------------------------------------------- receiver
 class ExportingReceiver(GalleryReceiver):
-    """:class:`~sync.gallery.receiver.GalleryReceiver` that drops ``{record_id}.eft`` into
+    """:class:`~sync.county.gallery.receiver.GalleryReceiver` that drops ``{record_id}.eft`` into
     ``export_folder`` after each commit, before the ack (see the module docstring)."""
 
     def __init__(

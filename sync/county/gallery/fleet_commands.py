@@ -1,14 +1,14 @@
 """``booking-gallery fleet``: is every station delivering? For county IT, and for monitoring.
 
-Register it on the county CLI (``sync/cli.py``)::
+Register it on the county CLI (``sync/county/cli.py``)::
 
-    from sync.gallery.fleet_commands import fleet
+    from sync.county.gallery.fleet_commands import fleet
     main.add_command(fleet)
 
 Exit status 0 when no station is flagged, 1 when any is (stale, offline, unhealthy, revoked but still
 talking, or unregistered), so a Nagios/Icinga check or a systemd timer can run it as is; a database
 that cannot be opened is exit status 2, so "the check itself is broken" is never mistaken for
-"a station is stale". See :mod:`sync.gallery.fleet` for what each flag means.
+"a station is stale". See :mod:`sync.county.gallery.fleet` for what each flag means.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from datetime import datetime, timedelta, timezone
 
 import click
 
-from sync.gallery.commands import db_option
-from sync.gallery.fleet import DEFAULT_MAX_PENDING_AGE, DEFAULT_STALE_AFTER, FleetThresholds, fleet_report, render_table
-from sync.gallery.store import StoreError, open_store
+from sync.county.gallery.commands import db_option
+from sync.county.gallery.fleet import (
+    DEFAULT_MAX_PENDING_AGE,
+    DEFAULT_STALE_AFTER,
+    FleetThresholds,
+    fleet_report,
+    render_table,
+)
+from sync.county.gallery.store import StoreError, open_store
 
 EXIT_FLAGGED = 1
 EXIT_SETUP = 2

@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.gallery.store import Device, DeviceExistsError, GalleryStore, StoreError
+from sync.county.gallery.store import Device, DeviceExistsError, GalleryStore, StoreError
 
 
 class KeyFileError(ValueError):
@@ -74,7 +74,7 @@ def revoke(store: GalleryStore, station: str) -> Device:
 
 
 class StoreDeviceRegistry:
-    """The enrolment server's ``DeviceRegistry`` (``sync.enroll.registry``) backed by the gallery
+    """The enrolment server's ``DeviceRegistry`` (``sync.county.enroll.registry``) backed by the gallery
     store, so a station's key lands directly in the table the receiver verifies against.
 
     Same rules as the enrolment side expects: the same station with the same key again is a
@@ -87,7 +87,7 @@ class StoreDeviceRegistry:
 
     def register_device(self, county: str, station: str, public_key_pem: str) -> None:
         # Imported here so the gallery works without the enrolment package installed.
-        from sync.enroll.registry import RegistryConflict, RegistryError
+        from sync.county.enroll.registry import RegistryConflict, RegistryError
 
         try:
             raw = load_public_key(public_key_pem.strip().encode())
@@ -170,7 +170,7 @@ def build_crl(ca: Any, entries: list[tuple[int, datetime]], *, now: datetime | N
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    from sync.enroll.ca import BACKDATE
+    from sync.county.enroll.ca import BACKDATE
 
     now = now or datetime.now(timezone.utc)
     builder = (
@@ -195,9 +195,9 @@ def write_crl(store: GalleryStore | None, ca_dir: str | PathLike[str], out: str 
     Returns (path, revoked serials in hex, nextUpdate)."""
     from cryptography.hazmat.primitives import serialization
 
-    from sync.enroll.ca import CAError, CountyCA
-    from sync.enroll.protocol import write_public_file
-    from sync.enroll.tokens import TokenStore
+    from sync.county.enroll.ca import CAError, CountyCA
+    from sync.county.enroll.tokens import TokenStore
+    from sync.protocol.enroll import write_public_file
 
     try:
         ca = CountyCA.load(ca_dir)
@@ -234,7 +234,7 @@ def apply_broker_revocation(store: GalleryStore, *, broker_dir: str | PathLike[s
     files, else into the CA directory. When the broker had no ``crlfile`` yet, mosquitto.conf gains one
     and ``restart_needed`` is set (Mosquitto reads a new ``crlfile`` line only when it starts).
     """
-    from sync.broker_config import load_settings, render_mosquitto_conf, save_settings, write_broker_files
+    from sync.county.broker_config import load_settings, render_mosquitto_conf, save_settings, write_broker_files
 
     revoked = tuple(revoked_stations(store))
     cfg = None
@@ -272,7 +272,7 @@ def apply_broker_revocation(store: GalleryStore, *, broker_dir: str | PathLike[s
 
 # ------------------------------------------------------------------------------------ key rotation
 #
-# The county asks a station to rotate its keys with a ``rotate`` command (``sync.wire``: args
+# The county asks a station to rotate its keys with a ``rotate`` command (``sync.protocol.wire``: args
 # ``{"target": "tls-certificate" | "signing-key"}``), signed with the county command key from the CA
 # directory under the key id the stations know it by (``county:{county}``). What the station does with
 # it is the sync agent's business; see the County IT section of the README for the whole flow.
@@ -290,13 +290,13 @@ class CommandError(ValueError):
 class SignedCommand:
     """A county command and its signed payload (COSE_Sign1), ready to publish or to write to a file."""
 
-    command: Any  # sync.wire.WireCommand
+    command: Any  # sync.protocol.wire.WireCommand
     payload: bytes
     kid: str
 
     @property
     def topic(self) -> str:
-        from sync.topics import commands_topic
+        from sync.protocol.topics import commands_topic
 
         return commands_topic(self.command.county, self.command.station)
 
@@ -311,9 +311,9 @@ def sign_rotate(ca_dir: str | PathLike[str], store: GalleryStore | None, station
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from sync.agent_config import default_command_kid
-    from sync.enroll.ca import COMMAND_KEY, CAError, CountyCA
-    from sync.wire import MAX_COMMAND_LIFETIME, ROTATE_TARGETS, WireCommand, WireError, encode_command, uuid7
+    from sync.county.enroll.ca import COMMAND_KEY, CAError, CountyCA
+    from sync.protocol.wire import MAX_COMMAND_LIFETIME, ROTATE_TARGETS, WireCommand, WireError, encode_command, uuid7
+    from sync.station.config import default_command_kid
 
     try:
         ca = CountyCA.load(ca_dir)
@@ -367,9 +367,9 @@ def publish_commands(config: Any, commands: list[SignedCommand], *, timeout: flo
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from sync.enroll.ca import common_name
-    from sync.gallery.receiver import tls_context
-    from sync.wire import COMMAND_CONTENT_TYPE
+    from sync.county.enroll.ca import common_name
+    from sync.county.gallery.receiver import tls_context
+    from sync.protocol.wire import COMMAND_CONTENT_TYPE
 
     try:
         cn = common_name(x509.load_pem_x509_certificate(Path(config.cert_file).read_bytes()).subject)

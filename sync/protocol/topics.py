@@ -5,7 +5,7 @@ Every topic is ``booking/v1/{county}/{station}/{kind}``. County and station ids 
 wildcard (``+``, ``#``), a level separator (``/``), a ``$`` prefix or anything Mosquitto's ACL
 pattern substitution refuses. The broker identifies a station by its certificate CN, which is
 the station slug itself, so the same rule keeps the ACL patterns in
-:mod:`sync.broker_config` sound.
+:mod:`sync.county.broker_config` sound.
 """
 
 from __future__ import annotations

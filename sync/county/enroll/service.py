@@ -3,7 +3,7 @@
 :meth:`EnrollmentService.handle` takes the raw request body and returns (HTTP status, JSON object).
 Checks run from cheapest to most consequential, and nothing is written until all have passed:
 
-1. the body is a JSON object with the fields of :mod:`sync.enroll.protocol`, for this county;
+1. the body is a JSON object with the fields of :mod:`sync.protocol.enroll`, for this county;
 2. the CSR parses and the Ed25519 key parses and its proof signature verifies;
 3. in one SQLite transaction: the token exists, is for this station, unused and unexpired; the CSR
    is acceptable (valid self-signature, P-256/P-384 key, CN = station); the registry accepts the
@@ -32,9 +32,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.agent_config import default_command_kid
-from sync.enroll.ca import STATION_CERT_DAYS, CountyCA, CSRError, certificate_pem
-from sync.enroll.protocol import (
+from sync.county.enroll.ca import STATION_CERT_DAYS, CountyCA, CSRError, certificate_pem
+from sync.county.enroll.registry import DeviceRegistry, JsonDeviceRegistry, RegistryConflict, RegistryError
+from sync.county.enroll.tokens import TokenError, TokenStore
+from sync.protocol.enroll import (
     ERROR_STATUS,
     PROTOCOL_VERSION,
     load_ed25519_public_key,
@@ -42,10 +43,9 @@ from sync.enroll.protocol import (
     rotation_proof_message,
     signing_proof_message,
 )
-from sync.enroll.registry import DeviceRegistry, JsonDeviceRegistry, RegistryConflict, RegistryError
-from sync.enroll.tokens import TokenError, TokenStore
-from sync.topics import is_slug
-from sync.wire import WireError, decode_command
+from sync.protocol.topics import is_slug
+from sync.protocol.wire import WireError, decode_command
+from sync.station.config import default_command_kid
 
 log = logging.getLogger("booking.enroll")
 

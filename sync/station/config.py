@@ -26,8 +26,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from sync.topics import TopicError, check_slug
-from sync.wire import DEFAULT_MAX_RECORD_BYTES
+from sync.protocol.topics import TopicError, check_slug
+from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES
 
 if sys.version_info >= (3, 11):
     import tomllib

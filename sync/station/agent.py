@@ -20,7 +20,7 @@ The rules it is built around (design.md, "Reliability rules")
   reconnect and paho's own queue stay bounded; nothing relies on paho's queue either: each connection
   gets a fresh paho client, so a dead connection's queue is dropped with it, not resent later.
 * **Deterministic payloads.** The record is re-read from the store and re-encoded for every attempt;
-  ``sync.wire`` encodes canonical CBOR and Ed25519 signatures are deterministic, so every attempt
+  ``sync.protocol.wire`` encodes canonical CBOR and Ed25519 signatures are deterministic, so every attempt
   sends the same bytes and the gallery sees a true repeat (``duplicate``), never a ``replay``.
 
 The connection
@@ -76,9 +76,11 @@ from appliance.store import (
 from appliance.store.db import StoredRecord
 from appliance.store.outbox import OutboxEntry, backoff_delay
 from firmware.provision import ProvisionError, finish_rotation, rotate_certificate
-from sync import sdnotify, topics, wire
-from sync.agent_config import SyncConfig
-from sync.agent_remote import (
+from sync.county.gallery.receiver import tls_context
+from sync.protocol import sdnotify, topics, wire
+from sync.protocol.enroll import make_private_dir, write_file_atomic
+from sync.station.config import SyncConfig
+from sync.station.remote import (
     CommandHandler,
     CommandOutcome,
     RotationFailed,
@@ -87,8 +89,6 @@ from sync.agent_remote import (
     private_files_ok,
     state_dir,
 )
-from sync.enroll.protocol import make_private_dir, write_file_atomic
-from sync.gallery.receiver import tls_context
 
 log = logging.getLogger("booking_station.sync")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sync.gallery.store import Device, GalleryStore, StationStatus, parse_iso
+from sync.county.gallery.store import Device, GalleryStore, StationStatus, parse_iso
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 DEFAULT_MAX_PENDING_AGE = timedelta(hours=1)

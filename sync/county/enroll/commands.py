@@ -1,14 +1,14 @@
 """County-side commands for `booking-gallery`: the CA, enrolment tokens and the enrolment server.
 
-Registered by ``sync/cli.py``::
+Registered by ``sync/county/cli.py``::
 
-    from sync.enroll.commands import ca, enroll_server, tokens
+    from sync.county.enroll.commands import ca, enroll_server, tokens
     main.add_command(ca); main.add_command(tokens); main.add_command(enroll_server)
 
 Every option of ``enroll-server`` can also come from the environment (``BOOKING_ENROLL_*``), which is how
 ``systemd/booking-gallery-enroll.service`` configures it through an ``EnvironmentFile``. With
 ``--gallery-db`` (``BOOKING_ENROLL_GALLERY_DB``) the server registers station keys into the gallery's
-own device table (``sync.gallery.devices.StoreDeviceRegistry``) instead of ``devices.json``. Errors are
+own device table (``sync.county.gallery.devices.StoreDeviceRegistry``) instead of ``devices.json``. Errors are
 one line on stderr and exit status 2, never a traceback.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from sync.enroll.ca import (
+from sync.county.enroll.ca import (
     CA_CERT,
     CA_DAYS,
     SERVER_CERT_DAYS,
@@ -33,13 +33,13 @@ from sync.enroll.ca import (
     generate_tls_key,
     private_key_pem,
 )
-from sync.enroll.protocol import write_private_file, write_public_file
-from sync.enroll.registry import JsonDeviceRegistry
-from sync.enroll.server import ServerSetupError, make_server, serve
-from sync.enroll.service import EnrollmentService, MqttEndpoint
-from sync.enroll.tokens import DEFAULT_TTL, TokenStore
-from sync.sdnotify import Watchdog
-from sync.topics import TopicError, check_slug
+from sync.county.enroll.registry import JsonDeviceRegistry
+from sync.county.enroll.server import ServerSetupError, make_server, serve
+from sync.county.enroll.service import EnrollmentService, MqttEndpoint
+from sync.county.enroll.tokens import DEFAULT_TTL, TokenStore
+from sync.protocol.enroll import write_private_file, write_public_file
+from sync.protocol.sdnotify import Watchdog
+from sync.protocol.topics import TopicError, check_slug
 
 DEFAULT_CA_DIR = Path("/var/lib/booking-enroll")
 EXIT_SETUP = 2
@@ -247,8 +247,8 @@ def enroll_server(ca_dir: Path, host: str, port: int, tls_cert: Path, tls_key: P
     if gallery_db:
         # Imported here: a county that keeps the default JSON registry runs the enrolment server without
         # the gallery's dependencies (CBOR, database drivers) being loaded into the process holding the CA key.
-        from sync.gallery.devices import StoreDeviceRegistry
-        from sync.gallery.store import StoreError, open_store
+        from sync.county.gallery.devices import StoreDeviceRegistry
+        from sync.county.gallery.store import StoreError, open_store
 
         try:
             store = open_store(gallery_db)

@@ -1,6 +1,6 @@
-"""Click commands of the county side, for ``booking-gallery`` (``sync/cli.py``) to register::
+"""Click commands of the county side, for ``booking-gallery`` (``sync/county/cli.py``) to register::
 
-    from sync.gallery.commands import register_commands
+    from sync.county.gallery.commands import register_commands
     register_commands(main)
 
 Commands: ``records``, ``devices register|list|revoke|crl|rotate``, ``receive``, ``export`` and
@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import click
 
-from sync.broker_config import BrokerConfig, write_broker_files
-from sync.gallery import devices as device_registry
-from sync.gallery.export import (
+from sync.county.broker_config import BrokerConfig, write_broker_files
+from sync.county.gallery import devices as device_registry
+from sync.county.gallery.export import (
     ExportConfigError,
     ExportError,
     ExportingReceiver,
@@ -33,10 +33,10 @@ from sync.gallery.export import (
     export_stored,
     write_atomic,
 )
-from sync.gallery.nist import NistCodecMissing, NistExportError
-from sync.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
-from sync.gallery.store import DEFAULT_DB, GalleryStore, StoreError, open_store
-from sync.topics import TopicError
+from sync.county.gallery.nist import NistCodecMissing, NistExportError
+from sync.county.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
+from sync.county.gallery.store import DEFAULT_DB, GalleryStore, StoreError, open_store
+from sync.protocol.topics import TopicError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -445,7 +445,7 @@ def broker_config_cmd(
     The inputs are kept in OUT/broker.json, so `devices revoke --broker-dir OUT` can regenerate the
     same files with a revoked station denied.
     """
-    from sync.broker_config import save_settings
+    from sync.county.broker_config import save_settings
 
     revoked_all = set(revoked)
     if db_url:

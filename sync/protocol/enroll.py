@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 PROTOCOL_VERSION = 1
 ENROLL_PATH = "/enroll"
 #: Certificate rotation of an enrolled station, ordered by a county ``rotate`` command (see
-#: :meth:`sync.enroll.service.EnrollmentService.rotate`): ``POST /rotate`` with
+#: :meth:`sync.county.enroll.service.EnrollmentService.rotate`): ``POST /rotate`` with
 #: ``{"protocol", "county", "station", "csr", "rotate_command", "current_proof"}`` where ``rotate_command``
 #: is the signed command payload (base64) and ``current_proof`` a base64 Ed25519 signature by the
 #: station's *registered* signing key over :func:`rotation_proof_message`.

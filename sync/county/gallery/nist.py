@@ -93,7 +93,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from sync.wire import WireCapture, WireRecord
+from sync.protocol.wire import WireCapture, WireRecord
 
 # ----------------------------------------------------------------------------------------- codes
 FS, GS, RS, US = b"\x1c", b"\x1d", b"\x1e", b"\x1f"
