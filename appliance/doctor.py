@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import DEFAULT_CONFIG, SECTIONS, ConfigError, StationConfig
+from sync.protocol.tls import tls_context
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -394,9 +395,7 @@ def mqtt_connect(host: str, port: int, ca: Path, cert: Path, key: Path, client_i
     messages not acknowledged are delivered again). Nothing is published or subscribed.
     """
     try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(cert), str(key))
+        context = tls_context(str(ca), str(cert), str(key))
     except (OSError, ssl.SSLError) as exc:
         raise CheckFailed(f"cannot load the device's TLS files ({ca}, {cert}, {key}): {exc}") from None
     where = f"{host}:{port}"

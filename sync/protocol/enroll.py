@@ -16,6 +16,9 @@ the Ed25519 key and binds both keys to one request, so nobody can enrol a public
 they do not hold. Neither carries any private key material: only public keys and signatures go over
 the wire.
 
+The enrolment answer hands the station the county's command-verification key; both sides name that key
+by :func:`default_command_kid` (the station when it verifies a command, the county when it signs one).
+
 This module also holds the file writers both sides use for key material, so that "private keys are
 0600 and never briefly world-readable" is implemented once.
 """
@@ -90,6 +93,13 @@ def rotate_url(enroll_url: str) -> str:
     parts = urlsplit(enroll_url)
     base = parts.path[: -len(ENROLL_PATH)] if parts.path.endswith(ENROLL_PATH) else parts.path.rstrip("/")
     return urlunsplit(parts._replace(path=base + ROTATE_PATH, query="", fragment=""))
+
+
+def default_command_kid(county: str) -> str:
+    """The key id a county command must carry when the station knows only the one provisioned county
+    command key (``[keys] county_command_key``): ``county:{county}``. A county that rotates its command
+    key lists each key under its own id in ``[sync] command_keys`` instead."""
+    return f"county:{county}"
 
 
 def load_ed25519_public_key(text: str) -> Ed25519PublicKey:

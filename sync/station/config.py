@@ -26,6 +26,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from sync.protocol.enroll import default_command_kid
 from sync.protocol.topics import TopicError, check_slug
 from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES
 
@@ -41,13 +42,6 @@ PROTOCOLS = ("5", "3.1.1")
 
 class SyncConfigError(ValueError):
     """The sync configuration cannot work; the message names the key and the fix."""
-
-
-def default_command_kid(county: str) -> str:
-    """The key id a county command must carry when the station knows only the one provisioned county
-    command key (``[keys] county_command_key``): ``county:{county}``. A county that rotates its command
-    key lists each key under its own id in ``[sync] command_keys`` instead."""
-    return f"county:{county}"
 
 
 @dataclass

@@ -34,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sync.county.broker_config import BrokerConfig, write_broker_files
-from sync.county.gallery.receiver import tls_context
+from sync.protocol.tls import tls_context
 
 INSTALL_HINT = "apt-get update && apt-get install -y mosquitto"
 

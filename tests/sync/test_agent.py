@@ -18,6 +18,7 @@ from appliance.store import Store, audit, new_record_id
 from appliance.store.records import check_record_id
 from sync.county.gallery.store import SQLiteStore
 from sync.protocol import wire
+from sync.protocol.enroll import default_command_kid
 from sync.station.agent import (
     ALARM_ACK_CONFLICT,
     ALARM_GALLERY_REFUSING,
@@ -30,7 +31,7 @@ from sync.station.agent import (
     to_wire_record,
 )
 from sync.station.commands import main as sync_cli
-from sync.station.config import SyncConfig, SyncConfigError, default_command_kid, from_document, load_sync_config
+from sync.station.config import SyncConfig, SyncConfigError, from_document, load_sync_config
 from sync.station.remote import ALLOWED_SETTINGS, CommandHandler, load_command_keys, load_remote_settings
 from tests.sync import factory
 from tests.sync.broker import PKI, free_port

@@ -22,8 +22,8 @@ import pytest
 from appliance.store import Store, audit
 from sync.county.broker_config import gallery_identity
 from sync.protocol import topics, wire
+from sync.protocol.enroll import default_command_kid
 from sync.station.agent import ALARM_GALLERY_REFUSING, ALARM_RECORD_REJECTED, ALARM_RECORD_UNSENDABLE, encode_stored
-from sync.station.config import default_command_kid
 from tests.sync import factory
 from tests.sync.broker import PKI, MosquittoBroker, MqttTestClient, mosquitto_binary, start_gallery, stop_gallery
 from tests.sync.conftest import COUNTY

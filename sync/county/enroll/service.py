@@ -38,6 +38,7 @@ from sync.county.enroll.tokens import TokenError, TokenStore
 from sync.protocol.enroll import (
     ERROR_STATUS,
     PROTOCOL_VERSION,
+    default_command_kid,
     load_ed25519_public_key,
     public_key_pem,
     rotation_proof_message,
@@ -45,7 +46,6 @@ from sync.protocol.enroll import (
 )
 from sync.protocol.topics import is_slug
 from sync.protocol.wire import WireError, decode_command
-from sync.station.config import default_command_kid
 
 log = logging.getLogger("booking.enroll")
 

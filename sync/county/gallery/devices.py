@@ -312,8 +312,8 @@ def sign_rotate(ca_dir: str | PathLike[str], store: GalleryStore | None, station
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from sync.county.enroll.ca import COMMAND_KEY, CAError, CountyCA
+    from sync.protocol.enroll import default_command_kid
     from sync.protocol.wire import MAX_COMMAND_LIFETIME, ROTATE_TARGETS, WireCommand, WireError, encode_command, uuid7
-    from sync.station.config import default_command_kid
 
     try:
         ca = CountyCA.load(ca_dir)
@@ -368,7 +368,7 @@ def publish_commands(config: Any, commands: list[SignedCommand], *, timeout: flo
     from paho.mqtt.properties import Properties
 
     from sync.county.enroll.ca import common_name
-    from sync.county.gallery.receiver import tls_context
+    from sync.protocol.tls import tls_context
     from sync.protocol.wire import COMMAND_CONTENT_TYPE
 
     try:

@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import re
-import ssl
 import sys
 import threading
 from collections import Counter
@@ -59,6 +58,7 @@ from paho.mqtt.properties import Properties
 
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
 from sync.protocol import topics
+from sync.protocol.tls import tls_context
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
 
 if sys.version_info >= (3, 11):
@@ -503,12 +503,3 @@ def _seen_at(body: dict[str, Any], previous: StationStatus | None, retained: boo
     if at is not None:
         return min(at, now)
     return previous.received_at if previous is not None else now
-
-
-def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
-    """Client TLS: verify the broker against the county CA (with host name), present our
-    certificate, refuse anything older than TLS 1.2 (CJIS)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
