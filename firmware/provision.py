@@ -45,15 +45,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sync.protocol.enroll import (
     PROTOCOL_VERSION,
-    make_private_dir,
     public_key_pem,
     rotate_url,
     rotation_proof_message,
     signing_proof_message,
-    write_file_atomic,
-    write_private_file,
-    write_public_file,
 )
+from sync.protocol.files import make_private_dir, write_file_atomic, write_private_file, write_public_file
 from sync.protocol.topics import TopicError, check_slug
 
 if sys.version_info >= (3, 11):

@@ -55,6 +55,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import PREFIX, SHARE_GROUP, check_slug
 from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES
 
@@ -231,8 +232,8 @@ def write_broker_files(cfg: BrokerConfig, conf_path: str | PathLike[str]) -> tup
     """
     conf = Path(conf_path)
     acl = Path(cfg.acl_file)
-    _write_atomic(conf, render_mosquitto_conf(cfg))
-    _write_atomic(acl, render_acl(cfg))
+    write_file_atomic(conf, render_mosquitto_conf(cfg).encode())
+    write_file_atomic(acl, render_acl(cfg).encode())
     return conf, acl
 
 
@@ -246,7 +247,7 @@ def save_settings(cfg: BrokerConfig, directory: str | PathLike[str]) -> Path:
     data = asdict(cfg)
     data["extra_gallery_identities"] = list(cfg.extra_gallery_identities)
     data["revoked_stations"] = list(cfg.revoked_stations)
-    _write_atomic(path, json.dumps({"v": 1, "broker": data}, indent=2, sort_keys=True) + "\n")
+    write_file_atomic(path, (json.dumps({"v": 1, "broker": data}, indent=2, sort_keys=True) + "\n").encode())
     return path
 
 
@@ -271,9 +272,3 @@ def load_settings(directory: str | PathLike[str]) -> BrokerConfig:
     data["extra_gallery_identities"] = tuple(data.get("extra_gallery_identities", ()))
     data["revoked_stations"] = tuple(data.get("revoked_stations", ()))
     return BrokerConfig(**data)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

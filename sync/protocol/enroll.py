@@ -19,18 +19,13 @@ the wire.
 The enrolment answer hands the station the county's command-verification key; both sides name that key
 by :func:`default_command_kid` (the station when it verifies a command, the county when it signs one).
 
-This module also holds the file writers both sides use for key material, so that "private keys are
-0600 and never briefly world-readable" is implemented once.
+The files both sides write key material to are written by :mod:`sync.protocol.files`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import os
-import secrets
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -127,61 +122,3 @@ def load_ed25519_public_key(text: str) -> Ed25519PublicKey:
 
 def public_key_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with exactly ``mode``, atomically (temp file, fsync, rename).
-
-    The temporary file is created with ``mode`` from the first byte, so a private key is never
-    readable by others even for an instant, and a power cut leaves either the old file or the new one,
-    never half a key.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have removed bits we want (e.g. 0644 for a certificate)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Key material: owner read/write only (0600)."""
-    write_file_atomic(path, data, 0o600)
-
-
-def write_public_file(path: Path, data: bytes) -> None:
-    """Certificates and public keys: world-readable (0644) so services under other users can read them."""
-    write_file_atomic(path, data, 0o644)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable. Best effort: some filesystems do not allow fsync on directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create (or tighten) a directory that holds key material: 0700."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path

@@ -77,7 +77,7 @@ from appliance.store.db import StoredRecord
 from appliance.store.outbox import OutboxEntry, backoff_delay
 from firmware.provision import ProvisionError, finish_rotation, rotate_certificate
 from sync.protocol import sdnotify, topics, wire
-from sync.protocol.enroll import make_private_dir, write_file_atomic
+from sync.protocol.files import make_private_dir, write_file_atomic
 from sync.protocol.tls import tls_context
 from sync.station.config import SyncConfig
 from sync.station.remote import (

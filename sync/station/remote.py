@@ -54,7 +54,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.protocol.enroll import make_private_dir, write_private_file
+from sync.protocol.files import make_private_dir, write_private_file
 from sync.protocol.wire import WireCommand, WireError, decode_command
 
 log = logging.getLogger("booking_station.sync.commands")

@@ -36,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sync.protocol.enroll import make_private_dir, public_key_pem, write_private_file, write_public_file
+from sync.protocol.enroll import public_key_pem
+from sync.protocol.files import make_private_dir, write_private_file, write_public_file
 from sync.protocol.topics import TopicError, check_slug
 
 CA_KEY = "ca.key"

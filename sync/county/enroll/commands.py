@@ -37,7 +37,7 @@ from sync.county.enroll.registry import JsonDeviceRegistry
 from sync.county.enroll.server import ServerSetupError, make_server, serve
 from sync.county.enroll.service import EnrollmentService, MqttEndpoint
 from sync.county.enroll.tokens import DEFAULT_TTL, TokenStore
-from sync.protocol.enroll import write_private_file, write_public_file
+from sync.protocol.files import write_private_file, write_public_file
 from sync.protocol.sdnotify import Watchdog
 from sync.protocol.topics import TopicError, check_slug
 

@@ -27,8 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from sync.protocol.enroll import load_ed25519_public_key, write_file_atomic
+from sync.protocol.enroll import load_ed25519_public_key
 from sync.protocol.enroll import public_key_pem as canonical_pem
+from sync.protocol.files import write_file_atomic
 
 REGISTRY_FILE = "devices.json"
 

@@ -26,16 +26,17 @@ import click
 from sync.county.broker_config import BrokerConfig, write_broker_files
 from sync.county.gallery import devices as device_registry
 from sync.county.gallery.export import (
+    FILE_MODE,
     ExportConfigError,
     ExportError,
     ExportingReceiver,
     ExportSettings,
     export_stored,
-    write_atomic,
 )
 from sync.county.gallery.nist import NistCodecMissing, NistExportError
 from sync.county.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, StoreError, open_store
+from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -333,7 +334,7 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
         out_dir.mkdir(parents=True, exist_ok=True)
         for s in signed:
             path = out_dir / f"{station}-{s.command.args['target']}-{s.command.command_id}.cose"
-            write_atomic(path, s.payload)
+            write_file_atomic(path, s.payload, FILE_MODE)
             click.echo(f"Wrote {path}: rotate {s.command.args['target']} for {station}, valid until "
                        f"{s.command.expires_at:%Y-%m-%d %H:%M}Z.")
             click.echo(f"  publish: mosquitto_pub -h BROKER -p 8883 --cafile ca.crt --cert ops.crt --key ops.key -q 1 "
@@ -514,7 +515,7 @@ def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | No
         except (ExportError, NistExportError, NistCodecMissing) as exc:
             raise click.ClickException(str(exc)) from None
     try:
-        write_atomic(output, data)
+        write_file_atomic(output, data, FILE_MODE)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from None
     click.echo(f"Wrote {output} ({len(data)} bytes, TOT {settings.nist.tot}, VER {settings.nist.version}).")

@@ -197,7 +197,7 @@ def write_crl(store: GalleryStore | None, ca_dir: str | PathLike[str], out: str 
 
     from sync.county.enroll.ca import CAError, CountyCA
     from sync.county.enroll.tokens import TokenStore
-    from sync.protocol.enroll import write_public_file
+    from sync.protocol.files import write_public_file
 
     try:
         ca = CountyCA.load(ca_dir)

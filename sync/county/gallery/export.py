@@ -32,7 +32,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -43,6 +42,7 @@ from typing import Any
 from sync.county.gallery.nist import NistConfig, NistConfigError, export_record, require_codec
 from sync.county.gallery.receiver import GalleryReceiver, Outcome, ReceiverConfig
 from sync.county.gallery.store import GalleryStore, StoreError
+from sync.protocol.files import fsync_dir, write_file_atomic
 from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES, WireError, WireRecord, check_uuid7, verify_record
 
 if sys.version_info >= (3, 11):
@@ -152,36 +152,6 @@ def export_stored(store: GalleryStore, record_id: str, config: NistConfig | None
     return export_record(load_record(store, record_id), config)
 
 
-# ------------------------------------------------------------------------------------ atomic write
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = FILE_MODE) -> Path:
-    """Write ``data`` to ``path`` so that ``path`` is never seen incomplete: a hidden temporary file in
-    the same folder (same file system, so the rename is atomic), fsync, rename, fsync the folder. On any
-    failure the temporary file is removed and an existing ``path`` is left as it was."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-    return target
-
-
 def export_path(folder: str | os.PathLike[str], record_id: str) -> Path:
     """``{folder}/{record_id}.eft``; the id must be a canonical UUIDv7 (so it can never name a path
     outside the folder)."""
@@ -211,13 +181,13 @@ def drop_export(record: WireRecord, folder: str | os.PathLike[str], config: Nist
     path = export_path(target_folder, record.record_id)
     data = export_record(record, config)
     target_folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-    write_atomic(path, data)
+    write_file_atomic(path, data, FILE_MODE)
     markers = target_folder / MARKER_DIR
     markers.mkdir(exist_ok=True, mode=0o750)
     marker = _marker(target_folder, record.record_id)
     if not marker.exists():
         os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o640))
-        _fsync_dir(markers)
+        fsync_dir(markers)
     return path
 
 
