@@ -53,6 +53,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sync.protocol.jpeg import jpeg_dimensions
 from sync.protocol.topics import is_slug
 
 SCHEMA_VERSION = 1
@@ -92,7 +93,6 @@ ROTATE_TARGETS: tuple[str, ...] = ("signing-key", "tls-certificate")
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _ORI_RE = re.compile(r"[A-Z0-9]{9}")  # NCIC ORI: 9 characters
 _REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
 class WireError(ValueError):
@@ -340,37 +340,6 @@ def _plain_value(obj: object, where: str, depth: int, budget: list[int]) -> Any:
             out[k] = _plain_value(v, f"{where}.{k}", depth + 1, budget)
         return out
     _fail("wrong_type", f"{where}: {type(obj).__name__} is not allowed")
-
-
-def jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the first SOF segment of a JPEG, or None if the bytes are no JPEG
-    or end before a frame header. Reads markers only; never decodes pixels."""
-    if len(data) < 4 or data[0:3] != b"\xff\xd8\xff":
-        return None
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if length < 2:
-            return None
-        if marker in _SOF_MARKERS:
-            if i + 9 > n or length < 7:
-                return None
-            height = int.from_bytes(data[i + 5 : i + 7], "big")
-            width = int.from_bytes(data[i + 7 : i + 9], "big")
-            return width, height
-        if marker in (0xDA, 0xD9):  # start of scan or end of image before any frame header
-            return None
-        i += 2 + length
-    return None
 
 
 def _template(obj: object, where: str) -> WireTemplate | None:

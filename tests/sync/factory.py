@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync.protocol import wire
+from sync.protocol.jpeg import jpeg_dimensions
 from tests.conftest import shared_data_dir
 
 if sys.version_info >= (3, 11):
@@ -44,7 +45,7 @@ def jpeg(width: int = 48, height: int = 60, seed: int = 0) -> bytes:
 def face_jpeg(name: str = "img1.jpg") -> tuple[bytes, int, int]:
     """A real face photo from ../shared/data/faces (never copied into the repo)."""
     data = (FACES / name).read_bytes()
-    dims = wire.jpeg_dimensions(data)
+    dims = jpeg_dimensions(data)
     assert dims is not None
     return data, dims[0], dims[1]
 

@@ -14,6 +14,7 @@ import pytest
 from sync.county.gallery import nist
 from sync.county.gallery.nist import NistConfig, NistConfigError, NistExportError, NistRecord
 from sync.protocol import wire
+from sync.protocol.jpeg import jpeg_dimensions, jpeg_info
 from tests.conftest import shared_data_dir
 from tests.sync import factory
 
@@ -37,7 +38,7 @@ def photo(name: str) -> bytes:
 
 def capture(pose: str, name: str, **kwargs: Any) -> wire.WireCapture:
     data = photo(name)
-    dims = wire.jpeg_dimensions(data)
+    dims = jpeg_dimensions(data)
     assert dims is not None
     return wire.WireCapture.build(pose, data, dims[0], dims[1], **kwargs)
 
@@ -309,7 +310,7 @@ def test_duplicate_and_out_of_range_idc_are_caught() -> None:
 
 def _frontal_image(records: list[NistRecord], name: str) -> None:
     data = photo(name)
-    info = nist.jpeg_info(data)
+    info = jpeg_info(data)
     assert info is not None
     records[2].fields.update({999: data, 6: str(info.width), 7: str(info.height)})
 
