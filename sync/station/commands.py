@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -35,6 +34,7 @@ from appliance.store.errors import StoreError
 from sync.station.agent import STATUS_FILE, SyncAgent, SyncSetupError
 from sync.station.config import DEFAULT_CONFIG, SyncConfig, SyncConfigError, load_sync_config
 from sync.station.remote import load_remote_settings, state_dir
+from sync.station.status import pid_alive
 
 EXIT_SETUP = 2
 
@@ -106,18 +106,6 @@ def _read_agent_status(data_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def collect_status(config: SyncConfig | None, data_dir: Path) -> dict[str, Any]:
     """Everything ``status`` shows, as one JSON-ready dict."""
     with open_store(data_dir) as store:
@@ -135,7 +123,7 @@ def collect_status(config: SyncConfig | None, data_dir: Path) -> dict[str, Any]:
             ago = (now - datetime.fromisoformat(updated)).total_seconds() if updated else None
         except ValueError:
             ago = None
-        running = agent.get("reason") != "stopped" and _pid_alive(agent.get("pid"))
+        running = agent.get("reason") != "stopped" and pid_alive(agent.get("pid"))
         link = {
             "running": running,
             "connected": bool(agent.get("connected")) and running,
