@@ -8,8 +8,10 @@ unix socket named by ``$NOTIFY_SOCKET``; a dependency (``sdnotify``, ``systemd-p
 nothing but a package to keep up to date, and ``systemd-python`` needs libsystemd headers to build.
 
 Outside systemd (a developer's shell, the tests, a container) ``$NOTIFY_SOCKET`` is unset and every
-call is a no-op that returns False, so services call these unconditionally. Both sides use this module;
-it lives in ``sync`` because ``sync`` must not import ``appliance`` while the appliance may import ``sync``.
+call is a no-op that returns False, so services call these unconditionally.
+
+It lives in :mod:`sync.protocol` because services on both sides use it (the station's UI and sync agent,
+the county's gallery worker and enrolment server), and only ``sync.protocol`` may be imported by both.
 
 Typical use::
 
