@@ -29,9 +29,9 @@ from sync.protocol import topics, wire
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, MqttTestClient
 from tests.sync.conftest import COUNTY
-from tests.sync.test_nist import PROGRESSIVE, real_record, swap_frontal
+from tests.sync.county.test_nist import PROGRESSIVE, real_record, swap_frontal
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 KEY = factory.key(1)
 RAW = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 TOPIC = topics.records_topic(COUNTY, "st-01")
@@ -191,7 +191,7 @@ def test_a_failed_drop_leaves_no_file_and_keeps_the_previous_one(tmp_path: Path,
 CHILD = """
 import os, sys, time
 from sync.county.gallery import export
-from tests.sync.test_nist import real_record
+from tests.sync.county.test_nist import real_record
 
 def stall(src, dst):
     print("written", flush=True)

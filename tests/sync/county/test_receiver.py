@@ -156,7 +156,7 @@ def test_config_from_toml(tmp_path: Path) -> None:
 
 
 def test_shipped_example_config_parses() -> None:
-    example = Path(__file__).resolve().parents[2] / "sync" / "county" / "gallery" / "receiver.example.toml"
+    example = Path(__file__).resolve().parents[3] / "sync" / "county" / "gallery" / "receiver.example.toml"
     cfg = ReceiverConfig.from_toml(example)
     assert (cfg.county, cfg.port, cfg.protocol, cfg.max_record_bytes) == (
         "king",
@@ -177,6 +177,6 @@ def test_gallery_side_imports_no_appliance_or_vision_code() -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('appliance', 'cv2', 'numpy', 'ai_edge_litert')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

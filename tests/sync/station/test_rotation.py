@@ -33,9 +33,9 @@ from sync.county.gallery.devices import StoreDeviceRegistry, sign_rotate
 from sync.protocol.enroll import public_key_pem, rotation_proof_message
 from tests.sync import factory
 from tests.sync.broker import start_gallery, stop_gallery
-from tests.sync.test_fleet_provision import COUNTY, County, provision_station, running_county
-from tests.sync.test_fleet_revoke import OPS, _ops_config
-from tests.sync.test_fleet_revoke import run as gallery_cli
+from tests.sync.county.test_fleet_provision import COUNTY, County, provision_station, running_county
+from tests.sync.county.test_fleet_revoke import OPS, _ops_config
+from tests.sync.county.test_fleet_revoke import run as gallery_cli
 
 try:
     import tomllib

@@ -27,7 +27,7 @@ from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, MqttTestClient
 from tests.sync.conftest import COUNTY
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @click.group()

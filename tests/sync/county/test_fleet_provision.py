@@ -44,8 +44,8 @@ from sync.county.gallery.fleet_commands import fleet
 from sync.county.gallery.store import SQLiteStore
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, free_port, mosquitto_binary, start_gallery, stop_gallery
-from tests.sync.test_fleet_revoke import county_pki
-from tests.sync.test_fleet_revoke import run as gallery_cli
+from tests.sync.county.test_fleet_revoke import county_pki
+from tests.sync.county.test_fleet_revoke import run as gallery_cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +53,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 COUNTY = "king"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass
