@@ -36,9 +36,8 @@ system-packages:
 	@firmware/system-packages.sh test
 
 # Everything comes from the locks (firmware/lock.py): exact versions, every file checked against its hash,
-# nothing resolved at install time. The project itself is built with the locked setuptools.
-# --clear: a re-install (pyproject.toml or a lock changed) starts from an empty venv, so packages the old
-# locks installed do not linger and the model packages (installed --no-deps) are not yet there for `pip check`.
+# nothing resolved at install time. The project itself is built with the locked setuptools. The venv is
+# made anew each time, so it holds the lock and nothing left over from an older one.
 $(STAMP): pyproject.toml dev.lock models.lock firmware/models/*.py
 	@$(PYTHON) -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 13), "Python 3.10-3.13 needed, this is " + sys.version.split()[0]'
 	$(PYTHON) -m venv --clear $(VENV)
