@@ -24,7 +24,7 @@ help:
 	@echo "               a provisioned station capturing bookings, delivery, acks and .eft exports"
 	@echo "make test      run the test suite (installs first when needed)"
 	@echo "make bench     per-stage latency table (written to bench-results/)"
-	@echo "make lint      ruff"
+	@echo "make lint      ruff and the import contracts (lint-imports)"
 	@echo "make soak      long fault-injection runs (not part of make test)"
 	@echo "make lock      refresh the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
 	@echo "make targets   check that every device platform has a wheel for every locked package"
@@ -65,8 +65,10 @@ test: system-packages install
 bench: install
 	$(PY) -m tests.bench --threads $(THREADS) --out bench-results
 
+# ruff, then the import contracts of pyproject.toml's [tool.importlinter] (the station/county boundary).
 lint: install
 	$(VENV)/bin/ruff check appliance sync firmware tests
+	$(VENV)/bin/lint-imports --no-cache
 
 soak: install
 	$(PY) -m pytest -q -m soak

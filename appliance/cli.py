@@ -20,6 +20,7 @@ from appliance.config import DEFAULT_CONFIG, ConfigError, StationConfig, load_co
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
+from sync.protocol.files import write_file_atomic
 
 
 class Vision:
@@ -200,12 +201,9 @@ def standardize(ctx: click.Context, image: Path, profile: str, profile_dir: Path
         result = make_standard(pixels, faces[0], engine.profile.geometry)
     except StandardizeError as exc:
         fail(f"{image}: cannot standardize for {engine.profile.name}: {exc}", EXIT_INPUT)
-    tmp = output.with_name(f".{output.name}.tmp")
     try:
-        tmp.write_bytes(result.jpeg)
-        tmp.replace(output)
+        write_file_atomic(output, result.jpeg)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_INPUT)
     out = {"image": str(image), "output": str(output), "profile": engine.profile.name, "sap": engine.profile.sap,
            **result.to_json()}
@@ -324,7 +322,7 @@ def _register_commands() -> None:
     from appliance.store.commands import register as register_store_commands
     from appliance.ui.commands import register as register_ui_commands
     from firmware.provision_commands import provision
-    from sync.agent_commands import register as register_sync_commands
+    from sync.station.commands import register as register_sync_commands
 
     register_store_commands(main)
     register_capture_commands(main)

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from sync.agent_config import SyncConfig
+from sync.station.config import SyncConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,7 +121,7 @@ class StationConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     ui: UIConfig = field(default_factory=UIConfig)
-    sync: SyncConfig = field(default_factory=SyncConfig)  # [sync]: see sync/agent_config.py
+    sync: SyncConfig = field(default_factory=SyncConfig)  # [sync]: see sync/station/config.py
     source: Path | None = None
 
 

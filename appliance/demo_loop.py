@@ -368,7 +368,7 @@ class Demo:
 
         receiver_toml = self.gallery_dir / "receiver.toml"
         receiver_toml.write_text(
-            "# Gallery worker of the demo (see sync/gallery/receiver.example.toml)\n"
+            "# Gallery worker of the demo (see sync/county/gallery/receiver.example.toml)\n"
             "[broker]\n"
             f'host = "{LOOPBACK}"\n'
             f"port = {self.mqtt_port}\n"

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import DEFAULT_CONFIG, SECTIONS, ConfigError, StationConfig
+from sync.protocol.tls import tls_context
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +57,7 @@ CAMERA_TIMEOUT = 15.0
 CAMERA_FRAMES = 3
 CERT_RENEW_WARNING = dt.timedelta(days=30)
 SERVICE_USER = "booking-station"
-#: Sections another part reads and checks itself (``[sync]``: the sync agent, ``sync.agent_config``). When
+#: Sections another part reads and checks itself (``[sync]``: the sync agent, ``sync.station.config``). When
 #: ``appliance.config`` does not list one, doctor must not fail the station because of it; the broker
 #: check reads ``[sync]`` exactly as the agent does.
 FOREIGN_SECTIONS = ("sync",)
@@ -349,7 +350,7 @@ def _broker_settings(st: Station) -> dict[str, Any]:
     sync = st.document.get("sync")
     if isinstance(sync, dict) and sync:
         try:
-            from sync.agent_config import SyncConfigError, from_document
+            from sync.station.config import SyncConfigError, from_document
 
             cfg = from_document(st.document, st.data_dir, source=str(st.config_path))
         except ImportError:
@@ -397,9 +398,7 @@ def mqtt_connect(host: str, port: int, ca: Path, cert: Path, key: Path, client_i
     messages not acknowledged are delivered again). Nothing is published or subscribed.
     """
     try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(cert), str(key))
+        context = tls_context(str(ca), str(cert), str(key))
     except (OSError, ssl.SSLError) as exc:
         raise CheckFailed(f"cannot load the device's TLS files ({ca}, {cert}, {key}): {exc}") from None
     where = f"{host}:{port}"

@@ -67,7 +67,7 @@ def settings_from_config(config: Any, data_dir: Path | str) -> HousekeepingSetti
     the sync agent checks and keeps those in DATA_DIR/sync/remote-settings.json (the services cannot
     write /etc). They take effect when the service that runs the scheduler next starts.
     """
-    from sync.agent_remote import load_remote_settings
+    from sync.station.remote import load_remote_settings
 
     store = config.store
     values = {"delivered_image_days": float(store.delivered_image_days),

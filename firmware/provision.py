@@ -46,18 +46,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sync.enroll.protocol import (
+from sync.protocol.enroll import (
     PROTOCOL_VERSION,
-    make_private_dir,
     public_key_pem,
     rotate_url,
     rotation_proof_message,
     signing_proof_message,
-    write_file_atomic,
-    write_private_file,
-    write_public_file,
 )
-from sync.topics import TopicError, check_slug
+from sync.protocol.files import make_private_dir, write_file_atomic, write_private_file, write_public_file
+from sync.protocol.topics import TopicError, check_slug
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -29,6 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.store.errors import DecryptError, KeyFileError
+from sync.protocol.files import fsync_dir
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -43,15 +44,6 @@ def key_fingerprint(key: bytes) -> str:
     It is a domain-separated SHA-256 of the key, so it reveals nothing usable about the key itself.
     """
     return hashlib.sha256(b"booking-station key fingerprint v1\x00" + key).hexdigest()[:16]
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush a directory entry so a just-created or just-removed file survives a power cut."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def create_key_file(path: Path | str) -> bytes:
@@ -80,7 +72,7 @@ def create_key_file(path: Path | str) -> bytes:
         pass
     finally:
         tmp.unlink()
-    _fsync_dir(parent)
+    fsync_dir(parent)
     return load_key(path)
 
 
@@ -141,7 +133,7 @@ def crypto_erase(path: Path | str) -> bool:
     finally:
         os.close(fd)
     path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from appliance.store import Booking
 from appliance.store.clock import from_text, to_text, utc_now
 from appliance.store.crypto import BlobCipher
 from appliance.store.errors import DecryptError
+from sync.protocol.files import fsync_dir, write_private_file
 
 DRAFT_DIR = "ui"
 DRAFT_FILE = "draft.bin"
@@ -104,19 +104,7 @@ class DraftStore:
         }
         blob = self.cipher.encrypt(cbor2.dumps(doc), _RECORD, _LABEL)
         self._ensure_dir()
-        tmp = self.dir / f".{DRAFT_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, blob)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._fsync_dir()
+        write_private_file(self.path, blob)
 
     def load(self) -> Draft | None:
         """The draft, or None if there is none. A file that does not decrypt or parse is renamed aside and
@@ -146,16 +134,9 @@ class DraftStore:
         """Remove the draft (after the booking was saved or discarded)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-            self._fsync_dir()
+            fsync_dir(self.dir)
 
     def _ensure_dir(self) -> None:
         if not self.dir.exists():
             self.dir.mkdir(mode=0o700, parents=True)
             os.chmod(self.dir, 0o700)
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

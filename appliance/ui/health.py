@@ -15,17 +15,17 @@ Alarms the officer must see (a red banner on every screen, and the queue screen 
 * any other alarm the store holds (``queue_full``, ...), with the store's own message.
 
 The sync agent's status: the file the agent itself keeps, ``DATA_DIR/sync/status.json`` (see
-`sync.agent`; read here as plain JSON so the appliance does not import the sync package): ``connected``,
+`sync.station.agent`; read here as plain JSON so the UI does not import the agent): ``connected``,
 ``at`` (when written), ``last_ack_at``, ``last_error``, ``broker``, ``pid`` and ``reason`` ("stopped" when
-it shut down). A stopped agent, or one whose process is gone, means nothing is being delivered: that is
-an offline alarm too. A file older than `STALE_STATUS` is not trusted either way (the agent writes it
-on every change and at its status interval, 60 s by default) and the outbox decides instead.
+it shut down). A stopped agent, or one whose process is gone or not named (`sync.station.status.pid_alive`),
+means nothing is being delivered: that is an offline alarm too. A file older than `STALE_STATUS` is not
+trusted either way (the agent writes it on every change and at its status interval, 60 s by default) and
+the outbox decides instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ from appliance.store import Store
 from appliance.store.alarms import DISK_LOW
 from appliance.store.clock import utc_now
 from appliance.store.space import free_bytes, human_bytes
+from sync.station.status import pid_alive
 
 SYNC_STATUS_FILE = Path("sync") / "status.json"
 STALE_STATUS = timedelta(minutes=5)
@@ -67,26 +68,11 @@ def read_sync_status(data_dir: Path, now: datetime) -> dict[str, Any] | None:
         return None
     if updated is None:
         return None
-    running = doc.get("reason") != "stopped" and _pid_alive(doc.get("pid"))
+    running = doc.get("reason") != "stopped" and pid_alive(doc.get("pid"))
     if running and now - updated > STALE_STATUS:
         return None
     return {"running": running, "connected": running and bool(doc.get("connected")), "updated_at": updated,
             "last_contact": last_ack, "broker": doc.get("broker"), "error": doc.get("last_error")}
-
-
-def _pid_alive(pid: object) -> bool:
-    """Whether the agent's process exists (it runs on this device; a pid we may not signal exists)."""
-    if pid is None:
-        return True  # an agent that does not say: trust the file's age instead
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _parse_time(value: Any) -> datetime | None:

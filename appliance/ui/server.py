@@ -42,7 +42,7 @@ from appliance.ui.context import Context, build_context
 from appliance.ui.errors import ERROR_HANDLERS
 from appliance.ui.guards import GuardMiddleware
 from appliance.ui.routes import ROUTERS, page
-from sync.sdnotify import Watchdog, notify_ready, notify_stopping
+from sync.protocol.sdnotify import Watchdog, notify_ready, notify_stopping
 
 __all__ = ["Context", "NotifyingServer", "build_context", "create_app", "run"]
 

@@ -19,16 +19,15 @@ import argparse
 import datetime as dt
 import importlib.metadata as md
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
 from appliance.vision.bundle import MANIFEST, Bundle, default_bundle_dir, sha256_file
+from sync.protocol.files import write_file_atomic
 
 # dlib's published threshold on the Euclidean distance of two descriptors (dlib face_recognition docs).
 DLIB_MATCH_THRESHOLD = 0.6
@@ -153,12 +152,7 @@ def build(out_dir: Path, embedding: str = "float32", log=print) -> Path:
         "models": models,
     }
     manifest_path = out_dir / MANIFEST
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".manifest-")
-    with os.fdopen(fd, "wb") as fh:
-        tomli_w.dump(manifest, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, manifest_path)
+    write_file_atomic(manifest_path, tomli_w.dumps(manifest).encode())
     Bundle.load(out_dir)  # proves the bundle is complete and consistent
     log(f"  wrote     {manifest_path} (embedding: dlib_resnet_v1_{embedding})")
     return manifest_path

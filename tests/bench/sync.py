@@ -53,7 +53,7 @@ def _big_face(target_bytes: int = 1_000_000) -> tuple[bytes, int, int]:
 
 def _start_gallery(workdir: Path, broker: Any, db: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """``booking-gallery receive`` as its own process, storing into ``db``; returns when subscribed."""
-    from sync.broker_config import gallery_identity
+    from sync.county.broker_config import gallery_identity
 
     cert, key = broker.pki.client(gallery_identity(COUNTY))
     config = workdir / f"receiver-{db.stem}.toml"
@@ -64,7 +64,7 @@ def _start_gallery(workdir: Path, broker: Any, db: Path) -> tuple[subprocess.Pop
     }))
     log = workdir / f"gallery-{db.stem}.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "receive", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "sync.county.cli", "receive", "--config", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.monotonic() + 30
     while "connected to" not in log.read_text(errors="replace"):
@@ -85,7 +85,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _register(db: Path, station: Any) -> None:
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     store = SQLiteStore(db)
     store.register_device(station.name, COUNTY, station.signing_key.public_key().public_bytes_raw())
@@ -94,7 +94,7 @@ def _register(db: Path, station: Any) -> None:
 
 def _tally(db: Path, station: Any, saved: set[str]) -> dict[str, int]:
     """Lost, stored twice and duplicate resends, from both ends' databases."""
-    from sync.gallery.store import SQLiteStore
+    from sync.county.gallery.store import SQLiteStore
 
     gallery = SQLiteStore(db)
     in_gallery = {r.record_id for r in gallery.list_records(limit=10_000_000)}

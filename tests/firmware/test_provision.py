@@ -36,14 +36,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from firmware import provision as device
 from firmware.provision import ProvisionError, StationPaths, provision
 from firmware.provision_commands import provision as provision_cli
-from sync.enroll.ca import CountyCA, generate_tls_key, private_key_pem
-from sync.enroll.commands import ca as ca_cli
-from sync.enroll.commands import tokens as tokens_cli
-from sync.enroll.protocol import signing_proof_message
-from sync.enroll.registry import JsonDeviceRegistry
-from sync.enroll.server import EnrollmentHTTPServer, make_server
-from sync.enroll.service import EnrollmentService, MqttEndpoint
-from sync.enroll.tokens import TokenStore, token_hash
+from sync.county.enroll.ca import CountyCA, generate_tls_key, private_key_pem
+from sync.county.enroll.commands import ca as ca_cli
+from sync.county.enroll.commands import tokens as tokens_cli
+from sync.county.enroll.registry import JsonDeviceRegistry
+from sync.county.enroll.server import EnrollmentHTTPServer, make_server
+from sync.county.enroll.service import EnrollmentService, MqttEndpoint
+from sync.county.enroll.tokens import TokenStore, token_hash
+from sync.protocol.enroll import signing_proof_message
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -533,8 +533,8 @@ def test_the_provisioned_certificate_connects_to_the_county_broker_as_its_statio
                                                                                   tmp_path: Path) -> None:
     """Real Mosquitto with the county's generated config and ACL: the broker maps the certificate CN to
     the station, so the station may publish its own status and the gallery receives it."""
-    from sync.broker_config import gallery_identity
-    from sync.topics import status_topic
+    from sync.county.broker_config import gallery_identity
+    from sync.protocol.topics import status_topic
     from tests.sync.broker import INSTALL_HINT, PKI, MosquittoBroker, MqttTestClient, mosquitto_binary
 
     if mosquitto_binary() is None or shutil.which("openssl") is None:

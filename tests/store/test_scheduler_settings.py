@@ -9,7 +9,7 @@ import pytest
 
 from appliance.config import StationConfig
 from appliance.scheduler import settings_from_config
-from sync.agent_remote import SETTINGS_FILE, state_dir
+from sync.station.remote import SETTINGS_FILE, state_dir
 
 
 def test_file_values_then_remote_changes(tmp_path: Path) -> None:

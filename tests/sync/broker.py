@@ -1,6 +1,6 @@
 """A throwaway county PKI and a real Mosquitto broker for tests.
 
-The broker runs from the files :mod:`sync.broker_config` generates (so the shipped generator is
+The broker runs from the files :mod:`sync.county.broker_config` generates (so the shipped generator is
 what is tested), on a free loopback port, with mutual TLS and the generated ACL. It is never the
 system broker on 1883. Reusable by the device-side sync tests: ``make_pki``, ``MosquittoBroker``
 and ``MqttTestClient``.
@@ -33,8 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from sync.broker_config import BrokerConfig, write_broker_files
-from sync.gallery.receiver import tls_context
+from sync.county.broker_config import BrokerConfig, write_broker_files
+from sync.protocol.tls import tls_context
 
 INSTALL_HINT = "apt-get update && apt-get install -y mosquitto"
 
@@ -166,7 +166,7 @@ class _PortTaken(Exception):
 
 
 class MosquittoBroker:
-    """One Mosquitto process on a free loopback port, configured by ``sync.broker_config``."""
+    """One Mosquitto process on a free loopback port, configured by ``sync.county.broker_config``."""
 
     def __init__(self, directory: Path, pki: PKI, county: str, **config: Any) -> None:
         self.binary = mosquitto_binary()
@@ -390,9 +390,9 @@ def start_gallery(
     file ``db_path``, with ``devices`` (station -> Ed25519 private key) registered if not already."""
     from cryptography.hazmat.primitives import serialization as _ser
 
-    from sync.broker_config import gallery_identity
-    from sync.gallery.receiver import GalleryReceiver, ReceiverConfig
-    from sync.gallery.store import SQLiteStore
+    from sync.county.broker_config import gallery_identity
+    from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
+    from sync.county.gallery.store import SQLiteStore
 
     store = SQLiteStore(db_path)
     for station, key in devices.items():

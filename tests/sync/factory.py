@@ -19,7 +19,8 @@ import tomli_w
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync import wire
+from sync.protocol import wire
+from sync.protocol.jpeg import jpeg_dimensions
 from tests.conftest import shared_data_dir
 
 if sys.version_info >= (3, 11):
@@ -44,7 +45,7 @@ def jpeg(width: int = 48, height: int = 60, seed: int = 0) -> bytes:
 def face_jpeg(name: str = "img1.jpg") -> tuple[bytes, int, int]:
     """A real face photo from ../shared/data/faces (never copied into the repo)."""
     data = (FACES / name).read_bytes()
-    dims = wire.jpeg_dimensions(data)
+    dims = jpeg_dimensions(data)
     assert dims is not None
     return data, dims[0], dims[1]
 
@@ -140,7 +141,7 @@ class Station:
     county_key: Ed25519PrivateKey
 
     def config(self) -> object:
-        from sync.agent_config import load_sync_config
+        from sync.station.config import load_sync_config
 
         return load_sync_config(self.config_path, self.data_dir)
 
@@ -160,7 +161,7 @@ def make_station(directory: Path, pki: object, host: str, port: int, *, name: st
                  signing_key: Ed25519PrivateKey | None = None, **sync: object) -> Station:
     """Lay out DATA_DIR/keys (tls.key, tls.crt, ca.crt, signing.key 0600, county-command.pub) and a
     station.toml with [station], [mqtt], [keys] as provisioning writes them, plus ``sync`` as [sync]."""
-    from sync.gallery.devices import public_key_pem
+    from sync.county.gallery.devices import public_key_pem
 
     data_dir = directory / "data"
     keys = data_dir / "keys"
@@ -198,7 +199,7 @@ class AgentThread:
     """The real SyncAgent run in a thread of the test process (as `booking-station sync` runs it)."""
 
     def __init__(self, station: Station) -> None:
-        from sync.agent import SyncAgent
+        from sync.station.agent import SyncAgent
 
         self.agent = SyncAgent(station.config(), station.data_dir)  # type: ignore[arg-type]
         self.stop = threading.Event()
@@ -236,11 +237,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
 
 
 def spawn_agent(station: Station, log_path: Path) -> subprocess.Popen[bytes]:
-    """``booking-station sync`` as its own process (``python -m sync.agent_commands sync``), for tests
+    """``booking-station sync`` as its own process (``python -m sync.station.commands sync``), for tests
     that kill it; its log is appended to ``log_path``."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "sync.agent_commands", "sync", "--config", str(station.config_path),
+            [sys.executable, "-m", "sync.station.commands", "sync", "--config", str(station.config_path),
              "--data-dir", str(station.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
         )

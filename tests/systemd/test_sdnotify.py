@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.sdnotify import (
+from sync.protocol.sdnotify import (
     Watchdog,
     notify,
     notify_ready,

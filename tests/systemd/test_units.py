@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from sync.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
-from sync.enroll.tokens import TokenStore
+from sync.county.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
+from sync.county.enroll.tokens import TokenStore
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"
@@ -243,7 +243,7 @@ except OSError:
     pass
 else:
     sys.exit(78)  # the restriction is not in force: the test would prove nothing
-from sync.enroll.commands import enroll_server
+from sync.county.enroll.commands import enroll_server
 enroll_server(prog_name="booking-gallery enroll-server")
 """
 

@@ -41,7 +41,7 @@ def test_queue_shows_delivery_states_and_alarms(page, start_server, face_sources
         store.mark_rejected(rejected, "template model not accepted by the county gallery")
         store.raise_alarm("disk_low", "Booking NOT saved: the disk is too full. 120.0 MiB free on /var/lib/"
                                       "booking-station, and at least 512.0 MiB must stay free.")
-    # The sync agent's own status file (sync/agent/status.py), as a running agent that cannot reach the broker
+    # The sync agent's own status file (sync/station/agent/status.py), as a running agent that cannot reach the broker
     # writes it; this test process stands in for the agent's pid.
     (data / "sync").mkdir(mode=0o700)
     (data / "sync" / "status.json").write_text(json.dumps({

@@ -1,0 +1,664 @@
+"""Gallery storage: registered devices, verified records, their templates and a rejection log.
+
+It stays one module (over 500 lines) because the SQLite and PostgreSQL stores share the interface's SQL,
+which is easiest to keep in step when it sits beside both dialects.
+
+One small interface (:class:`GalleryStore`), two implementations: SQLite for a single county
+server and the tests, PostgreSQL where a county already runs it or runs several gallery workers.
+Both share the SQL below (written with ``?`` placeholders; PostgreSQL gets ``%s``).
+
+Rules the implementations keep:
+
+* ``insert_record`` is one transaction (record, templates) and idempotent on ``record_id``: the
+  first insert returns ``"stored"``, a repeat with the same signed content returns
+  ``"duplicate"`` and a different content under a known id raises :class:`RecordConflictError`
+  (the receiver acks that ``rejected``/``replay``). The gallery acks only after this commit.
+* The whole signed payload is kept, so the gallery can always show the station's signature.
+* SQLite runs with WAL and ``synchronous=FULL`` (a committed record survives power loss before the
+  ack goes out) and ``secure_delete`` (purged images are overwritten, CJIS media rules).
+* Rejections keep the payload's hash and size, never its bytes: a rejected payload may still be
+  criminal-justice information and has no business sitting in a log table.
+* ``station_status`` keeps only the *latest* status body per station (fleet health, from the
+  retained ``status`` topic); it is an operational view, not an audit trail. The table was added
+  after schema 1 shipped and is created with ``IF NOT EXISTS`` on open, so an existing gallery
+  database gains it without a migration step and older workers simply ignore it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sync.protocol.topics import check_slug
+from sync.protocol.wire import VerifiedRecord
+
+DEFAULT_DB = "/var/lib/booking-gallery/gallery.db"
+SCHEMA_VERSION = 1
+DeviceStatus = Literal["active", "revoked"]
+InsertResult = Literal["stored", "duplicate"]
+
+
+class StoreError(Exception):
+    """A gallery storage failure the caller should report, not a crash."""
+
+
+class DeviceExistsError(StoreError):
+    """The station is already registered (revoked stations stay registered, so their records
+    keep their provenance)."""
+
+
+class UnknownDeviceError(StoreError):
+    """No such station is registered."""
+
+
+class RecordConflictError(StoreError):
+    """A record with this id is already stored with different signed content: a replay."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A registered station and the Ed25519 public key its records must be signed with."""
+
+    station: str
+    county: str
+    public_key: bytes  # raw 32-byte Ed25519 key
+    status: DeviceStatus
+    registered_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def verify_key(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.public_key)
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """The searchable columns of a stored record (the payload itself via ``get_payload``)."""
+
+    record_id: str
+    station: str
+    county: str
+    received_at: datetime
+    ori: str
+    booking_number: str
+    operator: str
+    captured_at: datetime
+    created_at: datetime
+    capture_count: int
+    content_sha256: bytes
+
+
+@dataclass(frozen=True)
+class StoredTemplate:
+    record_id: str
+    capture_index: int
+    pose: str
+    model: str
+    dim: int
+    vector: bytes
+
+
+@dataclass(frozen=True)
+class StationStatus:
+    """The latest health report of one station, as the gallery last received it.
+
+    ``body`` is the station's JSON status object (see ``sync.station.agent``); ``state`` and ``reported_at``
+    (the station's own clock, ``body["at"]``) are copied out so a fleet query need not parse every
+    body. ``received_at`` is the gallery's clock: "last seen".
+    """
+
+    station: str
+    county: str
+    state: str
+    reported_at: datetime | None
+    received_at: datetime
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One refused payload: who sent it (if the topic said), why, and its hash and size."""
+
+    id: int
+    received_at: datetime
+    topic: str
+    station: str | None
+    record_id: str | None
+    reason: str
+    detail: str
+    payload_sha256: bytes
+    payload_size: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An aware UTC datetime from an ISO 8601 text, or None (absent, naive or unreadable)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return None if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS devices (
+        station TEXT PRIMARY KEY,
+        county TEXT NOT NULL,
+        public_key {blob} NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+        registered_at {ts} NOT NULL,
+        revoked_at {ts}
+    )""",
+    """CREATE TABLE IF NOT EXISTS records (
+        record_id TEXT PRIMARY KEY,
+        station TEXT NOT NULL REFERENCES devices (station),
+        county TEXT NOT NULL,
+        received_at {ts} NOT NULL,
+        ori TEXT NOT NULL,
+        booking_number TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        captured_at {ts} NOT NULL,
+        created_at {ts} NOT NULL,
+        capture_count INTEGER NOT NULL,
+        content_sha256 {blob} NOT NULL,
+        payload {blob} NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS records_station ON records (station, received_at)""",
+    """CREATE INDEX IF NOT EXISTS records_booking ON records (ori, booking_number)""",
+    """CREATE TABLE IF NOT EXISTS templates (
+        record_id TEXT NOT NULL REFERENCES records (record_id) ON DELETE CASCADE,
+        capture_index INTEGER NOT NULL,
+        pose TEXT NOT NULL,
+        model TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        vector {blob} NOT NULL,
+        PRIMARY KEY (record_id, capture_index)
+    )""",
+    """CREATE INDEX IF NOT EXISTS templates_model ON templates (model)""",
+    """CREATE TABLE IF NOT EXISTS rejections (
+        id {serial},
+        received_at {ts} NOT NULL,
+        topic TEXT NOT NULL,
+        station TEXT,
+        record_id TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        payload_sha256 {blob} NOT NULL,
+        payload_size INTEGER NOT NULL
+    )""",
+    # No foreign key to devices: a status from a station the registry does not know (a certificate
+    # the county CA issued, a device table restored from an old backup) is exactly what the fleet
+    # view must be able to show.
+    """CREATE TABLE IF NOT EXISTS station_status (
+        station TEXT PRIMARY KEY,
+        county TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reported_at {ts},
+        received_at {ts} NOT NULL,
+        body TEXT NOT NULL
+    )""",
+]
+
+_RECORD_COLUMNS = (
+    "record_id, station, county, received_at, ori, booking_number, operator, captured_at, created_at, "
+    "capture_count, content_sha256"
+)
+
+
+class GalleryStore(ABC):
+    """Storage behind the gallery receiver and the CLI. Thread-safe: one lock per store, since the
+    MQTT network thread and a CLI or health thread may share one."""
+
+    placeholder = "?"
+    dialect: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    # -- dialect hooks
+    @abstractmethod
+    def _transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """Context manager yielding a cursor inside one committed-or-rolled-back transaction;
+        ``write=False`` lets SQLite readers run beside a writer in another process."""
+
+    @abstractmethod
+    def _to_ts(self, value: datetime) -> Any: ...
+
+    @abstractmethod
+    def _from_ts(self, value: Any) -> datetime: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._sql(sql), tuple(params))
+        return cur
+
+    def _create_schema(self) -> None:
+        with self._transaction() as cur:
+            for statement in _SCHEMA:
+                cur.execute(statement.format(**self.dialect))
+            row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(f"gallery database schema {row[0]} is not {SCHEMA_VERSION}; migrate it first")
+
+    # -- devices
+    def register_device(self, station: str, county: str, public_key: bytes, *, now: datetime | None = None) -> Device:
+        """Register a station's signing key. A station is registered once; revoked stays revoked."""
+        check_slug(station, "station")
+        check_slug(county, "county")
+        Ed25519PublicKey.from_public_bytes(public_key)  # raises ValueError on a bad key
+        device = Device(station, county, bytes(public_key), "active", now or _utcnow())
+        with self._lock, self._transaction() as cur:
+            if self._exec(cur, "SELECT 1 FROM devices WHERE station = ?", (station,)).fetchone():
+                raise DeviceExistsError(f"station {station!r} is already registered")
+            self._exec(
+                cur,
+                "INSERT INTO devices (station, county, public_key, status, registered_at) VALUES (?, ?, ?, ?, ?)",
+                (station, county, device.public_key, "active", self._to_ts(device.registered_at)),
+            )
+        return device
+
+    def _device(self, row: Sequence[Any]) -> Device:
+        return Device(
+            station=row[0],
+            county=row[1],
+            public_key=bytes(row[2]),
+            status=row[3],
+            registered_at=self._from_ts(row[4]),
+            revoked_at=None if row[5] is None else self._from_ts(row[5]),
+        )
+
+    def get_device(self, station: str) -> Device | None:
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(
+                cur,
+                "SELECT station, county, public_key, status, registered_at, revoked_at FROM devices WHERE station = ?",
+                (station,),
+            ).fetchone()
+        return None if row is None else self._device(row)
+
+    def list_devices(self) -> list[Device]:
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT station, county, public_key, status, registered_at, revoked_at FROM devices "
+                "ORDER BY county, station",
+            ).fetchall()
+        return [self._device(r) for r in rows]
+
+    def revoke_device(self, station: str, *, now: datetime | None = None) -> Device:
+        """Mark a station revoked: its records are refused from now on, stored ones stay."""
+        with self._lock, self._transaction() as cur:
+            cur = self._exec(
+                cur,
+                "UPDATE devices SET status = 'revoked', revoked_at = ? WHERE station = ? AND status = 'active'",
+                (self._to_ts(now or _utcnow()), station),
+            )
+            if (
+                cur.rowcount != 1
+                and not self._exec(cur, "SELECT 1 FROM devices WHERE station = ?", (station,)).fetchone()
+            ):
+                raise UnknownDeviceError(f"station {station!r} is not registered")
+        device = self.get_device(station)
+        assert device is not None
+        return device
+
+    # -- records
+    def insert_record(
+        self, verified: VerifiedRecord, payload: bytes, *, received_at: datetime | None = None
+    ) -> InsertResult:
+        """Store a verified record and its templates in one transaction; see the module docstring."""
+        rec = verified.record
+        received = received_at or _utcnow()
+        with self._lock, self._transaction() as cur:
+            cur = self._exec(
+                cur,
+                f"INSERT INTO records ({_RECORD_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (record_id) DO NOTHING",
+                (
+                    rec.record_id,
+                    rec.station,
+                    rec.county,
+                    self._to_ts(received),
+                    rec.booking.ori,
+                    rec.booking.booking_number,
+                    rec.booking.operator,
+                    self._to_ts(rec.booking.captured_at),
+                    self._to_ts(rec.created_at),
+                    len(rec.captures),
+                    verified.content_sha256,
+                    bytes(payload),
+                ),
+            )
+            if cur.rowcount == 1:
+                for index, capture in enumerate(rec.captures):
+                    if capture.template is None:
+                        continue
+                    self._exec(
+                        cur,
+                        "INSERT INTO templates (record_id, capture_index, pose, model, dim, vector) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            rec.record_id,
+                            index,
+                            capture.pose,
+                            capture.template.model,
+                            capture.template.dim,
+                            capture.template.values,
+                        ),
+                    )
+                return "stored"
+            row = self._exec(cur, "SELECT content_sha256 FROM records WHERE record_id = ?", (rec.record_id,)).fetchone()
+        if row is not None and bytes(row[0]) == verified.content_sha256:
+            return "duplicate"
+        raise RecordConflictError(f"record {rec.record_id} is already stored with different content")
+
+    def _record(self, row: Sequence[Any]) -> StoredRecord:
+        return StoredRecord(
+            record_id=row[0],
+            station=row[1],
+            county=row[2],
+            received_at=self._from_ts(row[3]),
+            ori=row[4],
+            booking_number=row[5],
+            operator=row[6],
+            captured_at=self._from_ts(row[7]),
+            created_at=self._from_ts(row[8]),
+            capture_count=int(row[9]),
+            content_sha256=bytes(row[10]),
+        )
+
+    def get_record(self, record_id: str) -> StoredRecord | None:
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(cur, f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def get_payload(self, record_id: str) -> bytes | None:
+        """The signed payload exactly as the station sent it."""
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(cur, "SELECT payload FROM records WHERE record_id = ?", (record_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def list_records(self, *, limit: int = 100, station: str | None = None) -> list[StoredRecord]:
+        """Newest first."""
+        where, params = ("WHERE station = ?", [station]) if station else ("", [])
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT {_RECORD_COLUMNS} FROM records {where} ORDER BY received_at DESC, record_id LIMIT ?",
+                [*params, int(limit)],
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def count_records(self) -> int:
+        with self._lock, self._transaction(write=False) as cur:
+            return int(self._exec(cur, "SELECT COUNT(*) FROM records").fetchone()[0])
+
+    def templates(self, record_id: str) -> list[StoredTemplate]:
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT record_id, capture_index, pose, model, dim, vector FROM templates WHERE record_id = ? "
+                "ORDER BY capture_index",
+                (record_id,),
+            ).fetchall()
+        return [StoredTemplate(r[0], int(r[1]), r[2], r[3], int(r[4]), bytes(r[5])) for r in rows]
+
+    # -- rejections
+    def log_rejection(
+        self,
+        *,
+        topic: str,
+        station: str | None,
+        record_id: str | None,
+        reason: str,
+        detail: str,
+        payload_sha256: bytes,
+        payload_size: int,
+        received_at: datetime | None = None,
+    ) -> None:
+        with self._lock, self._transaction() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO rejections (received_at, topic, station, record_id, reason, detail, payload_sha256, "
+                "payload_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self._to_ts(received_at or _utcnow()),
+                    topic[:512],
+                    station,
+                    record_id,
+                    reason,
+                    detail[:1000],
+                    payload_sha256,
+                    payload_size,
+                ),
+            )
+
+    def list_rejections(self, *, limit: int = 100) -> list[Rejection]:
+        """Newest first."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT id, received_at, topic, station, record_id, reason, detail, payload_sha256, payload_size "
+                "FROM rejections ORDER BY id DESC LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+        return [
+            Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
+            for r in rows
+        ]
+
+    # -- station status (fleet health)
+    def put_station_status(
+        self,
+        station: str,
+        county: str,
+        body: dict[str, Any],
+        *,
+        received_at: datetime | None = None,
+    ) -> None:
+        """Keep ``body`` as the latest status of ``station`` (replacing the previous one)."""
+        check_slug(station, "station")
+        check_slug(county, "county")
+        state = str(body.get("state", ""))
+        reported = parse_iso(body.get("at"))
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        with self._lock, self._transaction() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO station_status (station, county, state, reported_at, received_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station) DO UPDATE SET county = excluded.county, "
+                "state = excluded.state, reported_at = excluded.reported_at, received_at = excluded.received_at, "
+                "body = excluded.body",
+                (
+                    station,
+                    county,
+                    state,
+                    None if reported is None else self._to_ts(reported),
+                    self._to_ts(received_at or _utcnow()),
+                    text,
+                ),
+            )
+
+    def get_station_status(self, station: str) -> StationStatus | None:
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(
+                cur,
+                "SELECT station, county, state, reported_at, received_at, body FROM station_status WHERE station = ?",
+                (station,),
+            ).fetchone()
+        return None if row is None else self._station_status(row)
+
+    def list_station_status(self) -> list[StationStatus]:
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT station, county, state, reported_at, received_at, body FROM station_status "
+                "ORDER BY county, station",
+            ).fetchall()
+        return [self._station_status(r) for r in rows]
+
+    def _station_status(self, row: Sequence[Any]) -> StationStatus:
+        try:
+            body = json.loads(row[5])
+        except ValueError:
+            body = {}
+        return StationStatus(
+            station=row[0],
+            county=row[1],
+            state=row[2],
+            reported_at=None if row[3] is None else self._from_ts(row[3]),
+            received_at=self._from_ts(row[4]),
+            body=body if isinstance(body, dict) else {},
+        )
+
+    def __enter__(self) -> GalleryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SQLiteStore(GalleryStore):
+    """SQLite file store: WAL, ``synchronous=FULL``, foreign keys and ``secure_delete`` on."""
+
+    dialect = {"blob": "BLOB", "ts": "TEXT", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            if not self.path.exists():
+                # The database holds criminal-justice information: owner-only from the start.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        for pragma in (
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = FULL",
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA secure_delete = ON",
+        ):
+            self._conn.execute(pragma)
+        self._create_schema()
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def _to_ts(self, value: datetime) -> str:
+        return value.astimezone(timezone.utc).isoformat()
+
+    def _from_ts(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value).astimezone(timezone.utc)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+_SCHEMA_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class PostgresStore(GalleryStore):
+    """PostgreSQL store (psycopg 3). ``schema`` isolates a gallery (and each test run)."""
+
+    placeholder = "%s"
+    dialect = {"blob": "BYTEA", "ts": "TIMESTAMPTZ", "serial": "BIGSERIAL PRIMARY KEY"}
+
+    def __init__(self, conninfo: str, *, schema: str = "public") -> None:
+        super().__init__()
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StoreError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from exc
+        if not _SCHEMA_NAME_RE.fullmatch(schema):
+            raise StoreError(f"schema name {schema!r} must match {_SCHEMA_NAME_RE.pattern}")
+        self.schema = schema
+        try:
+            self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        from psycopg import sql
+
+        self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        self._create_schema()
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            yield cur
+
+    def _to_ts(self, value: datetime) -> datetime:
+        return value.astimezone(timezone.utc)
+
+    def _from_ts(self, value: Any) -> datetime:
+        return value.astimezone(timezone.utc)
+
+    def drop_schema(self) -> None:
+        """Drop this store's schema and everything in it (tests, decommissioning)."""
+        from psycopg import sql
+
+        with self._lock:
+            self._conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_store(url: str | os.PathLike[str]) -> GalleryStore:
+    """Open a store from ``--db``: a ``postgresql://`` (or ``postgres://``) URL, optionally with
+    ``?schema=NAME``, or a SQLite path (also written ``sqlite:///abs/path``)."""
+    text = os.fspath(url)
+    parts = urlsplit(text)
+    if parts.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parts.query, keep_blank_values=True)
+        schema = query.pop("schema", ["public"])[-1]
+        conninfo = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        return PostgresStore(conninfo, schema=schema)
+    if parts.scheme == "sqlite":
+        return SQLiteStore(parts.path)
+    if parts.scheme and len(parts.scheme) > 1:
+        raise StoreError(f"unsupported database URL scheme {parts.scheme!r}; use a path or postgresql://")
+    return SQLiteStore(text)
