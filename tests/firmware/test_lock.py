@@ -70,3 +70,24 @@ def test_this_environment_runs_what_the_dev_lock_says() -> None:
         if canonicalize_name(name) != "booking-station" and str(wanted[0]) != installed:
             mismatched.append(f"{name}: lock {wanted[0]}, installed {installed}")
     assert mismatched == []
+
+
+def test_each_side_locks_only_its_own_packages() -> None:
+    """The station's lock holds none of the county-only packages and the county's none of the station-only
+    ones; both hold the base ones (the vision bundle, the web server, the protocol)."""
+    county = next(s for s in lock.SETS if s.name == "county")
+    device_pins = set(lock.pins(DEVICE.path.read_text(encoding="utf-8")))
+    county_pins = set(lock.pins(county.path.read_text(encoding="utf-8")))
+    assert device_pins.isdisjoint({"nistitl", "psycopg", "psycopg-binary"})
+    assert county_pins.isdisjoint({"sqlite-utils", "apscheduler", "requests"})
+    for name in ("numpy", "opencv-python-headless", "ai-edge-litert", "fastapi", "uvicorn", "cbor2", "paho-mqtt"):
+        assert name in device_pins and name in county_pins, name
+    assert {"nistitl", "psycopg"} <= county_pins
+    assert {"sqlite-utils", "apscheduler", "requests"} <= device_pins
+
+
+def test_the_sets_are_base_plus_their_side() -> None:
+    sets = {s.name: s.extras for s in lock.SETS}
+    assert sets["device"] == ("station",)
+    assert sets["county"] == ("county",)
+    assert {"station", "county", "dev", "demo"} <= set(sets["dev"])
