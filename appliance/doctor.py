@@ -29,12 +29,9 @@ CONNECT resumes the station's own session instead of wiping it (see :func:`mqtt_
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import pwd
-import socket
-import ssl
 import sys
 import threading
 import time
@@ -44,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import DEFAULT_CONFIG, SECTIONS, ConfigError, StationConfig
-from sync.protocol.tls import tls_context
+from sync.protocol import mqtt
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -372,93 +369,50 @@ def _agent_connected(st: Station) -> str | None:
     return None
 
 
-def _connect_packet(client_id: str, keepalive: int = 10) -> bytes:
-    """MQTT 3.1.1 CONNECT with clean-session 0 (every broker speaks 3.1.1; see :func:`mqtt_connect`)."""
-    ident = client_id.encode()
-    variable = b"\x00\x04MQTT" + bytes([4, 0x00]) + keepalive.to_bytes(2, "big")
-    body = variable + len(ident).to_bytes(2, "big") + ident
-    length, encoded = len(body), b""
-    while True:
-        byte, length = length % 128, length // 128
-        encoded += bytes([byte | (0x80 if length else 0)])
-        if not length:
-            break
-    return b"\x10" + encoded + body
-
-
 def mqtt_connect(host: str, port: int, ca: Path, cert: Path, key: Path, client_id: str, *,
                  timeout: float = BROKER_TIMEOUT, connect: bool = True) -> str:
     """TLS (1.2+, broker verified against the county CA with its host name) with the device certificate,
     then, if ``connect``, an MQTT CONNECT and its CONNACK. Returns what happened; raises CheckFailed.
 
-    The CONNECT uses *clean session 0*: the county broker makes the certificate CN the client id, so
-    this connection is the station's own session. Clean session 1 would wipe that session, and with it
-    every ack and county command the broker holds for the station while its agent is down. Resuming
-    it and disconnecting without acknowledging anything leaves those messages for the agent (QoS 1
-    messages not acknowledged are delivered again). Nothing is published or subscribed.
+    :func:`sync.protocol.mqtt.probe` does it: the CONNECT resumes the station's own session (the county
+    broker makes the certificate CN the client id) instead of wiping it, reads nothing past the CONNACK
+    and acknowledges nothing, so every ack and county command the broker holds stays for the agent.
+    Nothing is published or subscribed.
     """
+    settings = mqtt.Settings(host=host, port=port, client_id=client_id, ca_file=str(ca), cert_file=str(cert),
+                             key_file=str(key), protocol="3.1.1")
     try:
-        context = tls_context(str(ca), str(cert), str(key))
-    except (OSError, ssl.SSLError) as exc:
-        raise CheckFailed(f"cannot load the device's TLS files ({ca}, {cert}, {key}): {exc}") from None
+        result = mqtt.probe(settings, timeout=timeout, connect=connect)
+    except mqtt.ProbeError as exc:
+        raise CheckFailed(_probe_failure(exc, f"{host}:{port}", host, ca, cert, key, timeout)) from None
     where = f"{host}:{port}"
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except socket.gaierror as exc:
-        raise CheckFailed(f"cannot resolve the broker host {host!r}: {exc.strerror or exc}") from None
-    except ConnectionRefusedError:
-        raise CheckFailed(f"connection refused by {where}: nothing listens there (is the county broker running, "
-                          "and is [mqtt] host/port right?)") from None
-    except TimeoutError:
-        raise CheckFailed(f"no answer from {where} within {timeout:g} s (network, firewall or address)") from None
-    except OSError as exc:
-        raise CheckFailed(f"cannot reach {where}: {exc.strerror or exc}") from None
-    try:
-        with raw:
-            try:
-                tls = context.wrap_socket(raw, server_hostname=host)
-            except ssl.SSLCertVerificationError as exc:
-                raise CheckFailed(f"the broker at {where} is not trusted with {ca}: {exc.verify_message}") from None
-            except (ssl.SSLError, OSError) as exc:
-                raise CheckFailed(f"TLS with {where} failed: {_ssl_reason(exc)}") from None
-            with tls:
-                version = tls.version()
-                if not connect:
-                    return f"TLS ({version}) with {where} works"
-                try:
-                    tls.sendall(_connect_packet(client_id))
-                    answer = _read_exact(tls, 4)
-                except (ssl.SSLError, OSError) as exc:
-                    raise CheckFailed(f"{where} refused this device's certificate: {_ssl_reason(exc)} (revoked, "
-                                      "or from another CA?)") from None
-                if answer is None:
-                    raise CheckFailed(f"{where} closed the connection without answering the MQTT CONNECT (is the "
-                                      "certificate revoked, or is it not an MQTT broker?)")
-                if answer[0] != 0x20 or answer[1] != 2:
-                    raise CheckFailed(f"{where} did not answer like an MQTT broker")
-                if answer[3] != 0:
-                    raise CheckFailed(f"{where} refused the MQTT CONNECT: "
-                                      f"{CONNACK_CODES.get(answer[3], f'code {answer[3]}')}")
-                with contextlib.suppress(OSError):
-                    tls.sendall(b"\xe0\x00")  # DISCONNECT: a clean goodbye, so no will is published
-                return f"MQTT CONNECT accepted by {where} over {version} with this device's certificate"
-    except TimeoutError:
-        raise CheckFailed(f"{where} did not answer within {timeout:g} s") from None
+    if result.connected is None:
+        return f"TLS ({result.tls_version}) with {where} works"
+    return f"MQTT CONNECT accepted by {where} over {result.tls_version} with this device's certificate"
 
 
-def _read_exact(sock: ssl.SSLSocket, count: int) -> bytes | None:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    return str(reason or getattr(exc, "strerror", None) or exc).replace("_", " ").lower()
+def _probe_failure(exc: mqtt.ProbeError, where: str, host: str, ca: Path, cert: Path, key: Path,
+                   timeout: float) -> str:
+    """The probe's failure as a sentence for the desk: what failed and what to check."""
+    messages = {
+        "tls_files": f"cannot load the device's TLS files ({ca}, {cert}, {key}): {exc.detail}",
+        "resolve": f"cannot resolve the broker host {host!r}: {exc.detail}",
+        "refused": f"connection refused by {where}: nothing listens there (is the county broker running, "
+                   "and is [mqtt] host/port right?)",
+        "unreachable": f"cannot reach {where}: {exc.detail}",
+        "untrusted": f"the broker at {where} is not trusted with {ca}: {exc.detail}",
+        "tls": f"TLS with {where} failed: {exc.detail}",
+        "certificate": f"{where} refused this device's certificate: {exc.detail} (revoked, or from another CA?)",
+        "closed": f"{where} closed the connection without answering the MQTT CONNECT (is the certificate "
+                  "revoked, or is it not an MQTT broker?)",
+        "not_mqtt": f"{where} did not answer like an MQTT broker",
+        "connack": f"{where} refused the MQTT CONNECT: {CONNACK_CODES.get(exc.code or 0, f'code {exc.code}')}",
+    }
+    if exc.stage == "timeout":
+        return f"no answer from {where} within {timeout:g} s (network, firewall or address)"
+    if exc.stage == "no_answer":
+        return f"{where} did not answer within {timeout:g} s"
+    return messages.get(exc.stage, f"broker check at {where} failed: {exc}")
 
 
 def check_broker(st: Station, timeout: float = BROKER_TIMEOUT) -> str:

@@ -359,21 +359,16 @@ def publish_commands(config: Any, commands: list[SignedCommand], *, timeout: flo
     broker does not keep it for a station that is away longer) and a PUBACK "no matching subscribers"
     is reported: the station has no session, so it will not get the command.
     """
-    import threading
+    import queue
 
-    import paho.mqtt.client as mqtt
     from cryptography import x509
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
 
     from sync.county.enroll.ca import common_name
-    from sync.protocol.tls import tls_context
+    from sync.protocol import mqtt
     from sync.protocol.wire import COMMAND_CONTENT_TYPE
 
     try:
         cn = common_name(x509.load_pem_x509_certificate(Path(config.cert_file).read_bytes()).subject)
-        context = tls_context(config.ca_file, config.cert_file, config.key_file)
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot use the certificate in the config: {exc}") from None
     if cn is None or _WORKER_CN.fullmatch(cn):
@@ -382,63 +377,64 @@ def publish_commands(config: Any, commands: list[SignedCommand], *, timeout: flo
             f"worker's session on the broker. Issue an operator certificate (booking-gallery ca client-cert "
             f"--name ops.{config.county}), list it with broker-config --extra-identity ops.{config.county}, and "
             "use a config file that names it")
-    v5 = config.protocol == "5"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cn,
-                         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-                         clean_session=None if v5 else True)
-    client.tls_set_context(context)
-    connected = threading.Event()
-    done = threading.Condition()
-    state: dict[str, Any] = {"rc": None, "acks": {}}
-
-    def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        state["rc"] = rc
-        connected.set()
-
-    def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        with done:
-            state["acks"][mid] = rc
-            done.notify_all()
-
-    client.on_connect = on_connect
-    client.on_publish = on_publish
+    settings = mqtt.Settings(host=config.host, port=config.port, client_id=cn, ca_file=config.ca_file,
+                             cert_file=config.cert_file, key_file=config.key_file, protocol=config.protocol,
+                             keepalive=30, clean_start=True, session_expiry=0)
+    events: queue.Queue[mqtt.Event] = queue.Queue()
     try:
-        if v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 0
-            client.connect(config.host, config.port, keepalive=30, clean_start=True, properties=props)
-        else:
-            client.connect(config.host, config.port, keepalive=30)
+        client = mqtt.Client(settings, events)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot use the certificate in the config: {exc}") from None
+    try:
+        client.connect()
     except (OSError, ValueError) as exc:
         raise CommandError(f"cannot connect to the broker {config.host}:{config.port}: {exc}") from None
     client.loop_start()
     try:
-        if not connected.wait(timeout) or getattr(state["rc"], "is_failure", False):
-            raise CommandError(f"the broker {config.host}:{config.port} did not accept {cn!r}: "
-                               f"{state['rc'] or 'no answer (certificate refused?)'}")
+        answer = _next_event(events, (mqtt.Connected, mqtt.Refused), timeout)
+        if not isinstance(answer, mqtt.Connected):
+            reason = answer.reason if isinstance(answer, mqtt.Refused) else "no answer (certificate refused?)"
+            raise CommandError(f"the broker {config.host}:{config.port} did not accept {cn!r}: {reason}")
         notes = []
         for signed in commands:
-            properties = None
-            if v5:
-                properties = Properties(PacketTypes.PUBLISH)
-                properties.ContentType = COMMAND_CONTENT_TYPE
-                remaining = (signed.command.expires_at - datetime.now(timezone.utc)).total_seconds()
-                properties.MessageExpiryInterval = max(1, int(remaining))
-            info = client.publish(signed.topic, signed.payload, qos=1, retain=False, properties=properties)
-            with done:
-                if not done.wait_for(lambda mid=info.mid: mid in state["acks"], timeout):
-                    raise CommandError(f"the broker did not confirm command {signed.command.command_id}")
-                rc = state["acks"][info.mid]
-            if getattr(rc, "is_failure", False):
-                raise CommandError(f"the broker refused command {signed.command.command_id}: {rc} (may {cn!r} "
-                                   "write commands? It must be listed with broker-config --extra-identity)")
-            if v5 and getattr(rc, "value", 0) == 0x10:
-                notes.append(f"no session is subscribed to {signed.topic}: station {signed.command.station} has "
-                             "never connected or its broker session expired, so it will NOT get this command; "
-                             "send it again once the station is online (booking-gallery fleet)")
-            else:
-                notes.append("")
+            remaining = (signed.command.expires_at - datetime.now(timezone.utc)).total_seconds()
+            info = client.publish(signed.topic, signed.payload, qos=1, retain=False,
+                                  content_type=COMMAND_CONTENT_TYPE, expiry=max(1, int(remaining)))
+            notes.append(_confirmed(events, info.mid, signed, cn, client.v5, timeout))
         return notes
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _next_event(events: Any, kinds: tuple[type, ...], timeout: float, mid: int | None = None) -> Any:
+    """The next event of ``kinds`` (and ``mid``) from the client's queue, or None after ``timeout``."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            event = events.get(timeout=left)
+        except queue.Empty:
+            return None
+        if isinstance(event, kinds) and (mid is None or getattr(event, "mid", None) == mid):
+            return event
+    return None
+
+
+def _confirmed(events: Any, mid: int, signed: SignedCommand, cn: str, v5: bool, timeout: float) -> str:
+    """Wait for the PUBACK of one command; its note ("" when nothing to say), or CommandError."""
+    from sync.protocol import mqtt
+
+    published = _next_event(events, (mqtt.Published,), timeout, mid=mid)
+    if published is None:
+        raise CommandError(f"the broker did not confirm command {signed.command.command_id}")
+    if published.reason.is_failure:
+        raise CommandError(f"the broker refused command {signed.command.command_id}: {published.reason} (may "
+                           f"{cn!r} write commands? It must be listed with broker-config --extra-identity)")
+    if v5 and published.reason.code == mqtt.NO_MATCHING_SUBSCRIBERS:
+        return (f"no session is subscribed to {signed.topic}: station {signed.command.station} has never "
+                "connected or its broker session expired, so it will NOT get this command; send it again once "
+                "the station is online (booking-gallery fleet)")
+    return ""

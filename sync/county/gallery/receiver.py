@@ -54,14 +54,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
-from sync.protocol import topics
-from sync.protocol.tls import tls_context
+from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
 
 if sys.version_info >= (3, 11):
@@ -233,7 +227,6 @@ class GalleryReceiver:
         self.stats = ReceiverStats()
         self.subscribed = threading.Event()
         self.client: mqtt.Client | None = None
-        self._v5 = config.protocol == "5"
 
     # -------------------------------------------------------------------------- the decision
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
@@ -344,110 +337,77 @@ class GalleryReceiver:
         )
 
     # --------------------------------------------------------------------------------- MQTT
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _on_event(self, event: mqtt.Event) -> None:
+        """The client's events, on its network thread. A message is handled right here, so the broker
+        gets its PUBACK (sent when this returns) only after the record was committed and acked."""
+        if isinstance(event, mqtt.Message):
+            self._on_message(event)
+        elif isinstance(event, mqtt.Connected):
+            log.info("connected to %s:%d (session present: %s)", self.config.host, self.config.port,
+                     event.session_present)
+        elif isinstance(event, mqtt.Refused):
+            log.error("broker refused the gallery connection: %s", event.reason)
+        elif isinstance(event, mqtt.Subscribed):
+            self._on_subscribed(event)
+        elif isinstance(event, mqtt.Disconnected):
+            self.subscribed.clear()
+            log.warning("disconnected from the broker (%s); paho reconnects", event.reason)
+
+    def _on_message(self, message: mqtt.Message) -> None:
         """Never raises: a bad payload or a store outage must not stop the network loop."""
         try:
-            try:
-                topic_name = message.topic
-            except UnicodeDecodeError:
-                topic_name = repr(message._topic)[:200]
+            topic_name = message.topic
             if topic_name.endswith("/status"):
-                self.handle_status(topic_name, bytes(message.payload), retained=bool(message.retain))
+                self.handle_status(topic_name, message.payload, retained=message.retain)
                 return
-            outcome = self.handle(topic_name, bytes(message.payload))
+            outcome = self.handle(topic_name, message.payload)
             if outcome.ack is not None and outcome.ack_topic is not None:
-                self._publish_ack(client, outcome.ack_topic, outcome.ack, message)
+                self._publish_ack(message.client, outcome.ack_topic, outcome.ack, message)
         except Exception:
             self.stats.counts["errors"] += 1
-            log.exception(
-                "could not handle a message on %s; no ack sent, the station will retry",
-                _clean(str(getattr(message, "topic", "?")), 200),
-            )
+            log.exception("could not handle a message on %s; no ack sent, the station will retry",
+                          _clean(message.topic, 200))
 
-    def _publish_ack(self, client: mqtt.Client, ack_topic: str, ack: Ack, message: mqtt.MQTTMessage) -> None:
-        properties = None
-        if self._v5:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ContentType = ACK_CONTENT_TYPE
-            # A lost ack costs nothing: the station retries and gets "duplicate". So acks may expire
-            # instead of piling up for a station that is gone.
-            properties.MessageExpiryInterval = self.config.ack_expiry
-            incoming = getattr(message, "properties", None)
-            correlation = getattr(incoming, "CorrelationData", None) if incoming is not None else None
-            if isinstance(correlation, (bytes, bytearray)) and len(correlation) <= 64:
-                properties.CorrelationData = bytes(correlation)
-        client.publish(ack_topic, encode_ack(ack), qos=1, retain=False, properties=properties)
+    def _publish_ack(self, client: mqtt.Client, ack_topic: str, ack: Ack, message: mqtt.Message) -> None:
+        # A lost ack costs nothing: the station retries and gets "duplicate". So acks may expire (MQTT 5)
+        # instead of piling up for a station that is gone.
+        correlation = message.correlation_data
+        client.publish(ack_topic, encode_ack(ack), qos=1, retain=False, content_type=ACK_CONTENT_TYPE,
+                       expiry=self.config.ack_expiry,
+                       correlation_data=correlation if correlation is not None and len(correlation) <= 64 else None)
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: Any, reason_code: Any, properties: Any) -> None:
-        if getattr(reason_code, "is_failure", False):
-            log.error("broker refused the gallery connection: %s", reason_code)
+    def _on_subscribed(self, event: mqtt.Subscribed) -> None:
+        reasons = event.reasons
+        if reasons and reasons[0].is_failure:
+            log.error("broker refused the gallery subscription: %s", [str(r) for r in reasons])
             return
-        log.info(
-            "connected to %s:%d (session present: %s)",
-            self.config.host,
-            self.config.port,
-            getattr(flags, "session_present", "?"),
-        )
-        # One SUBSCRIBE, one SUBACK: records first (their reason code decides readiness), status second.
-        client.subscribe(
-            [
-                (topics.gallery_subscription(self.config.county, self.config.share_group), 1),
-                (status_subscription(self.config.county), 1),
-            ]
-        )
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list[Any], properties: Any
-    ) -> None:
-        if reason_codes and getattr(reason_codes[0], "is_failure", False):
-            log.error("broker refused the gallery subscription: %s", reason_codes)
-            return
-        if len(reason_codes) > 1 and getattr(reason_codes[1], "is_failure", False):
+        if len(reasons) > 1 and reasons[1].is_failure:
             # Records still flow; only the fleet view goes stale. Say so rather than refuse to work.
             log.error("broker refused the station status subscription (%s): `booking-gallery fleet` will not "
-                      "update; regenerate the ACL with `booking-gallery broker-config`", reason_codes[1])
+                      "update; regenerate the ACL with `booking-gallery broker-config`", reasons[1])
         self.subscribed.set()
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: object, flags: Any, reason_code: Any, properties: Any
-    ) -> None:
-        self.subscribed.clear()
-        log.warning("disconnected from the broker (%s); paho reconnects", reason_code)
+    def mqtt_settings(self) -> mqtt.Settings:
+        """A persistent session with paho's own reconnect, TLS 1.2+ with the gallery's certificate, and one
+        SUBSCRIBE per connection: records first (their reason code decides readiness), status second."""
+        cfg = self.config
+        return mqtt.Settings(
+            host=cfg.host, port=cfg.port, client_id=cfg.client_id,
+            ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
+            protocol=cfg.protocol, keepalive=cfg.keepalive, clean_start=False, session_expiry=cfg.session_expiry,
+            subscriptions=((topics.gallery_subscription(cfg.county, cfg.share_group), 1),
+                           (status_subscription(cfg.county), 1)),
+            reconnect_min=1, reconnect_max=30,
+        )  # fmt: skip
 
     def build_client(self) -> mqtt.Client:
-        """A configured, unconnected paho client (TLS 1.2+ with the gallery's certificate)."""
-        cfg = self.config
-        if self._v5:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=MQTTProtocolVersion.MQTTv5
-            )
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=cfg.client_id,
-                protocol=MQTTProtocolVersion.MQTTv311,
-                clean_session=False,
-            )
-        client.tls_set_context(tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file))
-        client.suppress_exceptions = True  # second line of defence behind _on_message's try
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        return client
+        """A configured, unconnected client (TLS 1.2+ with the gallery's certificate)."""
+        return mqtt.Client(self.mqtt_settings(), self._on_event)
 
     def start(self) -> None:
         """Connect in the background (retrying until the broker answers) and start the loop."""
         self.client = client = self.build_client()
-        if self._v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.config.session_expiry
-            client.connect_async(
-                self.config.host, self.config.port, self.config.keepalive, clean_start=False, properties=props
-            )
-        else:
-            client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        client.connect_async()
         client.loop_start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
@@ -480,8 +440,7 @@ class GalleryReceiver:
                     subscribed = self.subscribed.is_set()
                     notify_status(f"subscribed to {self.config.county} records" if subscribed
                                   else f"waiting for the broker at {self.config.host}:{self.config.port}")
-                thread = getattr(self.client, "_thread", None)
-                if thread is not None and thread.is_alive():
+                if self.client is not None and self.client.loop_alive():
                     watchdog.ping_if_due()
                 if stop.wait(0.5):
                     break

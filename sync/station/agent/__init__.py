@@ -34,7 +34,8 @@ Reconnects use capped exponential backoff with jitter, so a fleet that lost the 
 not come back in lockstep. Incoming messages are acknowledged to the broker (manual PUBACK) only after
 they were handled, so an ack or command that arrives just before a crash is delivered again.
 
-Threads: paho's network thread only puts events on a queue; one agent thread owns the SQLite store
+Threads: paho's network thread only puts events (typed, from :mod:`sync.protocol.mqtt`, whose client
+factory makes each connection) on a queue; one agent thread owns the SQLite store
 (connections belong to one thread) and does all the work. A third, small thread owns the connection
 life cycle (connect, backoff, reconnect).
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import timedelta
-from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from appliance.store import UnknownRecordError
 from appliance.store.outbox import OutboxEntry, backoff_delay
-from sync.protocol import wire
+from sync.protocol import mqtt, wire
 from sync.station.agent.common import (
     ALARM_BROKER_REFUSING,
     ALARM_RECORD_UNSENDABLE,
@@ -69,13 +65,8 @@ class DeliveryMixin(AgentState):
         except Unsendable as exc:
             self._unsendable(entry, exc)
             return False
-        properties = None
-        if self.config.v5:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ContentType = wire.RECORD_CONTENT_TYPE
-            properties.CorrelationData = entry.record_id.encode()
-            properties.MessageExpiryInterval = RECORD_EXPIRY_SECONDS
-        info = client.publish(self.records_topic, payload, qos=1, retain=False, properties=properties)
+        info = client.publish(self.records_topic, payload, qos=1, retain=False, content_type=wire.RECORD_CONTENT_TYPE,
+                              correlation_data=entry.record_id.encode(), expiry=RECORD_EXPIRY_SECONDS)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             self._mark_failed(entry.record_id, f"publish failed: {mqtt.error_string(info.rc)}", entry.attempts)
             return False
@@ -123,15 +114,14 @@ class DeliveryMixin(AgentState):
                 self.stats["ack_timeouts"] += 1
                 self._fail(record_id, f"no ack from the gallery within {self.config.ack_timeout:g} s")
 
-    def _on_puback(self, gen: int, mid: int, reason: Any) -> None:
+    def _on_puback(self, gen: int, mid: int, reason: mqtt.Reason) -> None:
         record_id = self._by_mid.pop((gen, mid), None)
         if record_id is None:
             return  # a status message, or a connection that is gone
         entry = self._inflight.get(record_id)
         if entry is None or entry.generation != gen or entry.mid != mid:
             return
-        code = getattr(reason, "value", 0)
-        if getattr(reason, "is_failure", False):
+        if reason.is_failure:
             # e.g. 0x87 not authorized (a revoked station's ACL, a wrong certificate CN) or 0x97 quota
             # exceeded: the record stays queued, and a person has to know why nothing moves.
             log.error("broker refused record %s: %s", record_id, reason)
@@ -142,7 +132,7 @@ class DeliveryMixin(AgentState):
                     f"the county broker refuses this station's records ({reason}); they stay queued. Call county IT",
                 )
                 self._broker_alarm = True
-        elif self.config.v5 and code == NO_MATCHING_SUBSCRIBERS:
+        elif self.config.v5 and reason.code == NO_MATCHING_SUBSCRIBERS:
             self._fail(record_id, "no gallery is subscribed on the broker (PUBACK 0x10)")
         else:
             # The ack clock starts when the broker has the record, so a slow upload is not a timeout.

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import paho.mqtt.client as mqtt
 
 from appliance.store import OutboxStateError, UnknownRecordError
-from sync.protocol import wire
+from sync.protocol import mqtt, wire
 from sync.station.agent.common import (
     ALARM_ACK_CONFLICT,
     ALARM_BROKER_REFUSING,
@@ -23,17 +20,14 @@ class IncomingMixin(DeliveryMixin):
     """What arrives on the station's ``acks`` and ``commands`` topics. A message is acknowledged to the
     broker only once handled, so one that arrives just before a crash is delivered again."""
 
-    def _on_message(self, gen: int, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = "?"
+    def _on_message(self, gen: int, message: mqtt.Message) -> None:
+        topic = message.topic
         try:
             if topic == self.acks_topic:
-                self._on_ack(bytes(message.payload), getattr(message, "properties", None))
+                self._on_ack(message.payload, message.correlation_data)
             elif topic == self.commands_topic:
                 assert self._commands is not None
-                outcome = self._commands.handle(bytes(message.payload))
+                outcome = self._commands.handle(message.payload)
                 self.command_outcomes.append(outcome)
                 self.stats[f"commands_{outcome.status}"] += 1
             else:
@@ -44,10 +38,11 @@ class IncomingMixin(DeliveryMixin):
             self.stats["message_errors"] += 1
             log.exception("could not handle a message on %s; it will be delivered again", topic[:200])
             return
-        if message.qos > 0 and gen == self._conn_gen and client is self._conn_client:
+        client = message.client
+        if message.qos > 0 and gen == self._conn_gen and client is not None and client is self._conn_client:
             client.ack(message.mid, message.qos)
 
-    def _on_ack(self, payload: bytes, properties: Any) -> None:
+    def _on_ack(self, payload: bytes, correlation: bytes | None) -> None:
         store = self._require_store()
         try:
             ack = wire.decode_ack(payload)
@@ -56,7 +51,7 @@ class IncomingMixin(DeliveryMixin):
             log.warning("ignored a malformed ack (%s)", exc)
             return
         if ack.record_id is None:
-            self._unmatched_rejection(ack, properties)
+            self._unmatched_rejection(ack, correlation)
             return
         record_id = ack.record_id
         entry = self._inflight.pop(record_id, None)
@@ -108,7 +103,7 @@ class IncomingMixin(DeliveryMixin):
              "booking_number": outbox_entry.booking_number},
         )
 
-    def _unmatched_rejection(self, ack: wire.Ack, properties: Any) -> None:
+    def _unmatched_rejection(self, ack: wire.Ack, correlation: bytes | None) -> None:
         """A rejection that names no record (the gallery could not verify the payload: unknown or
         revoked station, bad signature...). It cannot be pinned on a record, so nothing is marked
         rejected; the station keeps retrying with backoff and raises an alarm. MQTT 5 correlation data,
@@ -123,10 +118,9 @@ class IncomingMixin(DeliveryMixin):
             log.error("%s", message)
         store.raise_alarm(ALARM_GALLERY_REFUSING, message)
         self._refusing_alarm = True
-        hint = getattr(properties, "CorrelationData", None) if properties is not None else None
-        if isinstance(hint, (bytes, bytearray)):
+        if correlation is not None:
             try:
-                record_id = bytes(hint).decode("ascii")
+                record_id = correlation.decode("ascii")
             except UnicodeDecodeError:
                 return
             if record_id in self._inflight:

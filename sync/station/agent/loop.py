@@ -14,7 +14,7 @@ from typing import Any
 
 from appliance.store import Store, StoreError
 from firmware.provision import ProvisionError, finish_rotation, rotate_certificate
-from sync.protocol import sdnotify, wire
+from sync.protocol import mqtt, sdnotify, wire
 from sync.protocol.files import make_private_dir
 from sync.protocol.tls import tls_context
 from sync.station.agent.common import ALARM_BROKER_REFUSING, ALARM_GALLERY_REFUSING, POLL_SECONDS, SyncSetupError, log
@@ -155,31 +155,32 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
                 return
             self._handle_event(event)
 
-    def _handle_event(self, event: tuple[Any, ...]) -> None:
-        kind, gen = event[0], event[1]
-        if kind == "connected":
-            self._conn_gen, self._conn_client = gen, event[2]
+    def _handle_event(self, event: mqtt.Event) -> None:
+        gen = event.client.tag if event.client is not None else -1
+        if isinstance(event, mqtt.Connected):
+            self._conn_gen, self._conn_client = gen, event.client
             self.last_error = None
-            log.info("connected to %s:%d (session present: %s)", self.config.host, self.config.port, event[3])
-        elif kind == "ready":
-            if gen == self._conn_gen:
-                self._pub_client = event[2]
+            log.info("connected to %s:%d (session present: %s)", self.config.host, self.config.port,
+                     event.session_present)
+        elif isinstance(event, mqtt.Subscribed):
+            if event.failed:
+                self.last_error = f"broker refused the subscriptions: {', '.join(map(str, event.reasons))}"
+                log.error("%s", self.last_error)
+            elif gen == self._conn_gen:
+                self._pub_client = event.client
                 self.ready.set()
                 self._status_due = 0.0  # say online now
-        elif kind == "lost":
-            self._on_lost(gen, event[2])
-        elif kind == "refused":
-            self.last_error = f"broker refused the connection: {event[2]}"
+        elif isinstance(event, mqtt.Disconnected):
+            self._on_lost(gen, str(event.reason))
+        elif isinstance(event, mqtt.Refused):
+            self.last_error = f"broker refused the connection: {event.reason}"
             log.error("%s", self.last_error)
-        elif kind == "subscribe_failed":
-            self.last_error = f"broker refused the subscriptions: {event[2]}"
-            log.error("%s", self.last_error)
-        elif kind == "connect_failed":
-            self.last_error = event[2]
-        elif kind == "puback":
-            self._on_puback(gen, event[2], event[3])
-        elif kind == "message":
-            self._on_message(gen, event[2], event[3])
+        elif isinstance(event, mqtt.ConnectFailed):
+            self.last_error = event.error
+        elif isinstance(event, mqtt.Published):
+            self._on_puback(gen, event.mid, event.reason)
+        elif isinstance(event, mqtt.Message):
+            self._on_message(gen, event)
 
     # ------------------------------------------------------------------------ certificate rotation
     def _rotate_certificate(self, command: wire.WireCommand, payload: bytes) -> dict[str, Any]:

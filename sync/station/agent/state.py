@@ -11,11 +11,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.store import Store
-from sync.protocol import sdnotify, topics
+from sync.protocol import mqtt, sdnotify, topics
 from sync.station.config import SyncConfig
 from sync.station.remote import CommandHandler, CommandOutcome
 
@@ -59,7 +58,7 @@ class AgentState:
         self.ready = threading.Event()  # set while subscribed (tests and the CLI wait on it)
         self.last_error: str | None = None
         self.command_outcomes: list[CommandOutcome] = []
-        self._events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._events: queue.Queue[mqtt.Event] = queue.Queue()
         self._net_stop = threading.Event()
         self._net_thread: threading.Thread | None = None
         self._generation = 0

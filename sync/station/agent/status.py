@@ -8,12 +8,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+import paho.mqtt.client as paho
 
-from sync.protocol import sdnotify
+from sync.protocol import mqtt, sdnotify
 from sync.protocol.files import write_file_atomic
 from sync.station.agent.common import SOFTWARE, STATUS_CONTENT_TYPE, STATUS_FILE, STATUS_MIN_INTERVAL
 from sync.station.agent.state import AgentState
@@ -63,15 +60,10 @@ class StatusMixin(AgentState):
                 "reason": "connection lost"}
         return json.dumps(body, sort_keys=True).encode()
 
-    def _publish_status(self, client: mqtt.Client, body: dict[str, Any]) -> mqtt.MQTTMessageInfo | None:
-        properties = None
-        if self.config.v5:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ContentType = STATUS_CONTENT_TYPE
-        info = client.publish(
-            self.status_topic, json.dumps(body, sort_keys=True).encode(), qos=1, retain=True, properties=properties
-        )
-        return info if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+    def _publish_status(self, client: mqtt.Client, body: dict[str, Any]) -> paho.MQTTMessageInfo | None:
+        info = client.publish(self.status_topic, json.dumps(body, sort_keys=True).encode(), qos=1, retain=True,
+                              content_type=STATUS_CONTENT_TYPE)
+        return info if mqtt.publish_ok(info) else None
 
     def _maybe_status(self) -> None:
         now = time.monotonic()

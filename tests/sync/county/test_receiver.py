@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sync.county.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
 from sync.county.gallery.store import SQLiteStore, StoreError
-from sync.protocol import wire
+from sync.protocol import mqtt, wire
 from tests.sync import factory
 
 KEY = factory.key(1)
@@ -104,13 +104,6 @@ def test_ack_detail_never_carries_control_characters(receiver: GalleryReceiver) 
     assert wire.decode_ack(wire.encode_ack(out.ack)) == out.ack
 
 
-class _Message:
-    def __init__(self, topic: str, payload: bytes) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.properties = None
-
-
 class _Client:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
@@ -125,11 +118,11 @@ def test_on_message_never_raises_and_sends_no_ack_when_the_store_fails(receiver:
 
     receiver.store.insert_record = broken  # type: ignore[method-assign]
     client = _Client()
-    receiver._on_message(client, None, _Message(TOPIC, wire.encode_record(factory.record(), KEY)))  # type: ignore[arg-type]
+    receiver._on_message(mqtt.Message(TOPIC, wire.encode_record(factory.record(), KEY), client=client))
     assert client.published == []  # the station gets no ack and will retry
     assert receiver.stats.counts["errors"] == 1
 
-    receiver._on_message(client, None, _Message(TOPIC, b"garbage"))  # type: ignore[arg-type]
+    receiver._on_message(mqtt.Message(TOPIC, b"garbage", client=client))
     [(topic, body)] = client.published
     assert topic.endswith("/acks") and wire.decode_ack(body).reason == "not_cbor"
 
