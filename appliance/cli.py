@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from appliance import __version__
-from appliance.commandline import EXIT_INPUT, fail
+from appliance.cli_support import EXIT_INPUT, fail
 from appliance.config import DEFAULT_CONFIG, ConfigError, StationConfig, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
@@ -317,12 +317,12 @@ def demo(ctx: click.Context, image: Path | None) -> None:
 
 def _register_commands() -> None:
     """Commands that live beside the code they drive (one concept per module)."""
-    from appliance.capture.commands import register as register_capture_commands
-    from appliance.doctor_commands import doctor
-    from appliance.store.commands import register as register_store_commands
-    from appliance.ui.commands import register as register_ui_commands
-    from firmware.provision_commands import provision
-    from sync.station.commands import register as register_sync_commands
+    from appliance.capture.cli import register as register_capture_commands
+    from appliance.doctor_cli import doctor
+    from appliance.store.cli import register as register_store_commands
+    from appliance.ui.cli import register as register_ui_commands
+    from firmware.provision_cli import provision
+    from sync.station.cli import register as register_sync_commands
 
     register_store_commands(main)
     register_capture_commands(main)

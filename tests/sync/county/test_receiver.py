@@ -173,7 +173,7 @@ def test_gallery_side_imports_no_appliance_or_vision_code() -> None:
 
     code = (
         "import sys, sync.protocol.wire, sync.protocol.topics, sync.county.broker_config, sync.county.gallery.store, "
-        "sync.county.gallery.receiver, sync.county.gallery.devices, sync.county.gallery.commands; "
+        "sync.county.gallery.receiver, sync.county.gallery.devices, sync.county.gallery.cli; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('appliance', 'cv2', 'numpy', 'ai_edge_litert')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -1,8 +1,9 @@
-"""What every `booking-station` command module shares: the one-line error exit and the station config.
+"""What every `booking-station` CLI module shares: the one-line error exit, exit codes and the station config.
 
-Command modules live beside the code they drive (capture, ui, store, ...) and are registered on the
-`booking-station` group in `appliance.cli`; they take the config the group loaded (`--config`) from the
-click context, so a command run on its own (`python -m appliance.capture.commands`) still works.
+CLI modules are named `cli.py` inside the package they drive (capture, ui, store, ...) or `<topic>_cli.py`
+beside a topic module (`doctor_cli.py`, `firmware/provision_cli.py`). They are registered on the
+`booking-station` group in `appliance.cli` and take the config the group loaded (`--config`) from the
+click context, so a command run on its own (`python -m appliance.capture.cli`) still works.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Registered by ``sync/county/cli.py``::
 
-    from sync.county.enroll.commands import ca, enroll_server, tokens
+    from sync.county.enroll.cli import ca, enroll_server, tokens
     main.add_command(ca); main.add_command(tokens); main.add_command(enroll_server)
 
 Every option of ``enroll-server`` can also come from the environment (``BOOKING_ENROLL_*``), which is how

@@ -1,6 +1,6 @@
 """Click commands of the county side, for ``booking-gallery`` (``sync/county/cli.py``) to register::
 
-    from sync.county.gallery.commands import register_commands
+    from sync.county.gallery.cli import register_commands
     register_commands(main)
 
 Commands: ``records``, ``devices register|list|revoke|crl|rotate``, ``receive``, ``export`` and

@@ -2,7 +2,7 @@
 
 Register it on the county CLI (``sync/county/cli.py``)::
 
-    from sync.county.gallery.fleet_commands import fleet
+    from sync.county.gallery.fleet_cli import fleet
     main.add_command(fleet)
 
 Exit status 0 when no station is flagged, 1 when any is (stale, offline, unhealthy, revoked but still
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import click
 
-from sync.county.gallery.commands import db_option
+from sync.county.gallery.cli import db_option
 from sync.county.gallery.fleet import (
     DEFAULT_MAX_PENDING_AGE,
     DEFAULT_STALE_AFTER,

@@ -27,8 +27,8 @@ from typing import Any
 
 import click
 
-from appliance.commandline import EXIT_INPUT, EXIT_SETUP, station_config
-from appliance.commandline import fail as _fail
+from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import fail as _fail
 from appliance.config import DEFAULT_DATA_DIR, ConfigError, load_config
 
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"

@@ -36,8 +36,8 @@ from typing import Any
 
 import click
 
-from appliance.commandline import EXIT_INPUT, EXIT_SETUP, station_config
-from appliance.commandline import fail as _fail
+from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import fail as _fail
 from appliance.config import DEFAULT_DATA_DIR, ConfigError, StationConfig, load_config
 
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
@@ -412,7 +412,7 @@ def register(group: click.Group) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="station config file")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
-    """The capture command on its own (`python -m appliance.capture.commands capture ...`), until it is
+    """The capture command on its own (`python -m appliance.capture.cli capture ...`), until it is
     registered in `booking-station`."""
     try:
         ctx.obj = {"config": load_config(config_path)}
