@@ -16,7 +16,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.cli_support import EXIT_INPUT, fail
-from appliance.config import DEFAULT_CONFIG, ConfigError, StationConfig, load_config
+from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
@@ -80,7 +80,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     """Booking-station appliance: mug-shot capture, face quality and templates on the device."""
     try:
         ctx.obj = {"config": load_config(config_path)}
-    except ConfigError as exc:
+    except StationConfigError as exc:
         fail(str(exc))
 
 
@@ -94,11 +94,11 @@ def _county_dir(ctx: click.Context, profile_dir: Path | None) -> Path | None:
 
 
 def _open_engine(ctx: click.Context, vision: Vision, profile: str, profile_dir: Path | None):
-    from appliance.quality import ProfileError, QualityEngine
+    from appliance.quality import QualityEngine, QualityProfileError
 
     try:
         return QualityEngine(vision.analyzer, profile, county_dir=_county_dir(ctx, profile_dir))
-    except ProfileError as exc:
+    except QualityProfileError as exc:
         fail(str(exc))
     raise AssertionError("unreachable")
 

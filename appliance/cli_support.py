@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import click
 
-from appliance.config import ConfigError, StationConfig, load_config
+from appliance.config import StationConfig, StationConfigError, load_config
 
 EXIT_INPUT = 1  # some input could not be processed
 EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime, data directory)
@@ -32,5 +32,5 @@ def station_config(ctx: click.Context) -> StationConfig:
         return root["config"]
     try:
         return load_config(None)
-    except ConfigError as exc:
+    except StationConfigError as exc:
         fail(str(exc), EXIT_SETUP)

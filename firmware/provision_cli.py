@@ -70,11 +70,11 @@ def provision(county: str, station: str, enroll_url: str, token: str | None, tok
     Safe to re-run: a station that is already provisioned with a valid certificate is left as it is.
     """
     if profile is not None:
-        from firmware.profiles import ProfileError, load_profile
+        from firmware.profiles import DeviceProfileError, load_profile
 
         try:
             load_profile(profile)  # a typo is caught now, not when the station first starts
-        except ProfileError as exc:
+        except DeviceProfileError as exc:
             raise click.UsageError(str(exc)) from exc
     identity = device.current_identity(device.StationPaths(config_dir, data_dir))
     needed = force or identity is None or (identity.county, identity.station) != (county, station)

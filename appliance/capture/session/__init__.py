@@ -65,9 +65,9 @@ from appliance.capture.session.snapshots import (
 )
 from appliance.capture.session.station import DEFAULT_PROFILE as DEFAULT_PROFILE
 from appliance.capture.session.station import CaptureStation
-from appliance.store import StoreError, ValidationError
+from appliance.store import StationStoreError, ValidationError
 
 __all__ = [
     "AcceptedCapture", "BookingSession", "CaptureError", "CaptureReview", "CaptureStation", "LiveStatus",
-    "OverrideRequired", "Phase", "SessionSummary", "StoreError", "ValidationError", "check_smt_description",
+    "OverrideRequired", "Phase", "SessionSummary", "StationStoreError", "ValidationError", "check_smt_description",
 ]  # fmt: skip
