@@ -1,7 +1,7 @@
 """The expensive work on the one frame chosen for a pose, as opposed to the per-frame live analysis.
 
-Design rule (see ../shared/design.md, "Pipeline of one capture"): embedding and the full measures run once,
-on the chosen frame, never per preview frame. `CaptureProcessor.process` turns a chosen frame into
+Design rule: embedding and the full measures run once, on the chosen frame, never per preview frame, so
+the live loop stays cheap enough to judge every frame. `CaptureProcessor.process` turns a chosen frame into
 everything the record keeps for that pose:
 
 * frontal: the full quality report of the station's profile, the standardized crop (profile geometry,

@@ -1,6 +1,6 @@
 """Signing officers in and out of the web UI, and locking idle sessions; every step audited.
 
-The rules (CJIS Security Policy; design.md "Security rules"):
+The rules (after the CJIS Security Policy's advanced authentication, lockout and session-lock requirements):
 
 * sign-in needs the officer id, the PIN and the current TOTP code (`appliance.ui.accounts`); 5 failures
   in a row lock the account for 10 minutes, and a locked account refuses even the right PIN and code;

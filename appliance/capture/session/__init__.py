@@ -26,7 +26,7 @@ during camera reads or model runs, the station's vision lock serializes the mode
 are not thread-safe), and a generation counter discards the result of a capture that was being processed
 while the officer switched pose or retook.
 
-Failure rules (design.md "Reliability rules"; issue 4):
+Failure rules (a fault costs at most a frame or an attempt, never an accepted photo or the booking):
 
 * a corrupt frame (`FrameUnreadable`) is skipped and counted, never fatal;
 * a camera that disappears (`CameraError`, including a replay that ended) closes that camera, says so in
