@@ -124,7 +124,7 @@ def provision_station(county: County, directory: Path, name: str) -> factory.Sta
     paths = StationPaths(directory / "etc", directory / "var")
     lines: list[str] = []
     result = provision(COUNTY, name, county.url, county.token(name), county.ca.directory / "ca.crt",
-                       paths.config_dir, paths.data_dir, profile="replay", service_user=None, echo=lines.append)
+                       paths.config_dir, paths.data_dir, device_profile="replay", service_user=None, echo=lines.append)
     assert result.status == "enrolled", lines
     doc = tomllib.loads(paths.config_file.read_text())
     assert doc["mqtt"] == {"host": county.broker.host, "port": county.broker.port}  # handed out by the server
