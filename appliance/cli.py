@@ -15,8 +15,8 @@ import click
 import numpy as np
 
 from appliance import __version__
-from appliance.commandline import EXIT_INPUT, fail
-from appliance.config import DEFAULT_CONFIG, ConfigError, StationConfig, load_config
+from appliance.cli_support import EXIT_INPUT, fail
+from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
@@ -80,7 +80,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     """Booking-station appliance: mug-shot capture, face quality and templates on the device."""
     try:
         ctx.obj = {"config": load_config(config_path)}
-    except ConfigError as exc:
+    except StationConfigError as exc:
         fail(str(exc))
 
 
@@ -94,11 +94,11 @@ def _county_dir(ctx: click.Context, profile_dir: Path | None) -> Path | None:
 
 
 def _open_engine(ctx: click.Context, vision: Vision, profile: str, profile_dir: Path | None):
-    from appliance.quality import ProfileError, QualityEngine
+    from appliance.quality import QualityEngine, QualityProfileError
 
     try:
         return QualityEngine(vision.analyzer, profile, county_dir=_county_dir(ctx, profile_dir))
-    except ProfileError as exc:
+    except QualityProfileError as exc:
         fail(str(exc))
     raise AssertionError("unreachable")
 
@@ -317,12 +317,12 @@ def demo(ctx: click.Context, image: Path | None) -> None:
 
 def _register_commands() -> None:
     """Commands that live beside the code they drive (one concept per module)."""
-    from appliance.capture.commands import register as register_capture_commands
-    from appliance.doctor_commands import doctor
-    from appliance.store.commands import register as register_store_commands
-    from appliance.ui.commands import register as register_ui_commands
-    from firmware.provision_commands import provision
-    from sync.station.commands import register as register_sync_commands
+    from appliance.capture.cli import register as register_capture_commands
+    from appliance.doctor_cli import doctor
+    from appliance.store.cli import register as register_store_commands
+    from appliance.ui.cli import register as register_ui_commands
+    from firmware.provision_cli import provision
+    from sync.station.cli import register as register_sync_commands
 
     register_store_commands(main)
     register_capture_commands(main)

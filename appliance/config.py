@@ -22,7 +22,7 @@ DEFAULT_CONFIG = Path("/etc/booking-station/station.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/booking-station")
 
 
-class ConfigError(ValueError):
+class StationConfigError(ValueError):
     """The configuration file is unreadable or has a wrong key or value; the message says which."""
 
 
@@ -149,20 +149,20 @@ def load_config(path: Path | str | None = None) -> StationConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
+        raise StationConfigError(f"config file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+        raise StationConfigError(f"config file {path} cannot be read: {exc}") from exc
     config = StationConfig(source=path)
     for section, values in data.items():
         cls = SECTIONS.get(section)
         if cls is None:
-            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            raise StationConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+            raise StationConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         try:
             setattr(config, section, cls(**values))
         except (TypeError, ValueError) as exc:  # wrong types, out-of-range values (checked by the section)
-            raise ConfigError(f"{path}: [{section}] {exc}") from exc
+            raise StationConfigError(f"{path}: [{section}] {exc}") from exc
     return config

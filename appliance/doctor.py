@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from appliance.config import DEFAULT_CONFIG, SECTIONS, ConfigError, StationConfig
+from appliance.config import DEFAULT_CONFIG, SECTIONS, StationConfig, StationConfigError
 from sync.protocol import mqtt
 
 if sys.version_info >= (3, 11):
@@ -128,14 +128,14 @@ def read_station_config(path: Path | None) -> tuple[StationConfig, dict[str, Any
                 continue
             cls = SECTIONS.get(section)
             if cls is None:
-                raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+                raise StationConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
             if not isinstance(values, dict):
-                raise ConfigError(f"{path}: [{section}] must be a table")
+                raise StationConfigError(f"{path}: [{section}] must be a table")
             unknown = set(values) - {f.name for f in fields(cls)}
             if unknown:
-                raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
+                raise StationConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
             setattr(config, section, cls(**values))
-    except (ConfigError, TypeError, ValueError) as exc:  # ValueError: a section's own range checks
+    except (StationConfigError, TypeError, ValueError) as exc:  # ValueError: a section's own range checks
         return StationConfig(source=path), document, path, str(exc)
     return config, document, path, None
 
@@ -144,14 +144,14 @@ def read_station_config(path: Path | None) -> tuple[StationConfig, dict[str, Any
 
 
 def check_profile(st: Station) -> str:
-    from firmware.profiles import ProfileError, load_profile
+    from firmware.profiles import DeviceProfileError, load_profile
 
     if not st.profile_name:
         raise CheckFailed("no device profile: set [station] profile in station.toml (booking-station provision "
                           "--profile NAME) or give --profile NAME")
     try:
         st.profile = load_profile(st.profile_name)
-    except ProfileError as exc:
+    except DeviceProfileError as exc:
         raise CheckFailed(str(exc)) from None
     return f"{st.profile.name}: {st.profile.description} ({st.profile.path})"
 
@@ -168,13 +168,13 @@ def camera_source(st: Station) -> str | None:
 
 
 def check_camera(st: Station, timeout: float = CAMERA_TIMEOUT) -> str:
-    from firmware.profiles import ProfileError
+    from firmware.profiles import DeviceProfileError
 
     if st.profile is None:
         raise CheckFailed("not checked: no usable device profile says which camera this station has")
     try:
         spec = st.profile.camera_spec(camera_source(st))
-    except ProfileError as exc:
+    except DeviceProfileError as exc:
         raise CheckFailed(f"{exc} with --camera-source, or as [camera] source = "
                           f"\"{st.profile.camera.backend}:...\" in station.toml") from None
     result: dict[str, Any] = {}
@@ -446,7 +446,7 @@ def check_disk(st: Station) -> str:
 
 
 def check_database(st: Station) -> str:
-    from appliance.store import Store, StoreError
+    from appliance.store import StationStoreError, Store
     from appliance.store.db import data_paths
 
     db_path, key_path = data_paths(st.data_dir)
@@ -457,7 +457,7 @@ def check_database(st: Station) -> str:
         return f"{db_path} not created yet (the station services create it on first start)"
     try:
         store = Store.open(db_path, key_path, create_key=False, floor_bytes=0)
-    except StoreError as exc:
+    except StationStoreError as exc:
         raise CheckFailed(str(exc)) from None
     try:
         integrity = store.integrity_check()

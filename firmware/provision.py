@@ -373,15 +373,15 @@ def _check_response(data: dict[str, Any], keys: _Keys, county: str, station: str
     return cert, ca, command
 
 
-def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str, Any], profile: str | None,
-                  enroll_url: str = "") -> None:
+def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str, Any],
+                  device_profile: str | None, enroll_url: str = "") -> None:
     data = _read_config(paths.config_file)
     station_table: dict[str, Any] = {"county": county, "station": station}
     if enroll_url:  # where the sync agent asks for a new certificate when the county orders a rotation
         station_table["enroll_url"] = enroll_url
-    old_profile = data.get("station", {}).get("profile")
-    if profile or old_profile:
-        station_table["profile"] = profile or old_profile
+    old_device_profile = data.get("station", {}).get("profile")
+    if device_profile or old_device_profile:
+        station_table["profile"] = device_profile or old_device_profile
     data["station"] = station_table
     data["mqtt"] = mqtt
     data["keys"] = paths.keys_table()
@@ -418,8 +418,8 @@ def _hand_over(paths: StationPaths, user: str | None, echo: Echo) -> None:
 def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle: Path | str,
               config_dir: Path | str = DEFAULT_CONFIG_DIR, data_dir: Path | str = DEFAULT_DATA_DIR, *,
               force: bool = False, new_keys: bool = False, mqtt_host: str | None = None,
-              mqtt_port: int | None = None, profile: str | None = None, service_user: str | None = SERVICE_USER,
-              echo: Echo = print) -> ProvisionResult:
+              mqtt_port: int | None = None, device_profile: str | None = None,
+              service_user: str | None = SERVICE_USER, echo: Echo = print) -> ProvisionResult:
     """Enrol this device as ``station`` of ``county`` (see the module docstring). Raises ProvisionError."""
     try:
         check_slug(county, "county")
@@ -491,7 +491,7 @@ def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle:
             "host": mqtt_host or mqtt_from_server.get("host") or old_mqtt.get("host") or "",
             "port": int(mqtt_port or mqtt_from_server.get("port") or old_mqtt.get("port") or DEFAULT_MQTT_PORT),
         }
-        _write_config(paths, county, station, mqtt, profile, enroll_url)
+        _write_config(paths, county, station, mqtt, device_profile, enroll_url)
     except OSError as exc:
         raise ProvisionError("setup", f"the certificate was issued but cannot be stored: {exc}. Fix that and run "
                                       "provision again with the same token: it returns the same certificate, "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import ConfigError, load_config
+from appliance.config import StationConfigError, load_config
 
 PROVISIONED = """
 [station]
@@ -64,12 +64,12 @@ def test_a_provisioned_station_file_loads(tmp_path: Path) -> None:
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "station.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(StationConfigError) as err:
         load_config(path)
     assert message in str(err.value) and str(path) in str(err.value)
 
 
 def test_missing_named_file_is_an_error_and_no_default_file_means_defaults(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(StationConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
     assert load_config(None).vision.threads >= 1

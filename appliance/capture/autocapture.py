@@ -43,7 +43,7 @@ class Action(str, Enum):
 
 
 @dataclass(frozen=True)
-class Capture:
+class ChosenFrame:
     """A frame chosen as a pose's photo, automatically or by hand."""
 
     frame: Any
@@ -64,7 +64,7 @@ class Decision:
     action: Action
     progress: float = 0.0  # 0..1: share of the stable window held so far (for a progress ring in the UI)
     guidance: tuple[str, ...] = ()  # the fed frame's guidance, passed through for the UI
-    capture: Capture | None = None  # set when action is CAPTURE
+    capture: ChosenFrame | None = None  # set when action is CAPTURE
 
     @property
     def captured(self) -> bool:
@@ -152,7 +152,7 @@ class AutoCapture:
         self._clock = clock
         self._lock = threading.Lock()
         self._window: _Window | None = None
-        self._last_capture: Capture | None = None
+        self._last_capture: ChosenFrame | None = None
 
     @property
     def armed(self) -> bool:
@@ -160,7 +160,7 @@ class AutoCapture:
         return self._last_capture is None
 
     @property
-    def last_capture(self) -> Capture | None:
+    def last_capture(self) -> ChosenFrame | None:
         return self._last_capture
 
     def feed(self, frame: Any, passed: bool, score: float, guidance: Sequence[str] = ()) -> Decision:
@@ -192,7 +192,8 @@ class AutoCapture:
             elapsed = now - window.started
             if elapsed < self.stable_seconds:
                 return Decision(Action.WAIT, elapsed / self.stable_seconds, guidance)
-            capture = Capture(window.best_frame, window.best_score, "auto", now, True, guidance=window.best_guidance)
+            capture = ChosenFrame(window.best_frame, window.best_score, "auto", now, True,
+                                  guidance=window.best_guidance)
             self._last_capture = capture
             self._window = None
             return Decision(Action.CAPTURE, 1.0, guidance, capture)
@@ -209,7 +210,7 @@ class AutoCapture:
         operator: str,
         override_reason: str | None = None,
         score: float | None = None,
-    ) -> Capture:
+    ) -> ChosenFrame:
         """The officer pressed capture. Always accepted when the frame passes its gates; a frame that
         fails one needs `override_reason` (raises OverrideRequired otherwise). A reason given for a passing
         frame is validated and kept too. Either way this pose is then done until `rearm()`, so auto-capture
@@ -225,7 +226,7 @@ class AutoCapture:
         if override_reason is not None or not passed:
             reason = validate_reason(override_reason, self.max_reason_chars)
         with self._lock:
-            capture = Capture(
+            capture = ChosenFrame(
                 frame,
                 score,
                 "manual",

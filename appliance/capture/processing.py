@@ -1,7 +1,7 @@
 """The expensive work on the one frame chosen for a pose, as opposed to the per-frame live analysis.
 
-Design rule (see ../shared/design.md, "Pipeline of one capture"): embedding and the full measures run once,
-on the chosen frame, never per preview frame. `CaptureProcessor.process` turns a chosen frame into
+Design rule: embedding and the full measures run once, on the chosen frame, never per preview frame, so
+the live loop stays cheap enough to judge every frame. `CaptureProcessor.process` turns a chosen frame into
 everything the record keeps for that pose:
 
 * frontal: the full quality report of the station's profile, the standardized crop (profile geometry,
@@ -40,7 +40,7 @@ LEFT_PROFILE = "left_profile"
 RIGHT_PROFILE = "right_profile"
 SMT = "smt"
 POSES = (FRONTAL, LEFT_PROFILE, RIGHT_PROFILE, SMT)
-PROFILE_POSES = (LEFT_PROFILE, RIGHT_PROFILE)
+SIDE_VIEW_POSES = (LEFT_PROFILE, RIGHT_PROFILE)
 
 NO_FACE = "no_face"
 
@@ -151,7 +151,7 @@ class CaptureProcessor:
             box = None if face is None else tuple(float(v) for v in face.box)
             return LiveAnalysis(bool(result.passed), live_score(result), hints(result.guidance), box, size)
         box = None
-        if pose in PROFILE_POSES:
+        if pose in SIDE_VIEW_POSES:
             faces = self.analyzer.analyze(image, landmarks=False, iris=False, max_faces=1)
             box = tuple(float(v) for v in faces[0].box) if faces else None
         return LiveAnalysis(True, sharpness(image), (), box, size)
@@ -163,8 +163,8 @@ class CaptureProcessor:
         """Everything the record keeps for `pose` from this frame (see the module docstring)."""
         if pose == FRONTAL:
             return self._frontal(image, mode, captured_at, frame_sequence)
-        if pose in PROFILE_POSES:
-            return self._profile(pose, image, mode, captured_at, frame_sequence)
+        if pose in SIDE_VIEW_POSES:
+            return self._side_view(pose, image, mode, captured_at, frame_sequence)
         if pose == SMT:
             t0 = time.perf_counter()
             encoded = encode_jpeg(image)
@@ -240,8 +240,8 @@ class CaptureProcessor:
         chip = face_chip(image, five_points(face))
         return tuple(float(v) for v in self.embedder.embed_chip(chip))
 
-    def _profile(self, pose: str, image: np.ndarray, mode: str, captured_at: datetime,
-                 sequence: int | None) -> ProcessedCapture:
+    def _side_view(self, pose: str, image: np.ndarray, mode: str, captured_at: datetime,
+                   sequence: int | None) -> ProcessedCapture:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         faces = self.analyzer.analyze(image, landmarks=False, iris=False, max_faces=1)

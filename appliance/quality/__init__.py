@@ -11,7 +11,7 @@ Notes for county staff and reviewers are in `appliance/quality/README.md`.
 """
 
 from appliance.quality.engine import LiveResult, QualityEngine, Report
-from appliance.quality.profile import Geometry, Profile, ProfileError, available_profiles, load_profile
+from appliance.quality.profile import Geometry, Profile, QualityProfileError, available_profiles, load_profile
 from appliance.quality.session import QualitySession
 from appliance.quality.standardize import Standardized, StandardizeError, standardize
 from appliance.quality.types import CannotAssess, GateResult, Guidance, MeasureResult
@@ -24,7 +24,7 @@ __all__ = [
     "LiveResult",
     "MeasureResult",
     "Profile",
-    "ProfileError",
+    "QualityProfileError",
     "QualityEngine",
     "QualitySession",
     "Report",

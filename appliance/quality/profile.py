@@ -35,7 +35,7 @@ OUTPUT_KEYS = {"width", "height", "eye_line_from_bottom", "head_width_ratio", "h
 INT_KEYS = ("width", "height", "jpeg_quality")
 
 
-class ProfileError(ValueError):
+class QualityProfileError(ValueError):
     """A profile cannot be found or is invalid; the message names the file and the problem."""
 
 
@@ -108,9 +108,9 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ProfileError(f"profile file {path} cannot be read: {exc}") from exc
+        raise QualityProfileError(f"profile file {path} cannot be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"profile file {path} is not valid TOML: {exc}") from exc
+        raise QualityProfileError(f"profile file {path} is not valid TOML: {exc}") from exc
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def available_profiles(county_dir: Path | str | None = None) -> list[str]:
 
 def _raw_profile(name: str, county_dir: Path | None, seen: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
     if name in seen:
-        raise ProfileError(f"profile {name!r} extends itself (chain: {' -> '.join((*seen, name))})")
+        raise QualityProfileError(f"profile {name!r} extends itself (chain: {' -> '.join((*seen, name))})")
     shipped = PROFILES_DIR / f"{name}.toml"
     county = county_dir / f"{name}.toml" if county_dir is not None else None
     layers: list[tuple[Path, dict[str, Any]]] = []
@@ -141,7 +141,7 @@ def _raw_profile(name: str, county_dir: Path | None, seen: tuple[str, ...]) -> t
     if county is not None and county.is_file():
         layers.append((county, _read(county)))
     if not layers:
-        raise ProfileError(f"unknown profile {name!r} (available: {', '.join(available_profiles(county_dir))})")
+        raise QualityProfileError(f"unknown profile {name!r} (available: {', '.join(available_profiles(county_dir))})")
     data: dict[str, Any] = {}
     sources: list[str] = []
     for path, layer in layers:
@@ -161,7 +161,7 @@ def load_profile(name: str, county_dir: Path | str | None = None) -> Profile:
     """The named profile, with the county folder's overrides applied and everything validated."""
     county = Path(county_dir) if county_dir is not None else None
     if county is not None and not county.is_dir():
-        raise ProfileError(f"county profile folder not found: {county}")
+        raise QualityProfileError(f"county profile folder not found: {county}")
     data, sources = _raw_profile(name, county, ())
     where = " + ".join(sources)
     head = data.get("profile", {})
@@ -182,33 +182,33 @@ def load_profile(name: str, county_dir: Path | str | None = None) -> Profile:
 def _gate(where: str, measure: str, table: Any, measures: dict[str, Any], messages: dict[str, str]) -> Gate | None:
     """The ``[gates.<measure>]`` table as a `Gate`, None when it is disabled (``enabled = false``)."""
     if not isinstance(table, dict):
-        raise ProfileError(f"{where}: [gates.{measure}] must be a table")
+        raise QualityProfileError(f"{where}: [gates.{measure}] must be a table")
     unknown = set(table) - GATE_KEYS
     if unknown:
-        raise ProfileError(f"{where}: [gates.{measure}] has unknown key(s): {', '.join(sorted(unknown))}")
+        raise QualityProfileError(f"{where}: [gates.{measure}] has unknown key(s): {', '.join(sorted(unknown))}")
     if not table.get("enabled", True):
         return None
     spec = measures.get(measure)
     if spec is None:
-        raise ProfileError(f"{where}: [gates.{measure}]: no such measure (known: {', '.join(measures)})")
+        raise QualityProfileError(f"{where}: [gates.{measure}]: no such measure (known: {', '.join(measures)})")
     on = table.get("on", "score")
     if on not in ("raw", "score"):
-        raise ProfileError(f"{where}: [gates.{measure}] on = {on!r}: must be 'raw' or 'score'")
+        raise QualityProfileError(f"{where}: [gates.{measure}] on = {on!r}: must be 'raw' or 'score'")
     lo, hi = table.get("min"), table.get("max")
     if lo is None and hi is None:
-        raise ProfileError(f"{where}: [gates.{measure}] needs min and/or max")
+        raise QualityProfileError(f"{where}: [gates.{measure}] needs min and/or max")
     live = bool(table.get("live", False))
     if live and not spec.live:
-        raise ProfileError(f"{where}: [gates.{measure}] cannot be live: the measure is too expensive per frame")
+        raise QualityProfileError(f"{where}: [gates.{measure}] cannot be live: the measure is too expensive per frame")
     below, above = table.get("code_below"), table.get("code_above")
     if not below and not above:
-        raise ProfileError(f"{where}: [gates.{measure}] needs code_below and/or code_above")
+        raise QualityProfileError(f"{where}: [gates.{measure}] needs code_below and/or code_above")
     for code in (below, above):
         if code and code not in messages:
-            raise ProfileError(f"{where}: [gates.{measure}] guidance code {code!r} has no message")
+            raise QualityProfileError(f"{where}: [gates.{measure}] guidance code {code!r} has no message")
     not_assessed = table.get("if_not_assessed", "fail")
     if not_assessed not in ("pass", "fail"):
-        raise ProfileError(f"{where}: [gates.{measure}] if_not_assessed must be 'pass' or 'fail'")
+        raise QualityProfileError(f"{where}: [gates.{measure}] if_not_assessed must be 'pass' or 'fail'")
     return Gate(measure=measure, on=on, min=None if lo is None else float(lo),
                 max=None if hi is None else float(hi), live=live, code_below=below, code_above=above,
                 pass_if_not_assessed=not_assessed == "pass")
@@ -218,13 +218,13 @@ def _geometry(where: str, out: dict[str, Any]) -> Geometry:
     """The ``[output]`` table as a usable `Geometry`."""
     unknown = set(out) - OUTPUT_KEYS
     if unknown:
-        raise ProfileError(f"{where}: [output] has unknown key(s): {', '.join(sorted(unknown))}")
+        raise QualityProfileError(f"{where}: [output] has unknown key(s): {', '.join(sorted(unknown))}")
     try:
         geometry = Geometry(**{k: (int(v) if k in INT_KEYS else float(v)) for k, v in out.items()})
     except (TypeError, ValueError) as exc:
-        raise ProfileError(f"{where}: [output] is incomplete or has a non-number: {exc}") from exc
+        raise QualityProfileError(f"{where}: [output] is incomplete or has a non-number: {exc}") from exc
     if geometry.width < 16 or geometry.height < 16 or not 0 < geometry.eye_line_from_bottom < 1:
-        raise ProfileError(f"{where}: [output] geometry is not usable: {geometry}")
+        raise QualityProfileError(f"{where}: [output] geometry is not usable: {geometry}")
     if not 1 <= geometry.jpeg_quality <= 100:
-        raise ProfileError(f"{where}: [output] jpeg_quality must be 1-100")
+        raise QualityProfileError(f"{where}: [output] jpeg_quality must be 1-100")
     return geometry

@@ -75,7 +75,7 @@ def _order(name: str) -> tuple[int, str]:
     return (qaa if qaa is not None else 0x100, name)
 
 
-class ConfigError(ValueError):
+class MeasuresConfigError(ValueError):
     """`measures.toml` is malformed; the message says where."""
 
 
@@ -101,22 +101,22 @@ def _load(path: Path) -> MeasureConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"measure config {path} cannot be read: {exc}") from exc
+        raise MeasuresConfigError(f"measure config {path} cannot be read: {exc}") from exc
     specs = all_measures()
     unknown = sorted(set(data) - set(specs))
     if unknown:
-        raise ConfigError(f"{path}: unknown measure(s): {', '.join(unknown)}")
+        raise MeasuresConfigError(f"{path}: unknown measure(s): {', '.join(unknown)}")
     missing = sorted(set(specs) - set(data))
     if missing:
-        raise ConfigError(f"{path}: no configuration for measure(s): {', '.join(missing)}")
+        raise MeasuresConfigError(f"{path}: no configuration for measure(s): {', '.join(missing)}")
     scores, params = {}, {}
     for name, table in data.items():
         if "score" not in table:
-            raise ConfigError(f"{path}: [{name}] has no [{name}.score] mapping")
+            raise MeasuresConfigError(f"{path}: [{name}] has no [{name}.score] mapping")
         try:
             mapping.validate(table["score"], name)
         except mapping.MappingError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+            raise MeasuresConfigError(f"{path}: {exc}") from exc
         scores[name] = dict(table["score"])
         params[name] = dict(table.get("params", {}))
     return MeasureConfig(score=scores, params=params, source=str(path))

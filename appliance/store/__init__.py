@@ -14,7 +14,7 @@ Modules, one concept each:
 * `commands`  - `booking-station queue | audit verify | purge`
 """
 
-from appliance.store.db import DEFAULT_FLOOR_BYTES, PurgeResult, Store, StoredRecord, data_paths
+from appliance.store.db import DEFAULT_FLOOR_BYTES, PurgeResult, StationRecord, Store, data_paths
 from appliance.store.errors import (
     AmbiguousBookingError,
     AuditChainError,
@@ -22,13 +22,13 @@ from appliance.store.errors import (
     DecryptError,
     DiskFullError,
     DuplicateRecordError,
-    KeyFileError,
     OutboxStateError,
     QueueFullError,
     RecordIntegrityError,
     RecordPurgedError,
-    StoreError,
-    UnknownRecordError,
+    StationStoreError,
+    StoreKeyFileError,
+    UnknownStationRecordError,
     ValidationError,
     WrongKeyError,
 )
@@ -37,8 +37,8 @@ from appliance.store.records import Booking, Capture, new_record_id
 
 __all__ = [
     "DEFAULT_FLOOR_BYTES", "AmbiguousBookingError", "AuditChainError", "Booking", "Capture",
-    "CorruptDatabaseError", "DecryptError", "DiskFullError", "DuplicateRecordError", "KeyFileError",
+    "CorruptDatabaseError", "DecryptError", "DiskFullError", "DuplicateRecordError", "StoreKeyFileError",
     "OutboxEntry", "OutboxStateError", "PurgeResult", "QueueFullError", "RecordIntegrityError",
-    "RecordPurgedError", "Store", "StoreError", "StoredRecord", "UnknownRecordError", "ValidationError",
+    "RecordPurgedError", "Store", "StationStoreError", "StationRecord", "UnknownStationRecordError", "ValidationError",
     "WrongKeyError", "data_paths", "new_record_id",
 ]

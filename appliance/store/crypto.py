@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from appliance.store.errors import DecryptError, KeyFileError
+from appliance.store.errors import DecryptError, StoreKeyFileError
 from sync.protocol.files import fsync_dir
 
 KEY_BYTES = 32
@@ -86,26 +86,26 @@ def load_key(path: Path | str) -> bytes:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist") from None
+        raise StoreKeyFileError(f"key file {path} does not exist") from None
     except PermissionError:
-        raise KeyFileError(f"key file {path} cannot be reached: permission denied") from None
+        raise StoreKeyFileError(f"key file {path} cannot be reached: permission denied") from None
     if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(f"key file {path} is not a regular file")
+        raise StoreKeyFileError(f"key file {path} is not a regular file")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        raise KeyFileError(
+        raise StoreKeyFileError(
             f"key file {path} has mode {mode:04o}: group or others can access it, so it is refused "
             f"(a key others can read protects nothing). Fix with 'chmod 600 {path}' and find out who "
             f"changed it")
     try:
         key = path.read_bytes()
     except PermissionError:
-        raise KeyFileError(
+        raise StoreKeyFileError(
             f"key file {path} cannot be read: permission denied (run as the user that owns it)") from None
     except OSError as exc:
-        raise KeyFileError(f"key file {path} cannot be read: {exc.strerror or exc}") from None
+        raise StoreKeyFileError(f"key file {path} cannot be read: {exc.strerror or exc}") from None
     if len(key) != KEY_BYTES:
-        raise KeyFileError(
+        raise StoreKeyFileError(
             f"key file {path} holds {len(key)} bytes, not {KEY_BYTES}: it is damaged or not a store key")
     return key
 
@@ -125,7 +125,7 @@ def crypto_erase(path: Path | str) -> bool:
     except FileNotFoundError:
         return False
     if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(f"key file {path} is not a regular file; refusing to erase it")
+        raise StoreKeyFileError(f"key file {path} is not a regular file; refusing to erase it")
     fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         os.write(fd, secrets.token_bytes(max(st.st_size, KEY_BYTES)))
@@ -159,7 +159,7 @@ class BlobCipher:
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
-            raise KeyFileError(f"a store key is {KEY_BYTES} bytes, got {len(key)}")
+            raise StoreKeyFileError(f"a store key is {KEY_BYTES} bytes, got {len(key)}")
         self._aead = AESGCM(key)
         self.fingerprint = key_fingerprint(key)
 

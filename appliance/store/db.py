@@ -46,12 +46,12 @@ from appliance.store.errors import (
     CorruptDatabaseError,
     DiskFullError,
     DuplicateRecordError,
-    KeyFileError,
     QueueFullError,
     RecordIntegrityError,
     RecordPurgedError,
-    StoreError,
-    UnknownRecordError,
+    StationStoreError,
+    StoreKeyFileError,
+    UnknownStationRecordError,
     ValidationError,
     WrongKeyError,
 )
@@ -81,7 +81,7 @@ _OVERHEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class StoredRecord:
+class StationRecord:
     """A record read back: the booking, its captures (decrypted, sha256 verified) and its outbox row."""
 
     record_id: str
@@ -139,20 +139,20 @@ def connect(db_path: Path | str) -> sqlite3.Connection:
     """
     db_path = Path(db_path)
     if not db_path.parent.is_dir():
-        raise StoreError(f"directory {db_path.parent} for the database does not exist")
+        raise StationStoreError(f"directory {db_path.parent} for the database does not exist")
     _create_private(db_path)
     try:
         conn = sqlite3.connect(str(db_path), isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open database {db_path}: {exc}") from None
+        raise StationStoreError(f"cannot open database {db_path}: {exc}") from None
     try:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA secure_delete = ON")
         conn.execute("PRAGMA trusted_schema = OFF")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StoreError(f"database {db_path} cannot use write-ahead logging (journal mode {mode}); "
-                             f"is it on a network or read-only filesystem?")
+            raise StationStoreError(f"database {db_path} cannot use write-ahead logging (journal mode {mode}); "
+                                    f"is it on a network or read-only filesystem?")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         schema.apply(conn)
@@ -162,7 +162,7 @@ def connect(db_path: Path | str) -> sqlite3.Connection:
             raise _corrupt(db_path, exc) from None
         if is_disk_full(exc):
             raise disk_full_error(db_path.parent, 0, "Database not opened") from None
-        raise StoreError(f"cannot open database {db_path}: {exc}") from None
+        raise StationStoreError(f"cannot open database {db_path}: {exc}") from None
     except BaseException:
         conn.close()
         raise
@@ -176,7 +176,7 @@ def _create_private(db_path: Path) -> None:
     except FileExistsError:
         return
     except OSError as exc:
-        raise StoreError(f"cannot create database {db_path}: {exc.strerror or exc}") from None
+        raise StationStoreError(f"cannot create database {db_path}: {exc.strerror or exc}") from None
     try:
         os.fchmod(fd, 0o600)
     finally:
@@ -236,7 +236,7 @@ class Store:
         """Open the database and its key; create the key on first use.
 
         A new key is made only for a database that never had one. If the database records a key
-        fingerprint and the key file is missing, that is an error (`KeyFileError`): a fresh key could
+        fingerprint and the key file is missing, that is an error (`StoreKeyFileError`): a fresh key could
         not read anything stored, and silently starting over would orphan every undelivered record. A
         key file with another fingerprint raises `WrongKeyError`.
         """
@@ -248,7 +248,7 @@ class Store:
             key_exists = _key_exists(key_path)
             if key_exists or recorded is not None or not create_key:
                 if not key_exists and recorded is not None:
-                    raise KeyFileError(
+                    raise StoreKeyFileError(
                         f"key file {key_path} is missing, but database {db_path} holds data encrypted with "
                         f"key {recorded}. Restore the key file from the provisioning backup; a new key "
                         f"could not read the stored records")
@@ -390,10 +390,10 @@ class Store:
         row["image"] = self.cipher.encrypt(cap.jpeg, record_id, f"capture:{cap.pose}:{seq}", context)
         return row
 
-    def load_record(self, record_id: str) -> StoredRecord:
+    def load_record(self, record_id: str) -> StationRecord:
         """Read a record back: decrypt its images and templates and check each image's sha256.
 
-        Raises `UnknownRecordError` (no such record), `RecordPurgedError` (images purged after
+        Raises `UnknownStationRecordError` (no such record), `RecordPurgedError` (images purged after
         delivery), `DecryptError` (wrong key, or any stored byte of the record changed) or
         `RecordIntegrityError` (an image decrypted but does not match its recorded sha256).
         """
@@ -402,7 +402,7 @@ class Store:
             b = conn.execute("SELECT record_id, agency_ori, booking_number, operator_id, captured_at, "
                              "station_id, created_at FROM bookings WHERE record_id = ?", (record_id,)).fetchone()
             if b is None:
-                raise UnknownRecordError(f"no record {record_id} is stored (never saved here, or purged)")
+                raise UnknownStationRecordError(f"no record {record_id} is stored (never saved here, or purged)")
             cursor = conn.execute(
                 "SELECT seq, pose, smt_description, width, height, image_bytes, sha256, quality, template_model, "
                 "template_dim, override_reason, operator_id, purged_at, template, image "
@@ -417,7 +417,7 @@ class Store:
                           operator_id=booking_row["operator_id"],
                           captured_at=from_text(booking_row["captured_at"]), station_id=booking_row["station_id"])
         captures = [self._open_capture(record_id, booking_row, row) for row in rows]
-        return StoredRecord(record_id, booking, captures, entry, from_text(booking_row["created_at"]))
+        return StationRecord(record_id, booking, captures, entry, from_text(booking_row["created_at"]))
 
     def _open_capture(self, record_id: str, booking_row: dict[str, Any], row: dict[str, Any]) -> Capture:
         pose, seq = row["pose"], row["seq"]
@@ -630,7 +630,7 @@ def _key_exists(path: Path) -> bool:
     try:
         return path.exists()
     except PermissionError:
-        raise KeyFileError(f"key file {path} cannot be reached: permission denied") from None
+        raise StoreKeyFileError(f"key file {path} cannot be reached: permission denied") from None
 
 
 @contextmanager

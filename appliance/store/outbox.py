@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appliance.store.clock import from_text, to_text, utc_now
-from appliance.store.errors import OutboxStateError, UnknownRecordError, ValidationError
+from appliance.store.errors import OutboxStateError, UnknownStationRecordError, ValidationError
 from appliance.store.records import check_record_id, check_utc
 from appliance.store.transactions import write_transaction
 
@@ -115,10 +115,10 @@ def enqueue(conn: sqlite3.Connection, record_id: str, *, now: datetime) -> None:
 
 
 def get(conn: sqlite3.Connection, record_id: str) -> OutboxEntry:
-    """The outbox row of ``record_id``; `UnknownRecordError` if there is none (never saved, or purged)."""
+    """The outbox row of ``record_id``; `UnknownStationRecordError` if there is none (never saved, or purged)."""
     row = conn.execute(_SELECT + " WHERE o.record_id = ?", (check_record_id(record_id),)).fetchone()
     if row is None:
-        raise UnknownRecordError(f"no record {record_id} in the outbox (never saved here, or purged)")
+        raise UnknownStationRecordError(f"no record {record_id} in the outbox (never saved here, or purged)")
     return _entry(row)
 
 

@@ -1,4 +1,4 @@
-"""The officer UI: a local web server for the booking desk's touchscreen (issue 6).
+"""The officer UI: a local web server for the booking desk's touchscreen.
 
 Modules, one concern each:
 

@@ -1,5 +1,5 @@
 """`python -m appliance.ui serve|users ...`: the UI commands before they are registered in `booking-station`."""
 
-from appliance.ui.commands import main
+from appliance.ui.cli import main
 
 main(prog_name="python -m appliance.ui")

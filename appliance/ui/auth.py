@@ -1,6 +1,6 @@
 """Signing officers in and out of the web UI, and locking idle sessions; every step audited.
 
-The rules (CJIS Security Policy; design.md "Security rules"):
+The rules (after the CJIS Security Policy's advanced authentication, lockout and session-lock requirements):
 
 * sign-in needs the officer id, the PIN and the current TOTP code (`appliance.ui.accounts`); 5 failures
   in a row lock the account for 10 minutes, and a locked account refuses even the right PIN and code;
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from appliance.store import Store, StoreError
+from appliance.store import StationStoreError, Store
 from appliance.store.clock import utc_now
 from appliance.ui.accounts import LOCK_MINUTES, MAX_FAILURES, AccountStore, Officer, Verdict
 
@@ -101,7 +101,7 @@ class Authenticator:
         try:
             with self.open_store() as store:
                 store.append_audit(actor, action, details)
-        except StoreError as exc:
+        except StationStoreError as exc:
             log.error("audit entry %s/%s NOT written: %s", actor, action, exc)
 
     # --- sign-in -----------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ from appliance.capture.session import (
 from appliance.store import (
     DiskFullError,
     QueueFullError,
+    StationStoreError,
     Store,
-    StoreError,
     ValidationError,
 )
 from appliance.store.clock import to_text, utc_now
@@ -230,7 +230,7 @@ class BookingDesk:
         try:
             with self.open_store() as store:
                 entry = next((e for e in store.queue() if e.record_id == record_id), None)
-        except StoreError:
+        except StationStoreError:
             return ""
         if entry is None:
             return ""
@@ -358,7 +358,7 @@ class BookingDesk:
             raise DeskError(str(exc), "store_full", 507) from None
         except ValidationError as exc:
             raise DeskError(str(exc), "invalid", 422) from None
-        except StoreError as exc:
+        except StationStoreError as exc:
             raise DeskError(f"Booking NOT saved: {exc}", "store_error", 500) from None
         except CaptureError as exc:
             raise DeskError(_sentence(str(exc)), "capture_error") from None

@@ -45,7 +45,7 @@ AUTOFOCUS_MODES = ("continuous", "auto", "manual")
 LOCK_POLICIES = ("auto", "locked")
 
 
-class ProfileError(ValueError):
+class DeviceProfileError(ValueError):
     """A profile that cannot be found or is invalid; the message names the file, the key and the fix."""
 
 
@@ -118,8 +118,8 @@ class DeviceProfile:
         cam = self.camera
         chosen = source if source is not None else cam.source
         if chosen is None:
-            raise ProfileError(f"profile {self.name!r} names no camera source; give one "
-                               f"(for replay: a folder of images, an image or a video file)")
+            raise DeviceProfileError(f"profile {self.name!r} names no camera source; give one "
+                                     f"(for replay: a folder of images, an image or a video file)")
         spec: dict[str, Any] = {"backend": cam.backend, BACKEND_SOURCE_OPTION[cam.backend]: chosen,
                                 "preview_size": list(cam.preview_size)}
         if cam.backend == "opencv":
@@ -147,7 +147,7 @@ class _Table:
         if data is None and not required:
             data = {}
         if not isinstance(data, dict):
-            raise ProfileError(f"{where} must be a table")
+            raise DeviceProfileError(f"{where} must be a table")
         self.where = where
         self.data = data
         self.known: list[str] = []
@@ -156,7 +156,7 @@ class _Table:
         self.known.append(key)
         if key not in self.data:
             if required:
-                raise ProfileError(f"{self.where}: missing key {key!r}")
+                raise DeviceProfileError(f"{self.where}: missing key {key!r}")
             return default
         return self.data[key]
 
@@ -166,9 +166,9 @@ class _Table:
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
-            raise ProfileError(f"{self.where}: {key} must be a non-empty string, got {value!r}")
+            raise DeviceProfileError(f"{self.where}: {key} must be a non-empty string, got {value!r}")
         if choices is not None and value not in choices:
-            raise ProfileError(f"{self.where}: {key} = {value!r} is not one of {', '.join(choices)}")
+            raise DeviceProfileError(f"{self.where}: {key} = {value!r} is not one of {', '.join(choices)}")
         return value
 
     def number(self, key: str, default: float | None, *, minimum: float, maximum: float,
@@ -179,7 +179,8 @@ class _Table:
         ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok_type or not (minimum <= value <= maximum):
             kind = "an integer" if integer else "a number"
-            raise ProfileError(f"{self.where}: {key} must be {kind} from {minimum:g} to {maximum:g}, got {value!r}")
+            raise DeviceProfileError(
+                f"{self.where}: {key} must be {kind} from {minimum:g} to {maximum:g}, got {value!r}")
         return value
 
     def size(self, key: str, default: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -189,13 +190,13 @@ class _Table:
         if (isinstance(value, (list, tuple)) and len(value) == 2
                 and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 16384 for v in value)):
             return int(value[0]), int(value[1])
-        raise ProfileError(f"{self.where}: {key} must be [width, height] in pixels (16-16384), got {value!r}")
+        raise DeviceProfileError(f"{self.where}: {key} must be [width, height] in pixels (16-16384), got {value!r}")
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - set(self.known))
         if unknown:
-            raise ProfileError(f"{self.where}: unknown key(s) {', '.join(unknown)} "
-                               f"(known: {', '.join(self.known)})")
+            raise DeviceProfileError(f"{self.where}: unknown key(s) {', '.join(unknown)} "
+                                     f"(known: {', '.join(self.known)})")
 
 
 def _controls(where: str, data: object) -> CameraControls:
@@ -211,16 +212,18 @@ def _controls(where: str, data: object) -> CameraControls:
     )
     t.done()
     if controls.autofocus == "manual" and controls.lens_position is None:
-        raise ProfileError(f"{where}: autofocus = 'manual' needs lens_position (dioptres)")
+        raise DeviceProfileError(f"{where}: autofocus = 'manual' needs lens_position (dioptres)")
     if controls.autofocus != "manual" and controls.lens_position is not None:
-        raise ProfileError(f"{where}: lens_position is only used with autofocus = 'manual'")
+        raise DeviceProfileError(f"{where}: lens_position is only used with autofocus = 'manual'")
     fixed_exposure = controls.exposure_time_us is not None or controls.analogue_gain is not None
     if controls.exposure == "locked" and (controls.exposure_time_us is None or controls.analogue_gain is None):
-        raise ProfileError(f"{where}: exposure = 'locked' needs exposure_time_us and analogue_gain")
+        raise DeviceProfileError(f"{where}: exposure = 'locked' needs exposure_time_us and analogue_gain")
     if controls.exposure != "locked" and fixed_exposure:
-        raise ProfileError(f"{where}: exposure_time_us and analogue_gain are only used with exposure = 'locked'")
+        raise DeviceProfileError(
+            f"{where}: exposure_time_us and analogue_gain are only used with exposure = 'locked'")
     if (controls.white_balance == "locked") != (controls.colour_gains is not None):
-        raise ProfileError(f"{where}: colour_gains is required with, and only used with, white_balance = 'locked'")
+        raise DeviceProfileError(
+            f"{where}: colour_gains is required with, and only used with, white_balance = 'locked'")
     return controls
 
 
@@ -230,7 +233,7 @@ def _gains(where: str, value: object) -> tuple[float, float] | None:
     if (isinstance(value, list) and len(value) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 32 for v in value)):
         return float(value[0]), float(value[1])
-    raise ProfileError(f"{where}: colour_gains must be [red, blue] gains (0-32), got {value!r}")
+    raise DeviceProfileError(f"{where}: colour_gains must be [red, blue] gains (0-32), got {value!r}")
 
 
 def _camera(where: str, data: object) -> CameraSettings:
@@ -245,25 +248,25 @@ def _camera(where: str, data: object) -> CameraSettings:
     controls_data = t.get("controls")
     t.done()
     if loop is not None and (backend != "replay" or not isinstance(loop, bool)):
-        raise ProfileError(f"{where}: loop (true/false) is only for the replay backend")
+        raise DeviceProfileError(f"{where}: loop (true/false) is only for the replay backend")
     if controls_data is not None and backend != "picamera2":
-        raise ProfileError(f"{where}: [camera.controls] is only for the picamera2 backend, not {backend}")
+        raise DeviceProfileError(f"{where}: [camera.controls] is only for the picamera2 backend, not {backend}")
     if backend != "replay" and source is None:
-        raise ProfileError(f"{where}: the {backend} backend needs a source ({SOURCE_HINT[backend]})")
+        raise DeviceProfileError(f"{where}: the {backend} backend needs a source ({SOURCE_HINT[backend]})")
     if backend == "gstreamer" and source is not None and "appsink" not in source.rsplit("!", 1)[-1]:
-        raise ProfileError(f"{where}: a gstreamer source must be a pipeline ending in appsink")
+        raise DeviceProfileError(f"{where}: a gstreamer source must be a pipeline ending in appsink")
     if resolution is not None and preview is not None and (preview[0] > resolution[0] or preview[1] > resolution[1]):
-        raise ProfileError(f"{where}: preview_size {list(preview)} is larger than resolution {list(resolution)}")
+        raise DeviceProfileError(f"{where}: preview_size {list(preview)} is larger than resolution {list(resolution)}")
     controls = _controls(f"{where}.controls", controls_data) if controls_data is not None else None
     if backend == "picamera2" and controls is None:
         controls = CameraControls()
     if controls is not None and controls.exposure_time_us is not None and controls.exposure_time_us > 1e6 / fps:
-        raise ProfileError(f"{where}.controls: exposure_time_us {controls.exposure_time_us} is longer than one "
-                           f"frame at {fps:g} fps ({1e6 / fps:.0f} us)")
+        raise DeviceProfileError(f"{where}.controls: exposure_time_us {controls.exposure_time_us} is longer than one "
+                                 f"frame at {fps:g} fps ({1e6 / fps:.0f} us)")
     if backend == "gstreamer" and source is not None and resolution is not None:
         caps = f"width={resolution[0]}, height={resolution[1]}"
         if caps not in " ".join(source.split()).replace(",width", ", width"):
-            raise ProfileError(f"{where}: the pipeline's caps must say {caps} (the profile's resolution)")
+            raise DeviceProfileError(f"{where}: the pipeline's caps must say {caps} (the profile's resolution)")
     return CameraSettings(backend, source, resolution, preview, float(fps), loop, controls)
 
 
@@ -275,11 +278,11 @@ def _vision(where: str, data: object) -> VisionSettings:
     options = t.get("delegate_options", {})
     t.done()
     if delegate is not None and (not isinstance(delegate, str) or not delegate.startswith("/")):
-        raise ProfileError(f"{where}: delegate must be the absolute path of a delegate library, got {delegate!r}")
+        raise DeviceProfileError(f"{where}: delegate must be the absolute path of a delegate library, got {delegate!r}")
     if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
-        raise ProfileError(f"{where}: delegate_options must be a table of strings")
+        raise DeviceProfileError(f"{where}: delegate_options must be a table of strings")
     if options and delegate is None:
-        raise ProfileError(f"{where}: delegate_options without a delegate")
+        raise DeviceProfileError(f"{where}: delegate_options without a delegate")
     return VisionSettings(embedding, threads, delegate, dict(options))  # type: ignore[arg-type]
 
 
@@ -288,7 +291,7 @@ def parse_profile(name: str, data: Mapping[str, Any], path: Path) -> DeviceProfi
     where = str(path)
     unknown = sorted(set(data) - {"profile", "camera", "vision"})
     if unknown:
-        raise ProfileError(f"{where}: unknown table(s) {', '.join(unknown)} (known: profile, camera, vision)")
+        raise DeviceProfileError(f"{where}: unknown table(s) {', '.join(unknown)} (known: profile, camera, vision)")
     meta = _Table(f"{where} [profile]", data.get("profile"))
     description = meta.text("description", required=True)
     hardware = meta.text("hardware", required=True)
@@ -313,12 +316,12 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         path = PROFILE_DIR / f"{text}.toml"
         name = text
         if not path.is_file():
-            raise ProfileError(f"no device profile named {text!r}; shipped profiles: {', '.join(list_profiles())} "
-                               "(or give the path of a .toml file)")
+            raise DeviceProfileError(f"no device profile named {text!r}; shipped profiles: "
+                                     f"{', '.join(list_profiles())} (or give the path of a .toml file)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ProfileError(f"device profile file not found: {path}") from exc
+        raise DeviceProfileError(f"device profile file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ProfileError(f"device profile {path} cannot be read: {exc}") from exc
+        raise DeviceProfileError(f"device profile {path} cannot be read: {exc}") from exc
     return parse_profile(name, data, path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from sync import __version__
-from sync.county.enroll.commands import ca, enroll_server, tokens
-from sync.county.gallery.commands import register_commands
-from sync.county.gallery.fleet_commands import fleet
+from sync.county.enroll.cli import ca, enroll_server, tokens
+from sync.county.gallery.cli import register_commands
+from sync.county.gallery.fleet_cli import fleet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

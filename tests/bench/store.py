@@ -1,4 +1,4 @@
-"""Capture to committed record, and the memory of a capture process (`make bench`, design.md budgets).
+"""Capture to committed record, and the memory of a capture process (`make bench`; README lists the figures).
 
 * "accepted frame -> committed record": from the frame auto-capture (or the officer) chose to the store's
   COMMIT returning: full quality report, standard crop (JPEG), template, encryption (AES-256-GCM) and the

@@ -1,5 +1,5 @@
 """`capture` end to end, as a separate process: real images replayed as cameras, the installed model
-bundle, a real encrypted store in tmp_path. Run as `python -m appliance.capture.commands capture ...`,
+bundle, a real encrypted store in tmp_path. Run as `python -m appliance.capture.cli capture ...`,
 which is the same click command `booking-station capture` registers."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def capture(config_file: Path, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "appliance.capture.commands", "--config", str(config_file), "capture",
+    cmd = [sys.executable, "-m", "appliance.capture.cli", "--config", str(config_file), "capture",
            "--agency", ORI, "--station", STATION, "--operator", "ofc-17", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 

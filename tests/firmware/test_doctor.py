@@ -22,7 +22,7 @@ import tomli_w
 from click.testing import CliRunner
 
 from appliance.doctor import Check, run_doctor
-from appliance.doctor_commands import doctor
+from appliance.doctor_cli import doctor
 from appliance.store import Store
 from appliance.vision.bundle import ENV_BUNDLE, Bundle
 from tests.sync import factory

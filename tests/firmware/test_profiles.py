@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.profiles import PROFILE_DIR, DeviceProfile, ProfileError, list_profiles, load_profile
+from firmware.profiles import PROFILE_DIR, DeviceProfile, DeviceProfileError, list_profiles, load_profile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,7 +79,7 @@ def test_jetson_csi_profile_is_an_nvargus_pipeline_into_appsink(tmp_path: Path) 
     # The profile's resolution and the pipeline's caps cannot drift apart.
     text = (PROFILE_DIR / "jetson-orin-nano-csi.toml").read_text().replace("resolution = [1920, 1080]",
                                                                           "resolution = [1280, 720]")
-    with pytest.raises(ProfileError, match="caps must say width=1280, height=720"):
+    with pytest.raises(DeviceProfileError, match="caps must say width=1280, height=720"):
         _load(tmp_path, text)
 
 
@@ -87,7 +87,7 @@ def test_replay_profile_drives_the_real_replay_camera(shared_data: Path) -> None
     from appliance.camera.base import create_camera
 
     profile = load_profile("replay")
-    with pytest.raises(ProfileError, match="names no camera source"):
+    with pytest.raises(DeviceProfileError, match="names no camera source"):
         profile.camera_spec()
     camera = create_camera(profile.camera_spec(source=str(shared_data / "faces" / "deepface")), fps=0)
     with camera:
@@ -97,7 +97,7 @@ def test_replay_profile_drives_the_real_replay_camera(shared_data: Path) -> None
 
 
 def test_unknown_profile_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(ProfileError) as caught:
+    with pytest.raises(DeviceProfileError) as caught:
         load_profile("rpi6")
     assert "no device profile named 'rpi6'" in str(caught.value)
     assert "rpi5-camera-module-3" in str(caught.value)
@@ -153,7 +153,7 @@ def test_a_custom_profile_by_path(tmp_path: Path) -> None:
 def test_mistakes_are_reported_with_file_and_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
     old, new = change
     assert old in BASE
-    with pytest.raises(ProfileError) as caught:
+    with pytest.raises(DeviceProfileError) as caught:
         _load(tmp_path, BASE.replace(old, new, 1))
     assert message in str(caught.value)
     assert "custom.toml" in str(caught.value)
@@ -174,7 +174,7 @@ PICAM = BASE.replace('backend = "opencv"', 'backend = "picamera2"') + "\n[camera
     ("shutter = 1", "unknown key(s) shutter"),
 ])
 def test_picamera2_control_mistakes(tmp_path: Path, controls: str, message: str) -> None:
-    with pytest.raises(ProfileError, match=None) as caught:
+    with pytest.raises(DeviceProfileError, match=None) as caught:
         _load(tmp_path, PICAM.replace("[vision]\nthreads = 2\n", "") + controls + "\n[vision]\nthreads = 2\n")
     assert message in str(caught.value)
 

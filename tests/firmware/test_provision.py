@@ -35,10 +35,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware import provision as device
 from firmware.provision import ProvisionError, StationPaths, provision
-from firmware.provision_commands import provision as provision_cli
+from firmware.provision_cli import provision as provision_cli
 from sync.county.enroll.ca import CountyCA, generate_tls_key, private_key_pem
-from sync.county.enroll.commands import ca as ca_cli
-from sync.county.enroll.commands import tokens as tokens_cli
+from sync.county.enroll.cli import ca as ca_cli
+from sync.county.enroll.cli import tokens as tokens_cli
 from sync.county.enroll.registry import JsonDeviceRegistry
 from sync.county.enroll.server import EnrollmentHTTPServer, make_server
 from sync.county.enroll.service import EnrollmentService, MqttEndpoint

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.quality import ProfileError, available_profiles, load_profile, mapping
+from appliance.quality import QualityProfileError, available_profiles, load_profile, mapping
 from appliance.quality.registry import all_measures, load_measure_config
 
 JSON_NAMES = [
@@ -120,19 +120,19 @@ def test_county_profile_extends_a_shipped_one(tmp_path: Path) -> None:
 ])
 def test_invalid_county_files_are_rejected(tmp_path: Path, text: str, match: str) -> None:
     (tmp_path / "nist-sap30.toml").write_text(text)
-    with pytest.raises(ProfileError, match=match):
+    with pytest.raises(QualityProfileError, match=match):
         load_profile("nist-sap30", tmp_path)
 
 
 def test_unknown_profile_and_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(ProfileError, match="unknown profile 'sap99'.*nist-sap30"):
+    with pytest.raises(QualityProfileError, match="unknown profile 'sap99'.*nist-sap30"):
         load_profile("sap99")
-    with pytest.raises(ProfileError, match="folder not found"):
+    with pytest.raises(QualityProfileError, match="folder not found"):
         load_profile("nist-sap30", tmp_path / "missing")
 
 
 def test_extends_cycle_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text('[profile]\nextends = "b"\n')
     (tmp_path / "b.toml").write_text('[profile]\nextends = "a"\n')
-    with pytest.raises(ProfileError, match="extends itself"):
+    with pytest.raises(QualityProfileError, match="extends itself"):
         load_profile("a", tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.store import DecryptError, KeyFileError
+from appliance.store import DecryptError, StoreKeyFileError
 from appliance.store.crypto import BlobCipher, create_key_file, crypto_erase, load_key
 from appliance.store.records import new_record_id
 
@@ -41,18 +41,18 @@ def test_key_readable_or_writable_by_others_is_refused(tmp_path: Path, bad_mode:
     path = tmp_path / "store.key"
     create_key_file(path)
     os.chmod(path, bad_mode)
-    with pytest.raises(KeyFileError) as info:
+    with pytest.raises(StoreKeyFileError) as info:
         load_key(path)
     assert f"{bad_mode:04o}" in str(info.value) and "chmod 600" in str(info.value)
 
 
 def test_missing_and_damaged_key_files(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="does not exist"):
+    with pytest.raises(StoreKeyFileError, match="does not exist"):
         load_key(tmp_path / "none.key")
     short = tmp_path / "short.key"
     short.write_bytes(b"x" * 16)
     os.chmod(short, 0o600)
-    with pytest.raises(KeyFileError, match="16 bytes, not 32"):
+    with pytest.raises(StoreKeyFileError, match="16 bytes, not 32"):
         load_key(short)
 
 

@@ -12,11 +12,11 @@ from appliance.store import (
     Capture,
     DecryptError,
     DuplicateRecordError,
-    KeyFileError,
     QueueFullError,
     RecordIntegrityError,
     Store,
-    UnknownRecordError,
+    StoreKeyFileError,
+    UnknownStationRecordError,
     ValidationError,
     WrongKeyError,
     data_paths,
@@ -95,7 +95,7 @@ def test_bad_input_never_reaches_the_database(store: Store) -> None:
 
 
 def test_unknown_record(store: Store) -> None:
-    with pytest.raises(UnknownRecordError, match="never saved"):
+    with pytest.raises(UnknownStationRecordError, match="never saved"):
         store.load_record(new_record_id())
 
 
@@ -182,7 +182,7 @@ def test_missing_key_for_an_existing_database_is_not_silently_replaced(data_dir:
         store.save_booking(make_booking(), make_captures())
     _, key_path = data_paths(data_dir)
     key_path.unlink()
-    with pytest.raises(KeyFileError, match="Restore the key file"):
+    with pytest.raises(StoreKeyFileError, match="Restore the key file"):
         Store.open_data_dir(data_dir)
     assert not key_path.exists(), "no new key was made"
 
@@ -191,7 +191,7 @@ def test_group_readable_key_is_refused_at_open(data_dir: Path) -> None:
     Store.open_data_dir(data_dir).close()
     _, key_path = data_paths(data_dir)
     os.chmod(key_path, 0o640)
-    with pytest.raises(KeyFileError, match="chmod 600"):
+    with pytest.raises(StoreKeyFileError, match="chmod 600"):
         Store.open_data_dir(data_dir)
 
 

@@ -13,7 +13,7 @@ from appliance.store import (
     OutboxStateError,
     RecordPurgedError,
     Store,
-    UnknownRecordError,
+    UnknownStationRecordError,
     ValidationError,
     new_record_id,
 )
@@ -71,7 +71,7 @@ def test_the_database_itself_refuses_to_move_a_final_state(clocked: Store) -> No
 
 
 def test_bad_outbox_calls(clocked: Store) -> None:
-    with pytest.raises(UnknownRecordError):
+    with pytest.raises(UnknownStationRecordError):
         clocked.mark_delivered(new_record_id())
     with pytest.raises(ValidationError):
         clocked.mark_delivered("not-an-id")
@@ -135,7 +135,7 @@ def test_purge_booking_is_complete_idempotent_and_audited(clocked: Store) -> Non
     assert sorted(result.record_ids) == sorted(gone)
     assert result.states == {gone[0]: "delivered", gone[1]: "pending"}
     for rid in gone:
-        with pytest.raises(UnknownRecordError):
+        with pytest.raises(UnknownStationRecordError):
             clocked.load_record(rid)
     count = clocked.conn.execute
     assert count("SELECT COUNT(*) FROM captures WHERE record_id != ?", (keep,)).fetchone()[0] == 0

@@ -237,11 +237,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
 
 
 def spawn_agent(station: Station, log_path: Path) -> subprocess.Popen[bytes]:
-    """``booking-station sync`` as its own process (``python -m sync.station.commands sync``), for tests
+    """``booking-station sync`` as its own process (``python -m sync.station.cli sync``), for tests
     that kill it; its log is appended to ``log_path``."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "sync.station.commands", "sync", "--config", str(station.config_path),
+            [sys.executable, "-m", "sync.station.cli", "sync", "--config", str(station.config_path),
              "--data-dir", str(station.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
         )

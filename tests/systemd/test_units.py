@@ -243,7 +243,7 @@ except OSError:
     pass
 else:
     sys.exit(78)  # the restriction is not in force: the test would prove nothing
-from sync.county.enroll.commands import enroll_server
+from sync.county.enroll.cli import enroll_server
 enroll_server(prog_name="booking-gallery enroll-server")
 """
 

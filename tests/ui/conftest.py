@@ -131,7 +131,7 @@ class Officer:
 
 def add_officer(data_dir: Path, officer_id: str, name: str = "Test Officer", pin: str = PIN) -> Officer:
     """Create an account with the real `users add` command, as the station admin would."""
-    from appliance.ui.commands import main
+    from appliance.ui.cli import main
 
     result = CliRunner().invoke(main, ["users", "add", officer_id, "--name", name, "--pin-stdin", "--json",
                                        "--data-dir", str(data_dir)], input=f"{pin}\n")

@@ -68,7 +68,7 @@ def test_five_failures_lock_the_account_even_for_the_right_pin(page, start_serve
     assert entries[-1] == ("logon_failed", entries[-1][1]) and entries[-1][1]["reason"] == "locked"
 
     # The station admin unlocks it; the same officer then signs in.
-    from appliance.ui.commands import main
+    from appliance.ui.cli import main
 
     result = CliRunner().invoke(main, ["users", "unlock", "o.baker", "--data-dir", str(server.data_dir)])
     assert result.exit_code == 0, result.output
@@ -83,7 +83,7 @@ def test_reset_totp_replaces_the_second_factor(start_server, tmp_path: Path) -> 
 
     import pyotp
 
-    from appliance.ui.commands import main
+    from appliance.ui.cli import main
     from tests.ui.conftest import api_call
 
     server = start_server()

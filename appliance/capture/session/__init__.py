@@ -26,7 +26,7 @@ during camera reads or model runs, the station's vision lock serializes the mode
 are not thread-safe), and a generation counter discards the result of a capture that was being processed
 while the officer switched pose or retook.
 
-Failure rules (design.md "Reliability rules"; issue 4):
+Failure rules (a fault costs at most a frame or an attempt, never an accepted photo or the booking):
 
 * a corrupt frame (`FrameUnreadable`) is skipped and counted, never fatal;
 * a camera that disappears (`CameraError`, including a replay that ended) closes that camera, says so in
@@ -65,9 +65,9 @@ from appliance.capture.session.snapshots import (
 )
 from appliance.capture.session.station import DEFAULT_PROFILE as DEFAULT_PROFILE
 from appliance.capture.session.station import CaptureStation
-from appliance.store import StoreError, ValidationError
+from appliance.store import StationStoreError, ValidationError
 
 __all__ = [
     "AcceptedCapture", "BookingSession", "CaptureError", "CaptureReview", "CaptureStation", "LiveStatus",
-    "OverrideRequired", "Phase", "SessionSummary", "StoreError", "ValidationError", "check_smt_description",
+    "OverrideRequired", "Phase", "SessionSummary", "StationStoreError", "ValidationError", "check_smt_description",
 ]  # fmt: skip

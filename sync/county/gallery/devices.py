@@ -23,10 +23,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.county.gallery.store import Device, DeviceExistsError, GalleryStore, StoreError
+from sync.county.gallery.store import Device, DeviceExistsError, GalleryStore, GalleryStoreError
 
 
-class KeyFileError(ValueError):
+class DeviceKeyFileError(ValueError):
     """A public-key file that is not an Ed25519 public key."""
 
 
@@ -40,9 +40,9 @@ def load_public_key(data: bytes) -> bytes:
         else:
             key = serialization.load_der_public_key(data)
     except ValueError as exc:
-        raise KeyFileError(f"not a public key: {exc}") from None
+        raise DeviceKeyFileError(f"not a public key: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"a station signs with Ed25519; this is a {type(key).__name__}")
+        raise DeviceKeyFileError(f"a station signs with Ed25519; this is a {type(key).__name__}")
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -91,7 +91,7 @@ class StoreDeviceRegistry:
 
         try:
             raw = load_public_key(public_key_pem.strip().encode())
-        except KeyFileError as exc:
+        except DeviceKeyFileError as exc:
             raise RegistryError(f"station {station!r}: {exc}") from None
         for _ in range(2):  # a concurrent registration of the same station is re-checked once
             existing = self.store.get_device(station)
@@ -108,7 +108,7 @@ class StoreDeviceRegistry:
                 return
             except DeviceExistsError:
                 continue
-            except (StoreError, ValueError) as exc:
+            except (GalleryStoreError, ValueError) as exc:
                 raise RegistryError(f"station {station!r}: {exc}") from None
         raise RegistryError(f"station {station!r}: registration raced and did not settle")
 

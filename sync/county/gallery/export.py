@@ -41,7 +41,7 @@ from typing import Any
 
 from sync.county.gallery.nist import NistConfig, NistConfigError, export_record, require_codec
 from sync.county.gallery.receiver import GalleryReceiver, Outcome, ReceiverConfig
-from sync.county.gallery.store import GalleryStore, StoreError
+from sync.county.gallery.store import GalleryStore, GalleryStoreError
 from sync.protocol.files import fsync_dir, write_file_atomic
 from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES, WireError, WireRecord, check_uuid7, verify_record
 
@@ -62,7 +62,7 @@ class ExportError(Exception):
     """An export that cannot be made, worded for county IT."""
 
 
-class UnknownRecordError(ExportError):
+class UnknownGalleryRecordError(ExportError):
     """No record with this id is stored."""
 
 
@@ -128,7 +128,7 @@ def load_record(store: GalleryStore, record_id: str) -> WireRecord:
     payload = store.get_payload(record_id)
     stored = store.get_record(record_id)
     if payload is None or stored is None:
-        raise UnknownRecordError(f"no record {record_id} in the gallery database")
+        raise UnknownGalleryRecordError(f"no record {record_id} in the gallery database")
     device = store.get_device(stored.station)
     if device is None:
         raise ExportError(
@@ -240,7 +240,7 @@ class ExportingReceiver(GalleryReceiver):
             return None
         try:
             path = drop_export(load_record(self.store, record_id), self.export_folder, self.nist)
-        except StoreError:
+        except GalleryStoreError:
             raise  # no ack: the station retries and the export is attempted again
         except Exception as exc:  # the record is committed: a failed export must never hold its ack
             self.stats.counts["export_errors"] += 1

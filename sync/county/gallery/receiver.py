@@ -73,7 +73,7 @@ STATUS_VERSION = 1
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-class ConfigError(ValueError):
+class ReceiverConfigError(ValueError):
     """A receiver configuration that cannot work."""
 
 
@@ -106,11 +106,11 @@ class ReceiverConfig:
         topics.check_slug(self.county, "county")
         topics.check_slug(self.share_group, "share group")
         if self.protocol not in ("5", "3.1.1"):
-            raise ConfigError(f"protocol must be '5' or '3.1.1', not {self.protocol!r}")
+            raise ReceiverConfigError(f"protocol must be '5' or '3.1.1', not {self.protocol!r}")
         if not self.client_id:
             self.client_id = f"gallery.{self.county}"
         if not 0 < self.max_record_bytes <= 256 * 1024 * 1024:
-            raise ConfigError("max_record_bytes must be between 1 and 256 MiB")
+            raise ReceiverConfigError("max_record_bytes must be between 1 and 256 MiB")
 
     @classmethod
     def from_toml(cls, path: str | PathLike[str]) -> ReceiverConfig:
@@ -119,12 +119,12 @@ class ReceiverConfig:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from None
+            raise ReceiverConfigError(f"cannot read {path}: {exc}") from None
         merged: dict[str, Any] = {**data.get("broker", {}), **data.get("gallery", {})}
         known = {f.name for f in fields(cls)}
         unknown = set(merged) - known
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+            raise ReceiverConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
         base = Path(path).parent
         for key in ("ca_file", "cert_file", "key_file"):
             if key in merged:
@@ -132,7 +132,7 @@ class ReceiverConfig:
         try:
             return cls(**merged)
         except TypeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ReceiverConfigError(f"{path}: {exc}") from None
 
 
 @dataclass

@@ -51,20 +51,20 @@ DeviceStatus = Literal["active", "revoked"]
 InsertResult = Literal["stored", "duplicate"]
 
 
-class StoreError(Exception):
+class GalleryStoreError(Exception):
     """A gallery storage failure the caller should report, not a crash."""
 
 
-class DeviceExistsError(StoreError):
+class DeviceExistsError(GalleryStoreError):
     """The station is already registered (revoked stations stay registered, so their records
     keep their provenance)."""
 
 
-class UnknownDeviceError(StoreError):
+class UnknownDeviceError(GalleryStoreError):
     """No such station is registered."""
 
 
-class RecordConflictError(StoreError):
+class RecordConflictError(GalleryStoreError):
     """A record with this id is already stored with different signed content: a replay."""
 
 
@@ -88,7 +88,7 @@ class Device:
 
 
 @dataclass(frozen=True)
-class StoredRecord:
+class GalleryRecord:
     """The searchable columns of a stored record (the payload itself via ``get_payload``)."""
 
     record_id: str
@@ -267,7 +267,7 @@ class GalleryStore(ABC):
             if row is None:
                 self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"gallery database schema {row[0]} is not {SCHEMA_VERSION}; migrate it first")
+                raise GalleryStoreError(f"gallery database schema {row[0]} is not {SCHEMA_VERSION}; migrate it first")
 
     # -- devices
     def register_device(self, station: str, county: str, public_key: bytes, *, now: datetime | None = None) -> Device:
@@ -381,8 +381,8 @@ class GalleryStore(ABC):
             return "duplicate"
         raise RecordConflictError(f"record {rec.record_id} is already stored with different content")
 
-    def _record(self, row: Sequence[Any]) -> StoredRecord:
-        return StoredRecord(
+    def _record(self, row: Sequence[Any]) -> GalleryRecord:
+        return GalleryRecord(
             record_id=row[0],
             station=row[1],
             county=row[2],
@@ -396,7 +396,7 @@ class GalleryStore(ABC):
             content_sha256=bytes(row[10]),
         )
 
-    def get_record(self, record_id: str) -> StoredRecord | None:
+    def get_record(self, record_id: str) -> GalleryRecord | None:
         with self._lock, self._transaction(write=False) as cur:
             row = self._exec(cur, f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)).fetchone()
         return None if row is None else self._record(row)
@@ -407,7 +407,7 @@ class GalleryStore(ABC):
             row = self._exec(cur, "SELECT payload FROM records WHERE record_id = ?", (record_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def list_records(self, *, limit: int = 100, station: str | None = None) -> list[StoredRecord]:
+    def list_records(self, *, limit: int = 100, station: str | None = None) -> list[GalleryRecord]:
         """Newest first."""
         where, params = ("WHERE station = ?", [station]) if station else ("", [])
         with self._lock, self._transaction(write=False) as cur:
@@ -610,14 +610,14 @@ class PostgresStore(GalleryStore):
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise StoreError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from exc
+            raise GalleryStoreError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from exc
         if not _SCHEMA_NAME_RE.fullmatch(schema):
-            raise StoreError(f"schema name {schema!r} must match {_SCHEMA_NAME_RE.pattern}")
+            raise GalleryStoreError(f"schema name {schema!r} must match {_SCHEMA_NAME_RE.pattern}")
         self.schema = schema
         try:
             self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise GalleryStoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         from psycopg import sql
 
         self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -660,5 +660,5 @@ def open_store(url: str | os.PathLike[str]) -> GalleryStore:
     if parts.scheme == "sqlite":
         return SQLiteStore(parts.path)
     if parts.scheme and len(parts.scheme) > 1:
-        raise StoreError(f"unsupported database URL scheme {parts.scheme!r}; use a path or postgresql://")
+        raise GalleryStoreError(f"unsupported database URL scheme {parts.scheme!r}; use a path or postgresql://")
     return SQLiteStore(text)

@@ -1,7 +1,7 @@
 """The station's sync agent: delivers the SQLite outbox to the county gallery over MQTT with mutual TLS.
 
-The rules it is built around (design.md, "Reliability rules")
-------------------------------------------------------------
+The rules it is built around
+----------------------------
 * **The outbox is the only truth.** A record leaves ``pending`` only when the gallery's ack says
   ``stored`` or ``duplicate`` for that very record id (``Store.mark_delivered``), or ``rejected`` with
   that id (``Store.mark_rejected`` plus an alarm; the record is kept). A broker PUBACK proves nothing:

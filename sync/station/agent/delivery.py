@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from paho.mqtt.enums import MQTTErrorCode
 
-from appliance.store import UnknownRecordError
+from appliance.store import UnknownStationRecordError
 from appliance.store.outbox import OutboxEntry, backoff_delay
 from sync.protocol import mqtt, wire
 from sync.station.agent.common import (
@@ -60,7 +60,7 @@ class DeliveryMixin(AgentState):
                 key=self._key,
                 max_bytes=self.config.max_record_bytes,
             )
-        except UnknownRecordError:
+        except UnknownStationRecordError:
             return False  # purged since due() listed it
         except Unsendable as exc:
             self._unsendable(entry, exc)
@@ -95,7 +95,7 @@ class DeliveryMixin(AgentState):
     def _mark_failed(self, record_id: str, error: str, attempts: int) -> None:
         store = self._require_store()
         delay = backoff_delay(attempts + 1, base_seconds=self.config.retry_base, cap_seconds=self.config.retry_cap)
-        with contextlib.suppress(UnknownRecordError):  # purged while in flight
+        with contextlib.suppress(UnknownStationRecordError):  # purged while in flight
             store.mark_failed(record_id, error, self.clock() + timedelta(seconds=delay))
         self.stats["failed_attempts"] += 1
         self._status_dirty = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from appliance.store import OutboxStateError, UnknownRecordError
+from appliance.store import OutboxStateError, UnknownStationRecordError
 from sync.protocol import mqtt, wire
 from sync.station.agent.common import (
     ALARM_ACK_CONFLICT,
@@ -61,7 +61,7 @@ class IncomingMixin(DeliveryMixin):
         if ack.delivered:
             try:
                 store.mark_delivered(record_id, ack.status)
-            except UnknownRecordError:
+            except UnknownStationRecordError:
                 self.stats["acks_unknown"] += 1
                 log.info("ack %s for record %s, which this station does not hold (purged)", ack.status, record_id)
                 return
@@ -82,7 +82,7 @@ class IncomingMixin(DeliveryMixin):
         text = f"{reason}: {ack.detail}" if ack.detail else reason
         try:
             outbox_entry = store.mark_rejected(record_id, text)
-        except UnknownRecordError:
+        except UnknownStationRecordError:
             self.stats["acks_unknown"] += 1
             return
         except OutboxStateError as exc:

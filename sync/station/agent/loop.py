@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.store import Store, StoreError
+from appliance.store import StationStoreError, Store
 from firmware.provision import ProvisionError, finish_rotation, rotate_certificate
 from sync.protocol import mqtt, sdnotify, wire
 from sync.protocol.files import make_private_dir
@@ -51,7 +51,7 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
             raise SyncSetupError(str(exc)) from None
         try:
             self._store = Store.open_data_dir(self.data_dir, **self.store_options)
-        except StoreError as exc:
+        except StationStoreError as exc:
             raise SyncSetupError(str(exc)) from None
         try:
             self._prepare(keys)
@@ -98,7 +98,7 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
             while not stop.is_set():
                 try:
                     self.step()
-                except (StoreError, sqlite3.Error) as exc:
+                except (StationStoreError, sqlite3.Error) as exc:
                     # The database was busy past its timeout, or the disk is full: nothing was lost (the
                     # outbox row is unchanged), so pause and go on. The watchdog is fed only by steps
                     # that complete, so a store that stays broken gets the service restarted by systemd.
@@ -118,14 +118,14 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
                 info = self._publish_status(client, self._status_body("offline", reason="stopped"))
                 if info is not None:
                     info.wait_for_publish(timeout=3)
-            except (RuntimeError, ValueError, StoreError):
+            except (RuntimeError, ValueError, StationStoreError):
                 pass
         self._net_stop.set()
         if self._net_thread is not None:
             self._net_thread.join(timeout=15)
         self.ready.clear()
         if self._store is not None:
-            with contextlib.suppress(OSError, StoreError):
+            with contextlib.suppress(OSError, StationStoreError):
                 self._write_status_file(self._status_body("offline", reason="stopped"), connected=False)
             self._store.close()
             self._store = None

@@ -10,8 +10,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.store import Store, StoreError, UnknownRecordError
-from appliance.store.db import StoredRecord
+from appliance.store import StationStoreError, Store, UnknownStationRecordError
+from appliance.store.db import StationRecord
 from sync.protocol import wire
 from sync.station.agent.common import SyncSetupError
 from sync.station.remote import private_files_ok
@@ -26,7 +26,7 @@ class Unsendable(Exception):
         self.message = message
 
 
-def to_wire_record(stored: StoredRecord, *, county: str, station: str) -> wire.WireRecord:
+def to_wire_record(stored: StationRecord, *, county: str, station: str) -> wire.WireRecord:
     """The wire form of a stored record. Pure and deterministic: the same stored record always gives
     the same WireRecord, which is what makes a resend a ``duplicate`` and not a ``replay``."""
     b = stored.booking
@@ -66,12 +66,12 @@ def encode_stored(
     store: Store, record_id: str, *, county: str, station: str, key: Ed25519PrivateKey, max_bytes: int
 ) -> bytes:
     """Load (decrypt, check hashes), convert and sign one record. Raises :class:`Unsendable` when the
-    record cannot be sent as stored, ``UnknownRecordError`` when it is gone (purged meanwhile)."""
+    record cannot be sent as stored, ``UnknownStationRecordError`` when it is gone (purged meanwhile)."""
     try:
         stored = store.load_record(record_id)
-    except UnknownRecordError:
+    except UnknownStationRecordError:
         raise
-    except StoreError as exc:  # DecryptError, RecordIntegrityError, RecordPurgedError
+    except StationStoreError as exc:  # DecryptError, RecordIntegrityError, RecordPurgedError
         raise Unsendable(type(exc).__name__, str(exc)) from None
     if stored.booking.station_id != station:
         raise Unsendable(

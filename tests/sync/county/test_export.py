@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sync.county.broker_config import gallery_identity
 from sync.county.gallery import export, nist
-from sync.county.gallery.commands import register_commands
+from sync.county.gallery.cli import register_commands
 from sync.county.gallery.export import ExportConfigError, ExportingReceiver, ExportSettings
 from sync.county.gallery.receiver import ReceiverConfig
 from sync.county.gallery.store import SQLiteStore
@@ -293,7 +293,7 @@ def test_receive_process_drops_exports_into_the_folder(
         '[export]\nfolder = "spool"\ntot = "BKG"\n'
     )
     code = (
-        "import click, sys; from sync.county.gallery.commands import register_commands; "
+        "import click, sys; from sync.county.gallery.cli import register_commands; "
         "g = click.Group(); register_commands(g); g(sys.argv[1:])"
     )
     proc = subprocess.Popen(

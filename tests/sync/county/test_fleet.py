@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 from sync.county.gallery.fleet import FleetThresholds, fleet_report, render_table
-from sync.county.gallery.fleet_commands import fleet
+from sync.county.gallery.fleet_cli import fleet
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, status_subscription
 from sync.county.gallery.store import GalleryStore, PostgresStore, SQLiteStore
 from tests.sync import factory

@@ -35,12 +35,12 @@ from appliance.doctor import CheckFailed, mqtt_connect
 from firmware.provision import StationPaths, provision
 from sync.county.broker_config import save_settings
 from sync.county.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
-from sync.county.enroll.commands import tokens as tokens_cli
+from sync.county.enroll.cli import tokens as tokens_cli
 from sync.county.enroll.server import make_server
 from sync.county.enroll.service import EnrollmentService, MqttEndpoint
 from sync.county.enroll.tokens import TokenStore
 from sync.county.gallery.devices import StoreDeviceRegistry, load_public_key
-from sync.county.gallery.fleet_commands import fleet
+from sync.county.gallery.fleet_cli import fleet
 from sync.county.gallery.store import SQLiteStore
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, free_port, mosquitto_binary, start_gallery, stop_gallery
@@ -124,7 +124,7 @@ def provision_station(county: County, directory: Path, name: str) -> factory.Sta
     paths = StationPaths(directory / "etc", directory / "var")
     lines: list[str] = []
     result = provision(COUNTY, name, county.url, county.token(name), county.ca.directory / "ca.crt",
-                       paths.config_dir, paths.data_dir, profile="replay", service_user=None, echo=lines.append)
+                       paths.config_dir, paths.data_dir, device_profile="replay", service_user=None, echo=lines.append)
     assert result.status == "enrolled", lines
     doc = tomllib.loads(paths.config_file.read_text())
     assert doc["mqtt"] == {"host": county.broker.host, "port": county.broker.port}  # handed out by the server

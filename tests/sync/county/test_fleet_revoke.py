@@ -29,7 +29,7 @@ from appliance.store import audit
 from sync.county.broker_config import BrokerConfig, gallery_identity, load_settings, render_acl, save_settings
 from sync.county.enroll.ca import CountyCA, certificate_pem, generate_tls_key, private_key_pem
 from sync.county.enroll.tokens import TokenStore
-from sync.county.gallery.commands import register_commands
+from sync.county.gallery.cli import register_commands
 from sync.county.gallery.store import SQLiteStore
 from sync.protocol import topics, wire
 from tests.sync import factory

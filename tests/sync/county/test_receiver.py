@@ -10,8 +10,8 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sync.county.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
-from sync.county.gallery.store import SQLiteStore, StoreError
+from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, ReceiverConfigError
+from sync.county.gallery.store import GalleryStoreError, SQLiteStore
 from sync.protocol import mqtt, wire
 from tests.sync import factory
 
@@ -114,7 +114,7 @@ class _Client:
 
 def test_on_message_never_raises_and_sends_no_ack_when_the_store_fails(receiver: GalleryReceiver) -> None:
     def broken(*a: Any, **k: Any) -> Any:
-        raise StoreError("database is locked")
+        raise GalleryStoreError("database is locked")
 
     receiver.store.insert_record = broken  # type: ignore[method-assign]
     client = _Client()
@@ -139,12 +139,12 @@ def test_config_from_toml(tmp_path: Path) -> None:
     assert cfg.ca_file == str(tmp_path / "tls" / "ca.crt")
     assert cfg.client_id == "gallery.king"
     path.write_text('[gallery]\ncounty = "king"\ncolour = "blue"\n')
-    with pytest.raises(ConfigError, match="colour"):
+    with pytest.raises(ReceiverConfigError, match="colour"):
         ReceiverConfig.from_toml(path)
     path.write_text("[gallery\n")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ReceiverConfigError):
         ReceiverConfig.from_toml(path)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ReceiverConfigError):
         ReceiverConfig(county="king", ca_file="a", cert_file="b", key_file="c", protocol="3.1")
 
 
@@ -166,7 +166,7 @@ def test_gallery_side_imports_no_appliance_or_vision_code() -> None:
 
     code = (
         "import sys, sync.protocol.wire, sync.protocol.topics, sync.county.broker_config, sync.county.gallery.store, "
-        "sync.county.gallery.receiver, sync.county.gallery.devices, sync.county.gallery.commands; "
+        "sync.county.gallery.receiver, sync.county.gallery.devices, sync.county.gallery.cli; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('appliance', 'cv2', 'numpy', 'ai_edge_litert')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from sync.county.gallery.store import (
     DeviceExistsError,
     GalleryStore,
+    GalleryStoreError,
     PostgresStore,
     RecordConflictError,
     SQLiteStore,
-    StoreError,
     UnknownDeviceError,
     open_store,
 )
@@ -216,7 +216,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
     s = open_store(tmp_path / "a.db")
     assert isinstance(s, SQLiteStore)
     s.close()
-    with pytest.raises(StoreError):
+    with pytest.raises(GalleryStoreError):
         open_store("mysql://localhost/x")
     if _pg_reachable() is None:
         schema = f"gallery_test_{uuid.uuid4().hex[:12]}"
@@ -224,7 +224,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
         assert isinstance(pg, PostgresStore) and pg.schema == schema
         pg.drop_schema()
         pg.close()
-    with pytest.raises(StoreError):
+    with pytest.raises(GalleryStoreError):
         PostgresStore(PG_URL, schema="bad; drop")
 
 

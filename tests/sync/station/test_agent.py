@@ -30,7 +30,7 @@ from sync.station.agent import (
     load_signing_key,
     to_wire_record,
 )
-from sync.station.commands import main as sync_cli
+from sync.station.cli import main as sync_cli
 from sync.station.config import SyncConfig, SyncConfigError, from_document, load_sync_config
 from sync.station.remote import ALLOWED_SETTINGS, CommandHandler, load_command_keys, load_remote_settings
 from tests.sync import factory
@@ -430,7 +430,7 @@ def test_commands_take_the_main_groups_config_when_not_given_their_own(station: 
 
     import click
 
-    from sync.station.commands import register
+    from sync.station.cli import register
 
     @click.group()
     @click.option("--config", "config_path")

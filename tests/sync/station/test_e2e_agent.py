@@ -174,7 +174,7 @@ def test_status_is_retained_and_the_last_will_marks_the_station_offline(
 def _status_json(station: factory.Station) -> dict[str, Any]:
     from click.testing import CliRunner
 
-    from sync.station.commands import main as sync_cli
+    from sync.station.cli import main as sync_cli
 
     r = CliRunner().invoke(sync_cli, ["status", "--json", "--config", str(station.config_path),
                                       "--data-dir", str(station.data_dir)])

@@ -1,4 +1,4 @@
-"""Certificate rotation by county command (issue 7), with the real county CA, enrolment server and Mosquitto.
+"""Certificate rotation by county command, with the real county CA, enrolment server and Mosquitto.
 
 County IT runs ``devices rotate --target tls-certificate`` (signed with the county command key, published
 as the operator identity); the provisioned station's sync agent verifies it, gets a new key and

@@ -13,7 +13,7 @@ Field mapping (``F`` = frontal, ``L``/``R`` = left/right profile, ``S`` = scar/m
 Field    Name  Value
 ======== ===== ========================================================================================
 1.002    VER   ``0500`` (ANSI/NIST-ITL 1-2011; set ``0501``/``0502`` for the 2013/2015 updates once the
-               receiving spec confirms the code: both are unconfirmed in standards.md)
+               receiving spec confirms the code: neither is confirmed by a published source yet)
 1.003    CNT   computed: ``1<US>n`` then ``type<US>IDC`` per record, in file order
 1.004    TOT   ``MUG`` by default. Agency-defined: the FBI's EBTS arrest TOTs (``CAR``, ``CNA``) require
                fingerprints, so a photo-only transaction must not claim them. Configurable.

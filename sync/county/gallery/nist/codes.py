@@ -78,7 +78,7 @@ DIGITS_RE = re.compile(r"\d+")
 SMT_WORD_RE = re.compile(r"\b(tattoo\w*|tat|scar\w*)\b", re.IGNORECASE)
 
 #: Annex E geometry of the best-practice levels: SAP -> (width:height ratio, its label, minimum width,
-#: minimum height). SAP 50/51 pixel minimums are unconfirmed (standards.md); 768x1024 is the confirmed
+#: minimum height). SAP 50/51 pixel minimums are not confirmed by a published source; 768x1024 is the confirmed
 #: floor of 40 and above.
 SAP_GEOMETRY: dict[int, tuple[float, str, int, int]] = {
     30: (4 / 5, "4:5", 480, 600),

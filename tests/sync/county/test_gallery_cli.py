@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 from sync.county.broker_config import gallery_identity
-from sync.county.gallery.commands import register_commands
+from sync.county.gallery.cli import register_commands
 from sync.county.gallery.devices import public_key_pem
 from sync.county.gallery.store import SQLiteStore
 from sync.protocol import topics, wire
@@ -157,7 +157,7 @@ def test_receive_runs_as_a_process_and_stops_on_sigterm(
         f'cert_file = "{cert}"\nkey_file = "{key}"\n[gallery]\ncounty = "{COUNTY}"\n'
     )
     code = (
-        "import click, sys; from sync.county.gallery.commands import register_commands; "
+        "import click, sys; from sync.county.gallery.cli import register_commands; "
         "g = click.Group(); register_commands(g); g(sys.argv[1:])"
     )
     # systemd's side of Type=notify: a datagram socket the worker reports READY/WATCHDOG/STOPPING to.

@@ -2,7 +2,7 @@
 
 Register it on the device CLI (``appliance/cli.py``)::
 
-    from appliance.doctor_commands import doctor
+    from appliance.doctor_cli import doctor
     main.add_command(doctor)
 
 Exit status 0 when every check passes and 1 when any fails, so an installer script or a monitoring

@@ -1,8 +1,9 @@
-"""What every `booking-station` command module shares: the one-line error exit and the station config.
+"""What every `booking-station` CLI module shares: the one-line error exit, exit codes and the station config.
 
-Command modules live beside the code they drive (capture, ui, store, ...) and are registered on the
-`booking-station` group in `appliance.cli`; they take the config the group loaded (`--config`) from the
-click context, so a command run on its own (`python -m appliance.capture.commands`) still works.
+CLI modules are named `cli.py` inside the package they drive (capture, ui, store, ...) or `<topic>_cli.py`
+beside a topic module (`doctor_cli.py`, `firmware/provision_cli.py`). They are registered on the
+`booking-station` group in `appliance.cli` and take the config the group loaded (`--config`) from the
+click context, so a command run on its own (`python -m appliance.capture.cli`) still works.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import NoReturn
 
 import click
 
-from appliance.config import ConfigError, StationConfig, load_config
+from appliance.config import StationConfig, StationConfigError, load_config
 
 EXIT_INPUT = 1  # some input could not be processed
 EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime, data directory)
@@ -31,5 +32,5 @@ def station_config(ctx: click.Context) -> StationConfig:
         return root["config"]
     try:
         return load_config(None)
-    except ConfigError as exc:
+    except StationConfigError as exc:
         fail(str(exc), EXIT_SETUP)

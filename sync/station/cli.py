@@ -13,7 +13,7 @@ from restarting forever.
 
 ``status`` works whether or not the agent runs: the queue comes from the database, the link state from
 the file the agent keeps (``DATA_DIR/sync/status.json``), with its age, so a stale file is visible as such.
-Run directly as ``python -m sync.station.commands sync|status`` (the tests and the benchmark do).
+Run directly as ``python -m sync.station.cli sync|status`` (the tests and the benchmark do).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, NoReturn
 
 import click
 
-from appliance.store.commands import data_dir_option, open_store
-from appliance.store.errors import StoreError
+from appliance.store.cli import data_dir_option, open_store
+from appliance.store.errors import StationStoreError
 from sync.station.agent import STATUS_FILE, SyncAgent, SyncSetupError
 from sync.station.config import DEFAULT_CONFIG, SyncConfig, SyncConfigError, load_sync_config
 from sync.station.remote import load_remote_settings, state_dir
@@ -92,7 +92,7 @@ def sync_command(ctx: click.Context, config_path: Path | None, data_dir: Path, v
     agent = SyncAgent(config, data_dir)
     try:
         agent.run(stop)
-    except (SyncSetupError, StoreError) as exc:
+    except (SyncSetupError, StationStoreError) as exc:
         _fail(str(exc))
     finally:
         for sig, handler in previous.items():
@@ -161,7 +161,7 @@ def status_command(ctx: click.Context, config_path: Path | None, data_dir: Path,
         config_error = str(exc)  # the queue is still worth showing
     try:
         status = collect_status(config, data_dir)
-    except StoreError as exc:
+    except StationStoreError as exc:
         _fail(str(exc))
     if config_error:
         status["config_error"] = config_error
@@ -204,7 +204,7 @@ def register(group: click.Group) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """The sync commands on their own (``python -m sync.station.commands``)."""
+    """The sync commands on their own (``python -m sync.station.cli``)."""
 
 
 register(main)

@@ -27,9 +27,9 @@ from typing import Any
 
 import click
 
-from appliance.commandline import EXIT_INPUT, EXIT_SETUP, station_config
-from appliance.commandline import fail as _fail
-from appliance.config import DEFAULT_DATA_DIR, ConfigError, load_config
+from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import fail as _fail
+from appliance.config import DEFAULT_DATA_DIR, StationConfigError, load_config
 
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 ENV_STATION = "BOOKING_STATION_ID"
@@ -75,7 +75,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
                   idle_lock_minutes: float | None, jms_token_file: Path | None) -> None:
     """Run the officer UI (web page and JSON API) until stopped."""
     from appliance.scheduler import build_scheduler, settings_from_config
-    from appliance.store import StoreError
+    from appliance.store import StationStoreError
     from appliance.ui.accounts import AccountError
     from appliance.ui.server import build_context, run
     from appliance.ui.settings import SettingsError, UISettings
@@ -96,7 +96,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
                                     jms_token_file=str(jms_token_file) if jms_token_file else None)
         app_ctx = build_context(settings, config)
         housekeeping_settings = settings_from_config(config, data_dir)
-    except (SettingsError, StoreError, AccountError, BundleError, RuntimeMissing) as exc:
+    except (SettingsError, StationStoreError, AccountError, BundleError, RuntimeMissing) as exc:
         _fail(str(exc), EXIT_SETUP)
     except (LookupError, ValueError, OSError) as exc:  # unknown profile name, bad profile file
         _fail(f"cannot start: {exc}", EXIT_SETUP)
@@ -124,7 +124,7 @@ def users_group() -> None:
 
 def _accounts(data_dir: Path) -> Any:
     """Open the accounts file (and the store, whose key encrypts the TOTP secrets)."""
-    from appliance.store import Store, StoreError
+    from appliance.store import StationStoreError, Store
     from appliance.store.crypto import BlobCipher, load_key
     from appliance.store.db import data_paths
     from appliance.ui.accounts import AccountError, AccountStore
@@ -135,7 +135,7 @@ def _accounts(data_dir: Path) -> Any:
         with Store.open_data_dir(data_dir):
             pass  # creates the key on a fresh station, refuses a wrong one
         return AccountStore.open_data_dir(data_dir, BlobCipher(load_key(data_paths(data_dir)[1])))
-    except (StoreError, AccountError) as exc:
+    except (StationStoreError, AccountError) as exc:
         _fail(str(exc), EXIT_SETUP)
 
 
@@ -252,7 +252,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     `booking-station`."""
     try:
         ctx.obj = {"config": load_config(config_path)}
-    except ConfigError as exc:
+    except StationConfigError as exc:
         _fail(str(exc), EXIT_SETUP)
 
 

@@ -2,7 +2,7 @@
 
 Register it on the county CLI (``sync/county/cli.py``)::
 
-    from sync.county.gallery.fleet_commands import fleet
+    from sync.county.gallery.fleet_cli import fleet
     main.add_command(fleet)
 
 Exit status 0 when no station is flagged, 1 when any is (stale, offline, unhealthy, revoked but still
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import click
 
-from sync.county.gallery.commands import db_option
+from sync.county.gallery.cli import db_option
 from sync.county.gallery.fleet import (
     DEFAULT_MAX_PENDING_AGE,
     DEFAULT_STALE_AFTER,
@@ -28,7 +28,7 @@ from sync.county.gallery.fleet import (
     fleet_report,
     render_table,
 )
-from sync.county.gallery.store import StoreError, open_store
+from sync.county.gallery.store import GalleryStoreError, open_store
 
 EXIT_FLAGGED = 1
 EXIT_SETUP = 2
@@ -53,12 +53,12 @@ def fleet(db_url: str, as_json: bool, stale_minutes: float, pending_minutes: flo
     now = datetime.now(timezone.utc)
     try:
         store = open_store(db_url)
-    except (StoreError, OSError, sqlite3.Error) as exc:
+    except (GalleryStoreError, OSError, sqlite3.Error) as exc:
         click.echo(f"error: cannot open the gallery database {db_url}: {exc}", err=True)
         sys.exit(EXIT_SETUP)
     try:
         rows = fleet_report(store, now=now, thresholds=thresholds)
-    except (StoreError, sqlite3.Error) as exc:
+    except (GalleryStoreError, sqlite3.Error) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_SETUP)
     finally:

@@ -2,7 +2,7 @@
 
 Registered by ``sync/county/cli.py``::
 
-    from sync.county.enroll.commands import ca, enroll_server, tokens
+    from sync.county.enroll.cli import ca, enroll_server, tokens
     main.add_command(ca); main.add_command(tokens); main.add_command(enroll_server)
 
 Every option of ``enroll-server`` can also come from the environment (``BOOKING_ENROLL_*``), which is how
@@ -248,11 +248,11 @@ def enroll_server(ca_dir: Path, host: str, port: int, tls_cert: Path, tls_key: P
         # Imported here: a county that keeps the default JSON registry runs the enrolment server without
         # the gallery's dependencies (CBOR, database drivers) being loaded into the process holding the CA key.
         from sync.county.gallery.devices import StoreDeviceRegistry
-        from sync.county.gallery.store import StoreError, open_store
+        from sync.county.gallery.store import GalleryStoreError, open_store
 
         try:
             store = open_store(gallery_db)
-        except (StoreError, OSError) as exc:
+        except (GalleryStoreError, OSError) as exc:
             _fail(f"cannot open the gallery database {gallery_db}: {exc}")
             return
         registry = StoreDeviceRegistry(store)

@@ -36,9 +36,9 @@ from typing import Any
 
 import click
 
-from appliance.commandline import EXIT_INPUT, EXIT_SETUP, station_config
-from appliance.commandline import fail as _fail
-from appliance.config import DEFAULT_DATA_DIR, ConfigError, StationConfig, load_config
+from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import fail as _fail
+from appliance.config import DEFAULT_DATA_DIR, StationConfig, StationConfigError, load_config
 
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 ENV_STATION = "BOOKING_STATION_ID"
@@ -273,7 +273,7 @@ def _open_station(config: StationConfig, *, data_dir: Path, station_id: str, pro
                   profile_dir: Path | None) -> Any:
     """The capture station (models, profile, store), or `CaptureFailed` saying what is wrong."""
     from appliance.capture.session import CaptureStation
-    from appliance.quality import ProfileError
+    from appliance.quality import QualityProfileError
     from appliance.vision.bundle import BundleError
     from appliance.vision.runtime import RuntimeMissing
 
@@ -282,7 +282,7 @@ def _open_station(config: StationConfig, *, data_dir: Path, station_id: str, pro
                                           profile_dir=profile_dir)
     except (BundleError, RuntimeMissing) as exc:
         raise CaptureFailed(str(exc), EXIT_SETUP) from None
-    except ProfileError as exc:  # unknown profile name, bad county override
+    except QualityProfileError as exc:  # unknown profile name, bad county override
         raise CaptureFailed(f"quality profile: {exc}") from None
 
 
@@ -323,13 +323,13 @@ def _capture_pose(station: Any, session: Any, plan: PosePlan, report: Reporter, 
 def _save(session: Any) -> str:
     """Store the booking: its record id, or `CaptureFailed` (exit 2 when the store itself refuses)."""
     from appliance.capture.session import CaptureError
-    from appliance.store import StoreError, ValidationError
+    from appliance.store import StationStoreError, ValidationError
 
     try:
         return session.save()
     except ValidationError as exc:
         raise CaptureFailed(str(exc)) from None
-    except StoreError as exc:
+    except StationStoreError as exc:
         raise CaptureFailed(str(exc), EXIT_SETUP) from None
     except CaptureError as exc:
         raise CaptureFailed(str(exc)) from None
@@ -412,11 +412,11 @@ def register(group: click.Group) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="station config file")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
-    """The capture command on its own (`python -m appliance.capture.commands capture ...`), until it is
+    """The capture command on its own (`python -m appliance.capture.cli capture ...`), until it is
     registered in `booking-station`."""
     try:
         ctx.obj = {"config": load_config(config_path)}
-    except ConfigError as exc:
+    except StationConfigError as exc:
         _fail(str(exc), EXIT_SETUP)
 
 

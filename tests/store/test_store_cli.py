@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from appliance.store import Store, data_paths
-from appliance.store.commands import register
+from appliance.store.cli import register
 from tests.store.conftest import make_booking, make_captures
 
 

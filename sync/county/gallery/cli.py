@@ -1,6 +1,6 @@
 """Click commands of the county side, for ``booking-gallery`` (``sync/county/cli.py``) to register::
 
-    from sync.county.gallery.commands import register_commands
+    from sync.county.gallery.cli import register_commands
     register_commands(main)
 
 Commands: ``records``, ``devices register|list|revoke|crl|rotate``, ``receive``, ``export`` and
@@ -37,8 +37,8 @@ from sync.county.gallery.export import (
     export_stored,
 )
 from sync.county.gallery.nist import NistCodecMissing, NistExportError
-from sync.county.gallery.receiver import ConfigError, GalleryReceiver, ReceiverConfig
-from sync.county.gallery.store import DEFAULT_DB, GalleryStore, StoreError, open_store
+from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, ReceiverConfigError
+from sync.county.gallery.store import DEFAULT_DB, GalleryStore, GalleryStoreError, open_store
 from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
@@ -61,11 +61,11 @@ def db_option(default: str | None = DEFAULT_DB) -> Callable[[F], F]:
 def _store(db_url: str) -> Iterator[GalleryStore]:
     try:
         store = open_store(db_url)
-    except (StoreError, OSError) as exc:
+    except (GalleryStoreError, OSError) as exc:
         raise click.ClickException(f"cannot open the gallery database {db_url}: {exc}") from None
     try:
         yield store
-    except (StoreError, TopicError, ValueError) as exc:
+    except (GalleryStoreError, TopicError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
@@ -141,7 +141,7 @@ def devices_register(station: str, county: str, public_key: Path, db_url: str) -
     with _store(db_url) as store:
         try:
             device = device_registry.register(store, station, county, public_key)
-        except device_registry.KeyFileError as exc:
+        except device_registry.DeviceKeyFileError as exc:
             raise click.ClickException(f"{public_key}: {exc}") from None
     click.echo(f"Registered {device.station} ({device.county}), key {device_registry.fingerprint(device.public_key)}.")
 
@@ -346,7 +346,7 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
     assert config_path is not None
     try:
         config = ReceiverConfig.from_toml(config_path)
-    except (ConfigError, TopicError) as exc:
+    except (ReceiverConfigError, TopicError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         notes = device_registry.publish_commands(config, signed)
@@ -385,7 +385,7 @@ def receive_cmd(config_path: Path, db_url: str | None, export_dir: Path | None) 
     try:
         config = ReceiverConfig.from_toml(config_path)
         export = ExportSettings.from_toml(config_path)
-    except (ConfigError, TopicError, ExportConfigError) as exc:
+    except (ReceiverConfigError, TopicError, ExportConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     export_folder = export_dir or export.folder
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

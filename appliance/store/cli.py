@@ -28,7 +28,7 @@ import click
 
 from appliance.config import DEFAULT_DATA_DIR
 from appliance.store.db import Store, data_paths, is_corruption
-from appliance.store.errors import StoreError, ValidationError
+from appliance.store.errors import StationStoreError, ValidationError
 from appliance.store.outbox import STATES
 from appliance.store.records import is_record_id
 
@@ -62,7 +62,7 @@ def clear_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ValidationError as exc:
             fail(str(exc), EXIT_PROBLEM)
-        except StoreError as exc:
+        except StationStoreError as exc:
             fail(str(exc))
         except sqlite3.Error as exc:
             if is_corruption(exc):

@@ -56,7 +56,8 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
               show_default=True, help="station data directory; keys go to DATA_DIR/keys")
 @click.option("--mqtt-host", default=None, help="broker host for station.toml (default: what the server says)")
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None, help="broker port (default 8883)")
-@click.option("--profile", default=None, help="device profile to record in station.toml (see firmware/profiles)")
+@click.option("--profile", "device_profile", default=None,
+              help="device profile to record in station.toml (see firmware/profiles)")
 @click.option("--force", is_flag=True, help="enrol again even though a valid certificate is in place")
 @click.option("--new-keys", is_flag=True, help="generate new keys instead of re-using this device's")
 @click.option("--user", "service_user", default=SERVICE_USER, show_default=True,
@@ -64,17 +65,17 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
 def provision(county: str, station: str, enroll_url: str, token: str | None, token_file: Path | None,
               ca_bundle: Path, config_dir: Path, data_dir: Path, mqtt_host: str | None, mqtt_port: int | None,
-              profile: str | None, force: bool, new_keys: bool, service_user: str, as_json: bool) -> None:
+              device_profile: str | None, force: bool, new_keys: bool, service_user: str, as_json: bool) -> None:
     """Enrol this device with the county: keys made here, certificate from the county CA, station.toml written.
 
     Safe to re-run: a station that is already provisioned with a valid certificate is left as it is.
     """
-    if profile is not None:
-        from firmware.profiles import ProfileError, load_profile
+    if device_profile is not None:
+        from firmware.profiles import DeviceProfileError, load_profile
 
         try:
-            load_profile(profile)  # a typo is caught now, not when the station first starts
-        except ProfileError as exc:
+            load_profile(device_profile)  # a typo is caught now, not when the station first starts
+        except DeviceProfileError as exc:
             raise click.UsageError(str(exc)) from exc
     identity = device.current_identity(device.StationPaths(config_dir, data_dir))
     needed = force or identity is None or (identity.county, identity.station) != (county, station)
@@ -86,7 +87,7 @@ def provision(county: str, station: str, enroll_url: str, token: str | None, tok
     try:
         result = device.provision(county, station, enroll_url, secret, ca_bundle, config_dir, data_dir,
                                   force=force, new_keys=new_keys, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
-                                  profile=profile, service_user=service_user, echo=echo)
+                                  device_profile=device_profile, service_user=service_user, echo=echo)
     except ProvisionError as exc:
         if as_json:
             click.echo(json.dumps({"status": "error", "error": exc.code, "message": str(exc)}))
