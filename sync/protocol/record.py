@@ -129,8 +129,8 @@ def check_field(rule: FieldRule, value: object, what: str | None = None) -> str:
     if len(value) > rule.max_len:
         raise RecordRuleError(rule, "bad_value", "too_long", f"{what} is longer than {rule.max_len} characters")
     if rule.pattern is not None and not rule.pattern.fullmatch(value):
-        raise RecordRuleError(
-            rule, "bad_value", "pattern", f"{what} {value[:40]!r} does not match {rule.pattern.pattern}")
+        # The value is not echoed: a booking number in an ack detail or a rejection log is case data.
+        raise RecordRuleError(rule, "bad_value", "pattern", f"{what} does not match {rule.pattern.pattern}")
     return value
 
 
