@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sync.protocol.record import OVERRIDE_REASON
 from sync.station.config import SyncConfig
 
 if sys.version_info >= (3, 11):
@@ -77,7 +78,13 @@ class CameraConfig:
 class CaptureConfig:
     stable_seconds: float = 0.5  # all live gates must pass this long before auto-capture fires
     max_gap: float = 0.3  # a longer pause between frames restarts the stable window
-    override_reason_max: int = 200
+    override_reason_max: int = 200  # the officer's limit: a policy at most the record's (sync.protocol.record)
+
+    def __post_init__(self) -> None:
+        limit = self.override_reason_max
+        if type(limit) is not int or not 0 < limit <= OVERRIDE_REASON.max_len:
+            raise ValueError(f"override_reason_max = {limit!r} must be 1..{OVERRIDE_REASON.max_len}, the record's "
+                             f"limit for an override reason")
 
 
 @dataclass

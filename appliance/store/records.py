@@ -9,6 +9,9 @@ downstream ANSI/NIST writer that only takes printable ASCII).
 The record id is a UUIDv7 (RFC 9562) made on the device when the booking is saved: it is the idempotency
 key from the station to the gallery, and its time-ordered layout keeps the SQLite primary-key index
 append-mostly.
+
+Every limit and pattern comes from `sync.protocol.record` (the record's rules, written once for the
+store, the wire and the gallery); this module words the officer's messages.
 """
 
 from __future__ import annotations
@@ -17,70 +20,28 @@ import hashlib
 import json
 import math
 import re
-import secrets
-import threading
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from appliance.store.errors import ValidationError
+from sync.protocol import record as rules
+from sync.protocol.record import MAX_IMAGE_SIDE, MAX_TEMPLATE_DIM, POSES, SINGLE_POSES
 
-POSES = ("frontal", "left_profile", "right_profile", "smt")
-"""Capture poses: the three mug-shot views and scars/marks/tattoos (SMT, may repeat)."""
-
-SINGLE_POSES = frozenset({"frontal", "left_profile", "right_profile"})
-"""Poses a record holds at most once; the gallery indexes them by pose."""
-
-ORI_PATTERN = re.compile(r"[A-Z]{2}[A-Z0-9]{7}")
-BOOKING_NUMBER_PATTERN = re.compile(r"[A-Za-z0-9\-_/. ]{1,32}")
-STATION_ID_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+ORI_PATTERN = rules.AGENCY_ORI.pattern
+BOOKING_NUMBER_PATTERN = rules.BOOKING_NUMBER.pattern
+STATION_ID_PATTERN = rules.STATION.pattern
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 MAX_JPEG_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_SIDE = 20_000
-MAX_TEMPLATE_DIM = 4096
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 # --- record ids ---------------------------------------------------------------------------------
 
-_id_lock = threading.Lock()
-_last_ms = 0
-_last_counter = 0
-
-
-def new_record_id() -> str:
-    """Return a new UUIDv7 (RFC 9562) as its canonical lower-case string.
-
-    Layout: 48-bit Unix time in milliseconds, version 7, a 12-bit counter in ``rand_a`` (RFC 9562
-    section 6.2, method 1) and 62 random bits in ``rand_b``. The counter starts at a random value below
-    2048 each new millisecond (leaving room to count up) and is incremented for ids made in the same
-    millisecond, or when the wall clock steps backwards (NTP corrections happen on devices that boot
-    without an RTC). On counter overflow the timestamp is advanced by one millisecond. So ids made in
-    this process sort strictly in creation order, which keeps the outbox's delivery order stable and the
-    SQLite index append-mostly. Ids from different processes are still unique through the random bits.
-    """
-    global _last_ms, _last_counter
-    with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            counter = secrets.randbits(11)
-        else:
-            ms = _last_ms
-            counter = _last_counter + 1
-            if counter > 0xFFF:
-                ms += 1
-                counter = secrets.randbits(11)
-        _last_ms, _last_counter = ms, counter
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= counter << 64
-    value |= 0b10 << 62
-    value |= secrets.randbits(62)
-    return str(uuid.UUID(int=value))
+new_record_id = rules.new_uuid7
+"""A new UUIDv7 record id, monotonic within this process (see `sync.protocol.record.new_uuid7`)."""
 
 
 def check_record_id(record_id: str) -> str:
@@ -89,15 +50,14 @@ def check_record_id(record_id: str) -> str:
     Ids come back from the wire (gallery acks) and from county purge commands, so they are checked
     before being used as keys: a malformed id must be an error, not a silent "no such record".
     """
-    if not isinstance(record_id, str):
-        raise ValidationError(f"record id must be a string, got {type(record_id).__name__}")
     try:
-        parsed = uuid.UUID(record_id)
-    except ValueError:
-        raise ValidationError(f"record id {record_id!r} is not a UUID") from None
-    if parsed.version != 7 or str(parsed) != record_id:
-        raise ValidationError(f"record id {record_id!r} is not a canonical lower-case UUIDv7")
-    return record_id
+        return rules.check_uuid7(record_id, "record id")
+    except rules.RecordRuleError as exc:
+        if exc.problem == "type":
+            raise ValidationError(f"record id must be a string, got {type(record_id).__name__}") from None
+        if exc.problem == "not_uuid":
+            raise ValidationError(f"record id {record_id!r} is not a UUID") from None
+        raise ValidationError(f"record id {record_id!r} is not a canonical lower-case UUIDv7") from None
 
 
 def is_record_id(text: str) -> bool:
@@ -111,8 +71,7 @@ def is_record_id(text: str) -> bool:
 
 def record_id_time(record_id: str) -> datetime:
     """The creation time (UTC, millisecond precision) carried in a UUIDv7 record id."""
-    ms = uuid.UUID(check_record_id(record_id)).int >> 80
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    return rules.uuid7_time(check_record_id(record_id))
 
 
 # --- field checks ---------------------------------------------------------------------------------
@@ -145,7 +104,7 @@ def _check_text(label: str, value: object, max_len: int, *, allow_empty: bool = 
 
 def check_ori(value: object) -> str:
     """Agency ORI: 9 characters per NCIC, two-letter state code then 7 letters or digits, upper case."""
-    text = _check_text("agency ORI", value, 9)
+    text = _check_text("agency ORI", value, rules.AGENCY_ORI.max_len)
     if not ORI_PATTERN.fullmatch(text):
         raise ValidationError(
             f"agency ORI {text!r} is not a valid NCIC ORI: it must be exactly 9 upper-case letters or "
@@ -155,7 +114,7 @@ def check_ori(value: object) -> str:
 
 def check_booking_number(value: object) -> str:
     """Booking number: 1-32 of A-Z a-z 0-9 space - _ / . (what jail management systems issue)."""
-    text = _check_text("booking number", value, 32)
+    text = _check_text("booking number", value, rules.BOOKING_NUMBER.max_len)
     if not BOOKING_NUMBER_PATTERN.fullmatch(text):
         bad = sorted({c for c in text if not BOOKING_NUMBER_PATTERN.fullmatch(c)})
         raise ValidationError(
@@ -166,11 +125,11 @@ def check_booking_number(value: object) -> str:
 
 def check_station_id(value: object) -> str:
     """Station id: a slug (lower-case letters, digits, inner hyphens), as it appears in MQTT topics."""
-    text = _check_text("station id", value, 64)
+    text = _check_text("station id", value, rules.STATION.max_len)
     if not STATION_ID_PATTERN.fullmatch(text):
         raise ValidationError(
             f"station id {text!r} must be a slug: lower-case letters, digits and inner hyphens, "
-            f"at most 64 characters (it is part of the MQTT topic)")
+            f"at most {rules.STATION.max_len} characters (it is part of the MQTT topic)")
     return text
 
 
@@ -203,7 +162,7 @@ class Booking:
     def __post_init__(self) -> None:
         check_ori(self.agency_ori)
         check_booking_number(self.booking_number)
-        _check_text("operator id", self.operator_id, 64)
+        _check_text("operator id", self.operator_id, rules.OPERATOR_ID.max_len)
         check_station_id(self.station_id)
         object.__setattr__(self, "captured_at", check_utc("capture time", self.captured_at))
 
@@ -252,15 +211,15 @@ class Capture:
             raise ValidationError(f"{self.pose} sha256 must be 64 lower-case hex digits")
         if hashlib.sha256(self.jpeg).hexdigest() != self.sha256:
             raise ValidationError(f"{self.pose} sha256 does not match the image bytes")
-        _check_text("capture operator id", self.operator_id, 64)
+        _check_text("capture operator id", self.operator_id, rules.OPERATOR_ID.max_len)
         self._check_quality()
         self._check_template()
         if self.override_reason is not None:
-            _check_text(f"{self.pose} override reason", self.override_reason, 500)
+            _check_text(f"{self.pose} override reason", self.override_reason, rules.OVERRIDE_REASON.max_len)
         if self.pose == "smt":
             if self.smt_description is None:
                 raise ValidationError("an SMT capture needs a description (e.g. 'tattoo, left forearm')")
-            _check_text("SMT description", self.smt_description, 200)
+            _check_text("SMT description", self.smt_description, rules.SMT_DESCRIPTION.max_len)
         elif self.smt_description is not None:
             raise ValidationError(f"only SMT captures take a description, not {self.pose}")
 
@@ -289,7 +248,7 @@ class Capture:
             raise ValidationError(f"{self.pose} template contains NaN or infinity")
         if self.template_model is None:
             raise ValidationError(f"{self.pose} template needs the id of the model that made it")
-        _check_text("template model id", self.template_model, 128)
+        _check_text("template model id", self.template_model, rules.TEMPLATE_MODEL.max_len)
         object.__setattr__(self, "template", floats)
 
     @classmethod

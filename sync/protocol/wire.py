@@ -42,11 +42,8 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import struct
-import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -56,7 +53,9 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sync.protocol import record as rules
 from sync.protocol.jpeg import jpeg_dimensions
+from sync.protocol.record import MAX_IMAGE_SIDE, MAX_TEMPLATE_DIM, POSES
 from sync.protocol.topics import is_slug
 
 SCHEMA_VERSION = 1
@@ -73,8 +72,6 @@ HDR_ALG, HDR_CRIT, HDR_CONTENT_TYPE, HDR_KID = 1, 2, 3, 4
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
 MAX_CAPTURES = 32  # NGI takes 25 photo sets per transaction; leaves room for SMT photos
-MAX_IMAGE_SIDE = 20000
-MAX_TEMPLATE_DIM = 4096
 MAX_QUALITY_NODES = 2000
 MAX_QUALITY_DEPTH = 8  # the station's report: report.measures.<name>.detail.<key> is 5 deep
 # CBOR nesting the decoder accepts for a record: record -> captures -> capture -> quality (3), the quality
@@ -84,7 +81,6 @@ MAX_COMMAND_LIFETIME = timedelta(days=30)
 CLOCK_SKEW = timedelta(minutes=5)
 
 Pose = Literal["frontal", "left_profile", "right_profile", "smt"]
-POSES: tuple[str, ...] = ("frontal", "left_profile", "right_profile", "smt")
 AckStatus = Literal["stored", "duplicate", "rejected"]
 ACK_STATUSES: tuple[str, ...] = ("stored", "duplicate", "rejected")
 CommandAction = Literal["purge", "config", "rotate"]
@@ -94,7 +90,6 @@ ROTATE_TARGETS: tuple[str, ...] = ("signing-key", "tls-certificate")
 # C0/C1 controls, DEL, line/paragraph separators and bidi overrides: none belongs in a booking
 # field, and each can corrupt a log line, a Type-10 text field or what an operator sees.
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_ORI_RE = re.compile(r"[A-Z0-9]{9}")  # NCIC ORI: 9 characters
 _REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
@@ -216,33 +211,16 @@ class VerifiedRecord:
     content_sha256: bytes
 
 
-def uuid7(unix_ms: int | None = None) -> str:
-    """A new UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, 74 random bits.
-
-    Python gains ``uuid.uuid7`` only in 3.14; the project supports 3.10-3.13."""
-    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+uuid7 = rules.new_uuid7
+"""A new UUIDv7 (the one maker, :func:`sync.protocol.record.new_uuid7`)."""
 
 
 def check_uuid7(value: object, what: str = "record_id") -> str:
     """Return ``value`` if it is a UUIDv7 in canonical lower-case text form, else raise."""
-    if not isinstance(value, str):
-        _fail("wrong_type", f"{what} must be a text UUID, got {type(value).__name__}")
     try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        _fail("bad_uuid", f"{what} is not a UUID")
-    if str(parsed) != value:
-        _fail("bad_uuid", f"{what} must be canonical lower-case 8-4-4-4-12 hex")
-    if parsed.version != 7 or parsed.variant != uuid.RFC_4122:
-        _fail("bad_uuid", f"{what} is not a UUIDv7 (version nibble {value[14]})")
-    return value
+        return rules.check_uuid7(value, what)
+    except rules.RecordRuleError as exc:
+        _fail(exc.code, exc.message)
 
 
 # ----------------------------------------------------------------------------- field validation
@@ -289,6 +267,19 @@ def _text(obj: object, where: str, max_len: int) -> str:
 
 def _opt_text(obj: object, where: str, max_len: int) -> str | None:
     return None if obj is None else _text(obj, where, max_len)
+
+
+def _field(obj: object, where: str, rule: rules.FieldRule) -> str:
+    """A record text field: the codec's text checks, then the record's rule (its limit and pattern)."""
+    text = _text(obj, where, rule.max_len)
+    try:
+        return rules.check_field(rule, text, where)
+    except rules.RecordRuleError as exc:
+        _fail(exc.code, exc.message)
+
+
+def _opt_field(obj: object, where: str, rule: rules.FieldRule) -> str | None:
+    return None if obj is None else _field(obj, where, rule)
 
 
 def _slug(obj: object, where: str) -> str:
@@ -350,7 +341,7 @@ def _template(obj: object, where: str) -> WireTemplate | None:
         return None
     m = _map(obj, where)
     _check_keys(m, where, {"model", "dim", "values"}, set())
-    model = _text(m["model"], f"{where}.model", 128)
+    model = _field(m["model"], f"{where}.model", rules.TEMPLATE_MODEL)
     dim = _int(m["dim"], f"{where}.dim", 1, MAX_TEMPLATE_DIM)
     values = _bytes(m["values"], f"{where}.values")
     if len(values) != 4 * dim:
@@ -373,7 +364,7 @@ def _capture(obj: object, where: str) -> WireCapture:
         _fail("wrong_type", f"{where}.pose must be text")
     if pose not in POSES:
         _fail("unknown_pose", f"{where}.pose {pose[:40]!r} is not one of {', '.join(POSES)}")
-    description = _opt_text(m.get("description"), f"{where}.description", 1024)
+    description = _opt_field(m.get("description"), f"{where}.description", rules.SMT_DESCRIPTION)
     if pose == "smt" and description is None:
         _fail("missing_field", f"{where}: an smt capture needs a description")
     if pose != "smt" and description is not None:
@@ -400,7 +391,7 @@ def _capture(obj: object, where: str) -> WireCapture:
         sha256=digest,
         quality=quality,
         template=_template(m["template"], f"{where}.template"),
-        override_reason=_opt_text(m["override_reason"], f"{where}.override_reason", 512),
+        override_reason=_opt_field(m["override_reason"], f"{where}.override_reason", rules.OVERRIDE_REASON),
         description=description,
     )
 
@@ -416,13 +407,13 @@ def _record_from_obj(obj: object) -> WireRecord:
     try:
         booking_m = _map(m["booking"], "booking")
         _check_keys(booking_m, "booking", {"ori", "booking_number", "operator", "captured_at"}, set())
-        ori = _text(booking_m["ori"], "booking.ori", 9)
-        if not _ORI_RE.fullmatch(ori):
-            _fail("bad_value", "booking.ori must be a 9-character NCIC ORI (A-Z, 0-9)")
+        ori = _text(booking_m["ori"], "booking.ori", rules.AGENCY_ORI.max_len)
+        if not rules.AGENCY_ORI.pattern.fullmatch(ori):
+            _fail("bad_value", "booking.ori must be a 9-character NCIC ORI (2-letter state code, then A-Z, 0-9)")
         booking = WireBooking(
             ori=ori,
-            booking_number=_text(booking_m["booking_number"], "booking.booking_number", 64),
-            operator=_text(booking_m["operator"], "booking.operator", 64),
+            booking_number=_field(booking_m["booking_number"], "booking.booking_number", rules.BOOKING_NUMBER),
+            operator=_field(booking_m["operator"], "booking.operator", rules.OPERATOR_ID),
             captured_at=_utc(booking_m["captured_at"], "booking.captured_at"),
         )
         captures_obj = m["captures"]

@@ -12,8 +12,9 @@ from typing import Any
 
 from appliance.capture.processing import Hint, ProcessedCapture
 from appliance.store import Capture
+from sync.protocol.record import SMT_DESCRIPTION
 
-MAX_SMT_DESCRIPTION = 200
+MAX_SMT_DESCRIPTION = SMT_DESCRIPTION.max_len  # the record's limit (sync.protocol.record)
 
 
 class CaptureError(RuntimeError):

@@ -13,6 +13,8 @@ Rules the implementations keep:
   first insert returns ``"stored"``, a repeat with the same signed content returns
   ``"duplicate"`` and a different content under a known id raises :class:`RecordConflictError`
   (the receiver acks that ``rejected``/``replay``). The gallery acks only after this commit.
+* ``insert_record`` checks every stored column against its rule in :mod:`sync.protocol.record` (the wire
+  decoder has already; this keeps a record built by other means out) and raises :class:`RecordFieldError`.
 * The whole signed payload is kept, so the gallery can always show the station's signature.
 * SQLite runs with WAL and ``synchronous=FULL`` (a committed record survives power loss before the
   ack goes out) and ``secure_delete`` (purged images are overwritten, CJIS media rules).
@@ -42,8 +44,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sync.protocol import record as rules
 from sync.protocol.topics import check_slug
-from sync.protocol.wire import VerifiedRecord
+from sync.protocol.wire import VerifiedRecord, WireRecord
 
 DEFAULT_DB = "/var/lib/booking-gallery/gallery.db"
 SCHEMA_VERSION = 1
@@ -66,6 +69,34 @@ class UnknownDeviceError(GalleryStoreError):
 
 class RecordConflictError(GalleryStoreError):
     """A record with this id is already stored with different signed content: a replay."""
+
+
+class RecordFieldError(StoreError):
+    """A record field the record's rules (:mod:`sync.protocol.record`) refuse; the wire decoder refuses it
+    first, so this guards the columns against a record built by other means."""
+
+
+def check_record_fields(record: WireRecord) -> None:
+    """Check every stored column of ``record`` against its rule in :mod:`sync.protocol.record`."""
+    b = record.booking
+    values: list[tuple[rules.FieldRule, object]] = [
+        (rules.RECORD_ID, record.record_id),
+        (rules.STATION, record.station),
+        (rules.COUNTY, record.county),
+        (rules.AGENCY_ORI, b.ori),
+        (rules.BOOKING_NUMBER, b.booking_number),
+        (rules.OPERATOR_ID, b.operator),
+    ]
+    values += [(rules.TEMPLATE_MODEL, c.template.model) for c in record.captures if c.template is not None]
+    try:
+        rules.check_uuid7(record.record_id)
+        for rule, value in values:
+            rules.check_field(rule, value)
+    except rules.RecordRuleError as exc:
+        raise RecordFieldError(f"record {str(record.record_id)[:40]!r} not stored: {exc.message}") from None
+    for capture in record.captures:
+        if capture.pose not in rules.POSES:
+            raise RecordFieldError(f"record {record.record_id} not stored: unknown pose {capture.pose[:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -337,6 +368,7 @@ class GalleryStore(ABC):
     ) -> InsertResult:
         """Store a verified record and its templates in one transaction; see the module docstring."""
         rec = verified.record
+        check_record_fields(rec)
         received = received_at or _utcnow()
         with self._lock, self._transaction() as cur:
             cur = self._exec(

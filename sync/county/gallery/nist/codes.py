@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from sync.protocol import record as rules
+
 FS, GS, RS, US = b"\x1c", b"\x1d", b"\x1e", b"\x1f"
 VERSIONS = ("0400", "0500", "0501", "0502")
 SAP_CODES: dict[int, str] = {
@@ -43,7 +45,10 @@ SXS_CODES = frozenset(
 TATTOO_CLASSES = frozenset({"HUMAN", "ANIMAL", "PLANT", "FLAG", "OBJECT", "ABSTRACT", "SYMBOL", "OTHER"})
 CHARSETS = {"000": "ascii", "001": "latin-1", "003": "utf-8"}  # 1.015 DCS character set index -> codec
 ASPECT_TOLERANCE = 0.01
+# Format limits of the export's own fields (not of the record): the 10.038 comment is cut at COM_MAX, the
+# 10.042 SMT description (TDS) at TDS_MAX. The record's SMT description limit (sync.protocol.record) fits TDS.
 COM_MAX, TDS_MAX = 126, 256
+assert rules.SMT_DESCRIPTION.max_len <= TDS_MAX, "an SMT description the record accepts must fit 10.042 TDS"
 
 MNEMONICS: dict[int, dict[int, str]] = {
     1: {1: "LEN", 2: "VER", 3: "CNT", 4: "TOT", 5: "DAT", 6: "PRY", 7: "DAI", 8: "ORI", 9: "TCN", 10: "TCR",
@@ -70,7 +75,7 @@ TYPE2_MNEMONICS = {
     "record_id": "RID",
 }
 
-ORI_RE = re.compile(r"[A-Z0-9]{9}")
+ORI_RE = rules.AGENCY_ORI.pattern  # NCIC ORI, the record's rule (1.007 DAI, 1.008 ORI, 10.004 SRC, 2.702 BOR)
 TOT_RE = re.compile(r"[A-Z0-9]{1,16}")
 RES_RE = re.compile(r"\d{2}\.\d{2}")
 HEX4_RE = re.compile(r"[0-9A-F]{4}")
