@@ -71,7 +71,7 @@ class RecordConflictError(GalleryStoreError):
     """A record with this id is already stored with different signed content: a replay."""
 
 
-class RecordFieldError(StoreError):
+class RecordFieldError(GalleryStoreError):
     """A record field the record's rules (:mod:`sync.protocol.record`) refuse; the wire decoder refuses it
     first, so this guards the columns against a record built by other means."""
 
