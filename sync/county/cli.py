@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from sync import __version__
+from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, load_county_config
 from sync.county.enroll.cli import ca, enroll_server, tokens
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
 
+EXIT_SETUP = 2
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="booking-gallery")
-def main() -> None:
-    """County face gallery: receives, verifies, stores and acknowledges booking records."""
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    envvar=CONFIG_ENV,
+    show_envvar=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"county.toml: [gallery] db, [ca] dir, [export] folder, and the receiver's [broker]/[gallery] settings "
+    f"(default {DEFAULT_CONFIG}, when it exists). A command-line flag or its environment variable wins over it.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """County face gallery: receives, verifies, stores and acknowledges booking records.
+
+    \b
+    Every command reads county.toml (--config FILE, $BOOKING_GALLERY_CONFIG,
+    else /etc/booking-gallery/county.toml if it exists), e.g.:
+      [gallery]
+      db = "/var/lib/booking-gallery/gallery.db"   # or postgresql://...
+      [ca]
+      dir = "/var/lib/booking-enroll"
+      [export]
+      folder = "/var/spool/booking-gallery/eft"
+    Precedence: flag > environment variable > county.toml > built-in default.
+    """
+    try:
+        ctx.obj = load_county_config(config_path)
+    except CountyConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_SETUP)
 
 
 register_commands(main)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from sync.county.config import from_config
 from sync.county.enroll.ca import (
     CA_CERT,
     CA_DAYS,
@@ -36,7 +37,7 @@ from sync.county.enroll.ca import (
 from sync.county.enroll.registry import JsonDeviceRegistry
 from sync.county.enroll.server import ServerSetupError, make_server, serve
 from sync.county.enroll.service import EnrollmentService, MqttEndpoint
-from sync.county.enroll.tokens import DEFAULT_TTL, TokenStore
+from sync.county.enroll.tokens import DB_NAME, DEFAULT_TTL, TokenStore
 from sync.protocol.files import write_private_file, write_public_file
 from sync.protocol.sdnotify import Watchdog
 from sync.protocol.topics import TopicError, check_slug
@@ -53,7 +54,8 @@ def _fail(message: str) -> None:
 def _ca_dir_option(func):  # type: ignore[no-untyped-def]
     return click.option("--ca-dir", "--dir", "ca_dir", type=click.Path(path_type=Path), default=DEFAULT_CA_DIR,
                         envvar="BOOKING_CA_DIR", show_default=True, show_envvar=True,
-                        help="the county CA directory")(func)
+                        callback=from_config("ca_dir"),
+                        help="the county CA directory (default: [ca] dir of county.toml, else)")(func)
 
 
 def _load_ca(ca_dir: Path) -> CountyCA:
@@ -199,6 +201,8 @@ def tokens_list(ca_dir: Path, as_json: bool) -> None:
     """List issued tokens (id, station, expiry, use); never their clear text, which is not stored."""
     _load_ca(ca_dir)
     now = dt.datetime.now(dt.timezone.utc)
+    if not (ca_dir / DB_NAME).is_file():  # no token issued yet: listing creates nothing
+        return
     for info in TokenStore.in_ca_dir(ca_dir).list():
         state = ("used " + info.used_at.isoformat(timespec="seconds") if info.used_at
                  else "expired" if info.expires_at <= now else "open")

@@ -7,7 +7,9 @@ Commands: ``records``, ``devices register|list|revoke|crl|rotate``, ``receive``,
 ``broker-config``. ``devices revoke`` also produces the broker-side revocation (ACL deny rules and the
 county CRL); ``devices rotate`` signs a ``rotate`` command with the county command key.
 Each database command takes ``--db`` (a SQLite path or a ``postgresql://`` URL, also read from
-``BOOKING_GALLERY_DB``). Failures print one plain sentence and exit 1, never a traceback.
+``BOOKING_GALLERY_DB``, else from ``[gallery] db`` of county.toml, see :mod:`sync.county.config`).
+Failures print one plain sentence and exit 1, never a traceback; a database that is missing (commands
+that only read never create one) or not a database exits 2.
 
 It stays one module (just over 500 lines): one short click function per command, so the county side's
 command reference is in one place.
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 import click
 
 from sync.county.broker_config import BrokerConfig, write_broker_files
+from sync.county.config import ConfigSetupError, current_config, from_config
 from sync.county.gallery import devices as device_registry
 from sync.county.gallery.export import (
     FILE_MODE,
@@ -38,7 +41,14 @@ from sync.county.gallery.export import (
 )
 from sync.county.gallery.nist import NistCodecMissing, NistExportError
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, ReceiverConfigError
-from sync.county.gallery.store import DEFAULT_DB, GalleryStore, GalleryStoreError, open_store
+from sync.county.gallery.store import (
+    DEFAULT_DB,
+    GalleryDatabaseMissingError,
+    GalleryStore,
+    GalleryStoreError,
+    NotAGalleryDatabaseError,
+    open_store,
+)
 from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
@@ -46,6 +56,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def db_option(default: str | None = DEFAULT_DB) -> Callable[[F], F]:
+    """``--db`` (or ``BOOKING_GALLERY_DB``); when neither is given, ``[gallery] db`` of county.toml,
+    else ``default``."""
     return click.option(
         "--db",
         "db_url",
@@ -53,14 +65,40 @@ def db_option(default: str | None = DEFAULT_DB) -> Callable[[F], F]:
         show_default=default is not None,
         envvar="BOOKING_GALLERY_DB",
         metavar="URL",
-        help="Gallery database: a SQLite path or postgresql://user@host/db[?schema=NAME].",
+        callback=from_config("db") if default is not None else None,
+        help="Gallery database: a SQLite path or postgresql://user@host/db[?schema=NAME]"
+        + ("; default: [gallery] db of county.toml, else" if default is not None else "."),
+    )
+
+
+def ca_dir_option(**kwargs: Any) -> Callable[[F], F]:
+    """``--ca-dir`` (or ``BOOKING_CA_DIR``), else ``[ca] dir`` of county.toml; one of them is needed."""
+
+    def required_ca_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        value = from_config("ca_dir")(ctx, param, value)
+        if value is None and not ctx.resilient_parsing:
+            raise click.BadParameter("give --ca-dir DIR, BOOKING_CA_DIR or [ca] dir in county.toml")
+        return value
+
+    return click.option(
+        "--ca-dir",
+        default=None,
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="BOOKING_CA_DIR",
+        callback=required_ca_dir,
+        **kwargs,
     )
 
 
 @contextmanager
-def _store(db_url: str) -> Iterator[GalleryStore]:
+def _store(db_url: str, *, create: bool = False) -> Iterator[GalleryStore]:
+    """The store; ``create=True`` only for commands that write (a reading command never makes a database)."""
     try:
-        store = open_store(db_url)
+        store = open_store(db_url, create=create)
+    except GalleryDatabaseMissingError as exc:
+        raise ConfigSetupError(f"{exc} (give --db URL, BOOKING_GALLERY_DB or [gallery] db in county.toml)") from None
+    except NotAGalleryDatabaseError as exc:
+        raise ConfigSetupError(str(exc)) from None
     except (GalleryStoreError, OSError) as exc:
         raise click.ClickException(f"cannot open the gallery database {db_url}: {exc}") from None
     try:
@@ -138,7 +176,7 @@ def devices_group() -> None:
 @db_option()
 def devices_register(station: str, county: str, public_key: Path, db_url: str) -> None:
     """Register a station's signing key so the gallery accepts its records."""
-    with _store(db_url) as store:
+    with _store(db_url, create=True) as store:
         try:
             device = device_registry.register(store, station, county, public_key)
         except device_registry.DeviceKeyFileError as exc:
@@ -213,7 +251,7 @@ def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: P
     (after a reload, even on a connection it already has); with --ca-dir its certificates go into the
     county CRL (refused at every new TLS handshake). Then reload Mosquitto, as printed.
     """
-    with _store(db_url) as store:
+    with _store(db_url, create=True) as store:
         device = device_registry.revoke(store, station)
         try:
             done = device_registry.apply_broker_revocation(store, broker_dir=broker_dir, ca_dir=ca_dir,
@@ -254,13 +292,8 @@ def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: P
 
 
 @devices_group.command("crl")
-@click.option(
-    "--ca-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="BOOKING_CA_DIR",
-    help="The county CA directory (its key signs the CRL; its enrolment log lists the certificates).",
-)
+@ca_dir_option(help="The county CA directory (its key signs the CRL; its enrolment log lists the certificates); "
+               "default: [ca] dir of county.toml.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The CRL file to write (PEM), e.g. /etc/mosquitto/booking/crl.pem.")
 @click.option("--empty", is_flag=True, help="List nothing (at installation, before a gallery database exists).")
@@ -291,13 +324,8 @@ def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str) -> None:
     type=click.Choice(["tls-certificate", "signing-key"]),
     help="What to rotate (repeatable; default both): one signed command each.",
 )
-@click.option(
-    "--ca-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="BOOKING_CA_DIR",
-    help="The county CA directory, whose command-signing.key signs the command.",
-)
+@ca_dir_option(help="The county CA directory, whose command-signing.key signs the command; default: [ca] dir of "
+               "county.toml.")
 @click.option("--expires-in", "hours", type=click.FloatRange(0.1, 30 * 24), default=72.0, show_default=True,
               help="Hours the station may act on the command (a station offline longer never runs it late).")
 @click.option(
@@ -367,9 +395,10 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
 @click.option(
     "--config",
     "config_path",
-    required=True,
+    default=None,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Receiver TOML: [broker] host, port, protocol, ca_file, cert_file, key_file; [gallery] county ...",
+    help="Receiver TOML: [broker] host, port, protocol, ca_file, cert_file, key_file; [gallery] county ... "
+    "(default: county.toml, which holds the same tables).",
 )
 @db_option(default=None)
 @click.option(
@@ -380,8 +409,11 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
     type=click.Path(file_okay=False, path_type=Path),
     help="Drop each committed record here as {record_id}.eft (ANSI/NIST-ITL); overrides [export] folder.",
 )
-def receive_cmd(config_path: Path, db_url: str | None, export_dir: Path | None) -> None:
+def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path | None) -> None:
     """Run a gallery worker until SIGTERM or Ctrl-C: verify, store and ack records."""
+    config_path = config_path or current_config().source
+    if config_path is None:
+        raise click.UsageError("give --config FILE (the receiver's settings), or write them in county.toml")
     try:
         config = ReceiverConfig.from_toml(config_path)
         export = ExportSettings.from_toml(config_path)
@@ -392,7 +424,7 @@ def receive_cmd(config_path: Path, db_url: str | None, export_dir: Path | None) 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with _store(db_url or config.db) as store:
+    with _store(db_url or config.db, create=True) as store:
         if export_folder is None:
             receiver = GalleryReceiver(config, store)
         else:
@@ -500,7 +532,8 @@ def broker_config_cmd(
     default=None,
     envvar="BOOKING_GALLERY_CONFIG",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML with an [export] table (TOT, DAI, time zone, Type-2 layout); the receiver's file will do.",
+    help="TOML with an [export] table (TOT, DAI, time zone, Type-2 layout); the receiver's file will do "
+    "(default: county.toml's [export]).",
 )
 def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | None) -> None:
     """Write a stored record as an ANSI/NIST-ITL transaction: Type-1, Type-2, one Type-10 per photo.
@@ -509,7 +542,7 @@ def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | No
     refused with the reasons, and nothing is written.
     """
     try:
-        settings = ExportSettings.from_toml(config_path) if config_path else ExportSettings()
+        settings = ExportSettings.from_toml(config_path) if config_path else current_config().export
     except ExportConfigError as exc:
         raise click.ClickException(str(exc)) from None
     with _store(db_url) as store:

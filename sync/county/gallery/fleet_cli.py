@@ -28,7 +28,12 @@ from sync.county.gallery.fleet import (
     fleet_report,
     render_table,
 )
-from sync.county.gallery.store import GalleryStoreError, open_store
+from sync.county.gallery.store import (
+    GalleryDatabaseMissingError,
+    GalleryStoreError,
+    NotAGalleryDatabaseError,
+    open_store,
+)
 
 EXIT_FLAGGED = 1
 EXIT_SETUP = 2
@@ -52,7 +57,10 @@ def fleet(db_url: str, as_json: bool, stale_minutes: float, pending_minutes: flo
     thresholds = FleetThresholds(timedelta(minutes=stale_minutes), timedelta(minutes=pending_minutes))
     now = datetime.now(timezone.utc)
     try:
-        store = open_store(db_url)
+        store = open_store(db_url, create=False)
+    except (GalleryDatabaseMissingError, NotAGalleryDatabaseError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_SETUP)
     except (GalleryStoreError, OSError, sqlite3.Error) as exc:
         click.echo(f"error: cannot open the gallery database {db_url}: {exc}", err=True)
         sys.exit(EXIT_SETUP)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -56,6 +56,14 @@ InsertResult = Literal["stored", "duplicate"]
 
 class GalleryStoreError(Exception):
     """A gallery storage failure the caller should report, not a crash."""
+
+
+class GalleryDatabaseMissingError(GalleryStoreError):
+    """A command that only reads was given a SQLite database that does not exist (nothing is created)."""
+
+
+class NotAGalleryDatabaseError(GalleryStoreError):
+    """The database file exists but is not a SQLite database."""
 
 
 class DeviceExistsError(GalleryStoreError):
@@ -584,23 +592,42 @@ class SQLiteStore(GalleryStore):
 
     dialect = {"blob": "BLOB", "ts": "TEXT", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        """``create=False`` (commands that only read) opens an existing file or raises
+        :class:`GalleryDatabaseMissingError`: no folder and no empty database is made."""
         super().__init__()
         self.path = Path(path)
-        if str(self.path) != ":memory:":
+        target, uri = str(self.path), False
+        if target == ":memory:":
+            pass
+        elif create:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             if not self.path.exists():
                 # The database holds criminal-justice information: owner-only from the start.
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
-        for pragma in (
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA foreign_keys = ON",
-            "PRAGMA secure_delete = ON",
-        ):
-            self._conn.execute(pragma)
-        self._create_schema()
+        else:
+            if not self.path.is_file():
+                raise GalleryDatabaseMissingError(f"the gallery database {self.path} does not exist")
+            # mode=rw: SQLite itself refuses to create the file if it vanished since the check.
+            target, uri = f"file:{quote(str(self.path.resolve()))}?mode=rw", True
+        try:
+            self._conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.OperationalError as exc:
+            raise GalleryDatabaseMissingError(f"cannot open the gallery database {self.path}: {exc}") from None
+        try:
+            for pragma in (
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA secure_delete = ON",
+            ):
+                self._conn.execute(pragma)
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            if "not a database" not in str(exc):
+                raise
+            raise NotAGalleryDatabaseError(f"{self.path} is not a gallery database: {exc}") from None
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
@@ -679,9 +706,12 @@ class PostgresStore(GalleryStore):
             self._conn.close()
 
 
-def open_store(url: str | os.PathLike[str]) -> GalleryStore:
+def open_store(url: str | os.PathLike[str], *, create: bool = True) -> GalleryStore:
     """Open a store from ``--db``: a ``postgresql://`` (or ``postgres://``) URL, optionally with
-    ``?schema=NAME``, or a SQLite path (also written ``sqlite:///abs/path``)."""
+    ``?schema=NAME``, or a SQLite path (also written ``sqlite:///abs/path``).
+
+    ``create=False`` is for commands that only read: a SQLite database that does not exist is
+    :class:`GalleryDatabaseMissingError` instead of a new empty one (PostgreSQL is unaffected)."""
     text = os.fspath(url)
     parts = urlsplit(text)
     if parts.scheme in ("postgresql", "postgres"):
@@ -690,7 +720,7 @@ def open_store(url: str | os.PathLike[str]) -> GalleryStore:
         conninfo = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         return PostgresStore(conninfo, schema=schema)
     if parts.scheme == "sqlite":
-        return SQLiteStore(parts.path)
+        return SQLiteStore(parts.path, create=create)
     if parts.scheme and len(parts.scheme) > 1:
         raise GalleryStoreError(f"unsupported database URL scheme {parts.scheme!r}; use a path or postgresql://")
-    return SQLiteStore(text)
+    return SQLiteStore(text, create=create)

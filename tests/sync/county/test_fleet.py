@@ -265,12 +265,16 @@ def test_fleet_command_exit_status_and_json(tmp_path: Path) -> None:
                         "stale", "unhealthy", "registry"}
     stale = CliRunner().invoke(fleet, ["--db", str(db), "--stale-after", "0.5"])
     assert stale.exit_code == 1 and "st-01: STALE: no status for" in stale.output
-    empty = CliRunner().invoke(fleet, ["--db", str(tmp_path / "none.db")])
+    SQLiteStore(tmp_path / "empty.db").close()
+    empty = CliRunner().invoke(fleet, ["--db", str(tmp_path / "empty.db")])
     assert empty.exit_code == 0 and "No stations registered." in empty.output
+    missing = CliRunner().invoke(fleet, ["--db", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and f"the gallery database {tmp_path / 'none.db'} does not exist" in missing.output
+    assert not (tmp_path / "none.db").exists()
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a database" * 100)
     bad = CliRunner().invoke(fleet, ["--db", str(broken)])
-    assert bad.exit_code == 2 and "cannot open the gallery database" in bad.output
+    assert bad.exit_code == 2 and "is not a gallery database" in bad.output
 
 
 # ----------------------------------------------------------------------- with a real broker
