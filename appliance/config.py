@@ -7,7 +7,9 @@ a county's file is caught at start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -21,6 +23,7 @@ else:  # pragma: no cover
 
 DEFAULT_CONFIG = Path("/etc/booking-station/station.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/booking-station")
+ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 
 
 class StationConfigError(ValueError):
@@ -36,6 +39,11 @@ class StationIdentity:
     profile: str = ""  # device profile (firmware/profiles), e.g. rpi5-camera-module-3
     agency_ori: str = ""  # default agency ORI for bookings made at this desk
     enroll_url: str = ""  # the enrolment server's /enroll URL (provision records it; certificate rotation uses it)
+    data_dir: str = ""  # station data directory (station.db, keys/, ...); "" = /var/lib/booking-station
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir = {self.data_dir!r} must be a string (a folder path)")
 
 
 @dataclass
@@ -173,3 +181,18 @@ def load_config(path: Path | str | None = None) -> StationConfig:
         except (TypeError, ValueError) as exc:  # wrong types, out-of-range values (checked by the section)
             raise StationConfigError(f"{path}: [{section}] {exc}") from exc
     return config
+
+
+def resolve_data_dir(flag: Path | str | None = None, configured: Path | str | None = None,
+                     environ: Mapping[str, str] | None = None) -> Path:
+    """The station data directory, the same way for every command.
+
+    ``--data-dir`` flag > ``$BOOKING_STATION_DATA_DIR`` > station.toml ``[station] data_dir`` > the default
+    (/var/lib/booking-station). ``configured`` is the station.toml value (``config.station.data_dir``).
+    """
+    if flag is not None and str(flag) != "":
+        return Path(flag)
+    env = (os.environ if environ is None else environ).get(ENV_DATA_DIR)
+    if env:
+        return Path(env)
+    return Path(configured) if configured else DEFAULT_DATA_DIR

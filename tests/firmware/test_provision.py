@@ -173,7 +173,9 @@ def test_provision_enrols_station_with_a_client_certificate_from_the_county_ca(c
     assert serialization.load_pem_public_key(registered["public_key"].encode()) == signing.public_key()
 
     config = tomllib.loads(paths.config_file.read_text())
-    assert config["station"] == {"county": COUNTY, "station": STATION, "enroll_url": county.url}
+    assert config["station"] == {"county": COUNTY, "station": STATION, "enroll_url": county.url,
+                                 "data_dir": str(paths.data_dir)}
+    assert Path(config["station"]["data_dir"]).is_absolute()
     assert config["mqtt"] == {"host": "broker.test-county.example", "port": 8883}
     assert config["keys"] == paths.keys_table()
     assert all(Path(p).is_file() for p in config["keys"].values())
