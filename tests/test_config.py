@@ -73,3 +73,49 @@ def test_missing_named_file_is_an_error_and_no_default_file_means_defaults(tmp_p
     with pytest.raises(StationConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
     assert load_config(None).vision.threads >= 1
+
+
+def test_data_dir_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    from appliance.config import DEFAULT_DATA_DIR, resolve_data_dir
+
+    toml = tmp_path / "station.toml"
+    toml.write_text('[station]\ndata_dir = "/srv/from-file"\n')
+    configured = load_config(toml).station.data_dir
+    env = {"BOOKING_STATION_DATA_DIR": "/srv/from-env"}
+    assert resolve_data_dir("/srv/from-flag", configured, env) == Path("/srv/from-flag")
+    assert resolve_data_dir(None, configured, env) == Path("/srv/from-env")
+    assert resolve_data_dir(None, configured, {}) == Path("/srv/from-file")
+    assert resolve_data_dir(None, "", {}) == DEFAULT_DATA_DIR == Path("/var/lib/booking-station")
+
+
+def test_data_dir_must_be_a_string(tmp_path: Path) -> None:
+    toml = tmp_path / "station.toml"
+    toml.write_text("[station]\ndata_dir = 5\n")
+    with pytest.raises(StationConfigError, match="data_dir"):
+        load_config(toml)
+
+
+def test_every_command_takes_data_dir_from_the_station_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from appliance.cli import main
+
+    monkeypatch.delenv("BOOKING_STATION_DATA_DIR", raising=False)
+    from_file, from_env, from_flag = tmp_path / "file", tmp_path / "env", tmp_path / "flag"
+    for folder in (from_file, from_env, from_flag):
+        folder.mkdir()
+    toml = tmp_path / "station.toml"
+    toml.write_text(f'[station]\ndata_dir = "{from_file}"\n')
+
+    def named(args: list[str], env: dict[str, str] | None = None) -> str:
+        result = CliRunner(env=env).invoke(main, ["--config", str(toml), *args])
+        assert result.exit_code == 2, result.output  # no station in these folders: the error names the folder
+        return result.output
+
+    env = {"BOOKING_STATION_DATA_DIR": str(from_env)}
+    for command in (["queue"], ["audit", "verify"], ["status"]):
+        assert str(from_file / "station.db") in named(command)
+        assert str(from_env / "station.db") in named(command, env)
+        assert str(from_flag / "station.db") in named([*command, "--data-dir", str(from_flag)], env)
+    for folder in (from_file, from_env, from_flag):
+        assert list(folder.iterdir()) == [], "a reading command created nothing"
