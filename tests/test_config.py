@@ -119,3 +119,40 @@ def test_every_command_takes_data_dir_from_the_station_toml(tmp_path: Path, monk
         assert str(from_flag / "station.db") in named([*command, "--data-dir", str(from_flag)], env)
     for folder in (from_file, from_env, from_flag):
         assert list(folder.iterdir()) == [], "a reading command created nothing"
+
+
+def test_the_device_profile_is_the_layer_under_the_station_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "station.toml"
+    toml.write_text('[station]\nprofile = "rpi5-camera-module-3"\n')
+    config = load_config(toml)
+    assert config.camera.source == "picamera2:0"  # the profile's camera, not the built-in "picamera2"
+    assert config.camera.options["still_size"] == [4608, 2592] and config.camera.options["preview_size"] == [640, 360]
+    assert config.vision.threads == 3
+
+    toml.write_text('[station]\nprofile = "rpi5-camera-module-3"\n[vision]\ndelegate = "/usr/lib/x.so"\n'
+                    '[camera]\noptions = { preview_size = [320, 180] }\n')
+    config = load_config(toml)
+    assert config.camera.source == "picamera2:0" and config.camera.options["preview_size"] == [320, 180]
+    assert "controls" in config.camera.options and config.vision.threads == 3
+    assert config.vision.delegate == "/usr/lib/x.so"
+
+    toml.write_text('[station]\nprofile = "rpi5-camera-module-3"\n[camera]\nsource = "opencv:1"\n'
+                    '[vision]\nthreads = 1\n')
+    config = load_config(toml)
+    assert config.camera.source == "opencv:1" and config.camera.options == {}, "options go with their source"
+    assert config.vision.threads == 1
+
+    assert load_config(_write(tmp_path, "")).camera.source == "picamera2", "no profile: the built-in default"
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "plain.toml"
+    path.write_text(text)
+    return path
+
+
+def test_an_unknown_device_profile_is_a_config_error(tmp_path: Path) -> None:
+    toml = tmp_path / "station.toml"
+    toml.write_text('[station]\nprofile = "no-such-board"\n')
+    with pytest.raises(StationConfigError, match="no-such-board"):
+        load_config(toml)
