@@ -9,11 +9,13 @@ click context, so a command run on its own (`python -m appliance.capture.cli`) s
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
-from appliance.config import StationConfig, StationConfigError, load_config
+from appliance.config import ENV_DATA_DIR, StationConfig, StationConfigError, load_config, resolve_data_dir
 
 EXIT_INPUT = 1  # some input could not be processed
 EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime, data directory)
@@ -34,3 +36,38 @@ def station_config(ctx: click.Context) -> StationConfig:
         return load_config(None)
     except StationConfigError as exc:
         fail(str(exc), EXIT_SETUP)
+
+
+def _data_dir_callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """``--data-dir`` resolved by :func:`appliance.config.resolve_data_dir` (flag > env > station.toml > default).
+
+    The station.toml is the command's own ``--config`` if it has one and it was given (click processes an
+    option not on the command line after those that are, so it is known here), else the main group's.
+    A config that cannot be read counts as no ``data_dir`` here; the command itself reports it.
+    """
+    if value is not None:
+        return resolve_data_dir(value)
+    own = ctx.params.get("config_path")
+    config: StationConfig | None = None
+    try:
+        config = load_config(own) if own is not None else station_config_or_default(ctx)
+    except StationConfigError:
+        config = None
+    return resolve_data_dir(None, config.station.data_dir if config is not None else None)
+
+
+def station_config_or_default(ctx: click.Context) -> StationConfig:
+    """The main group's loaded config, else the default file (raises StationConfigError)."""
+    root = ctx.find_root().obj
+    if isinstance(root, dict) and isinstance(root.get("config"), StationConfig):
+        return root["config"]
+    return load_config(None)
+
+
+def data_dir_option(what: str = "station.db, keys/", *, file_okay: bool = True) -> Callable[[Any], Any]:
+    """The one ``--data-dir`` option of every command (see :func:`appliance.config.resolve_data_dir`)."""
+    return click.option(
+        "--data-dir", type=click.Path(path_type=Path, file_okay=file_okay, dir_okay=True), default=None,
+        callback=_data_dir_callback,
+        help=f"station data directory ({what}); default: ${ENV_DATA_DIR}, else [station] data_dir in "
+             f"station.toml, else /var/lib/booking-station")

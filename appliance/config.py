@@ -7,7 +7,9 @@ a county's file is caught at start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -21,6 +23,7 @@ else:  # pragma: no cover
 
 DEFAULT_CONFIG = Path("/etc/booking-station/station.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/booking-station")
+ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 
 
 class StationConfigError(ValueError):
@@ -36,6 +39,11 @@ class StationIdentity:
     profile: str = ""  # device profile (firmware/profiles), e.g. rpi5-camera-module-3
     agency_ori: str = ""  # default agency ORI for bookings made at this desk
     enroll_url: str = ""  # the enrolment server's /enroll URL (provision records it; certificate rotation uses it)
+    data_dir: str = ""  # station data directory (station.db, keys/, ...); "" = /var/lib/booking-station
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir = {self.data_dir!r} must be a string (a folder path)")
 
 
 @dataclass
@@ -159,17 +167,82 @@ def load_config(path: Path | str | None = None) -> StationConfig:
         raise StationConfigError(f"config file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise StationConfigError(f"config file {path} cannot be read: {exc}") from exc
-    config = StationConfig(source=path)
+    return build_config(data, path)
+
+
+def profile_layer(name: str) -> dict[str, dict]:
+    """The device profile's settings as station.toml tables: the defaults the file's own keys override.
+
+    ``[camera] source`` and ``options`` (the options go with their source: a file that names another source
+    does not inherit them), ``[vision] threads`` and ``delegate``. A profile without a camera source
+    (replay) leaves the camera to the file or the command line. Raises StationConfigError.
+    """
+    from firmware.profiles import BACKEND_SOURCE_OPTION, DeviceProfileError, load_profile
+
+    try:
+        profile = load_profile(name)
+    except DeviceProfileError as exc:
+        raise StationConfigError(f"[station] profile: {exc}") from exc
+    vision: dict = {"threads": profile.vision.threads}
+    if profile.vision.delegate:
+        vision["delegate"] = profile.vision.delegate
+    layer: dict[str, dict] = {"vision": vision}
+    if profile.camera.source is not None:
+        options = profile.camera_spec()
+        backend = options.pop("backend")
+        layer["camera"] = {"source": f"{backend}:{options.pop(BACKEND_SOURCE_OPTION[backend])}", "options": options}
+    return layer
+
+
+def _layered(section: str, values: dict, layer: dict[str, dict]) -> dict:
+    below = dict(layer.get(section, {}))
+    if section == "camera" and "source" in values and values["source"] != below.get("source"):
+        below.pop("options", None)  # options belong to the profile's source
+    if section == "camera" and isinstance(values.get("options"), dict) and isinstance(below.get("options"), dict):
+        values = {**values, "options": {**below["options"], **values["options"]}}
+    return {**below, **values}
+
+
+def build_config(data: dict, path: Path | str, *, skip: frozenset[str] = frozenset()) -> StationConfig:
+    """Built-in defaults < the ``[station] profile`` device profile < the file's tables (``data``)."""
+    station = data.get("station")
+    name = station.get("profile") if isinstance(station, dict) else None
+    try:
+        layer = profile_layer(name) if isinstance(name, str) and name else {}
+    except StationConfigError as exc:
+        raise StationConfigError(f"{path}: {exc}") from exc
+    config = StationConfig(source=Path(path))
+    for section, cls in SECTIONS.items():
+        if section in layer and section not in data:
+            setattr(config, section, cls(**layer[section]))
     for section, values in data.items():
+        if section in skip and section not in SECTIONS:
+            continue
         cls = SECTIONS.get(section)
         if cls is None:
             raise StationConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise StationConfigError(f"{path}: [{section}] must be a table")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise StationConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
         try:
-            setattr(config, section, cls(**values))
+            setattr(config, section, cls(**_layered(section, values, layer)))
         except (TypeError, ValueError) as exc:  # wrong types, out-of-range values (checked by the section)
             raise StationConfigError(f"{path}: [{section}] {exc}") from exc
     return config
+
+def resolve_data_dir(flag: Path | str | None = None, configured: Path | str | None = None,
+                     environ: Mapping[str, str] | None = None) -> Path:
+    """The station data directory, the same way for every command.
+
+    ``--data-dir`` flag > ``$BOOKING_STATION_DATA_DIR`` > station.toml ``[station] data_dir`` > the default
+    (/var/lib/booking-station). ``configured`` is the station.toml value (``config.station.data_dir``).
+    """
+    if flag is not None and str(flag) != "":
+        return Path(flag)
+    env = (os.environ if environ is None else environ).get(ENV_DATA_DIR)
+    if env:
+        return Path(env)
+    return Path(configured) if configured else DEFAULT_DATA_DIR

@@ -36,11 +36,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.config import DEFAULT_CONFIG, SECTIONS, StationConfig, StationConfigError
+from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, build_config
 from sync.protocol import mqtt
 
 if sys.version_info >= (3, 11):
@@ -107,8 +107,8 @@ class Station:
 def read_station_config(path: Path | None) -> tuple[StationConfig, dict[str, Any], Path | None, str | None]:
     """(config, raw document, path used, problem). Never raises: a broken config is the first FAIL.
 
-    Built like ``appliance.config.load_config`` (unknown keys are errors) except that sections other
-    parts own (``[sync]``) are left to them.
+    Built by ``appliance.config.build_config`` like ``load_config`` (device profile layer, unknown keys are
+    errors) except that sections other parts own (``[sync]``) are left to them.
     """
     if path is None:
         if not DEFAULT_CONFIG.is_file():
@@ -121,20 +121,8 @@ def read_station_config(path: Path | None) -> tuple[StationConfig, dict[str, Any
         return StationConfig(), {}, path, f"config file not found: {path}"
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         return StationConfig(), {}, path, f"config file {path} cannot be read: {exc}"
-    config = StationConfig(source=path)
     try:
-        for section, values in document.items():
-            if section in FOREIGN_SECTIONS and section not in SECTIONS:
-                continue
-            cls = SECTIONS.get(section)
-            if cls is None:
-                raise StationConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
-            if not isinstance(values, dict):
-                raise StationConfigError(f"{path}: [{section}] must be a table")
-            unknown = set(values) - {f.name for f in fields(cls)}
-            if unknown:
-                raise StationConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}")
-            setattr(config, section, cls(**values))
+        config = build_config(document, path, skip=frozenset(FOREIGN_SECTIONS))
     except (StationConfigError, TypeError, ValueError) as exc:  # ValueError: a section's own range checks
         return StationConfig(source=path), document, path, str(exc)
     return config, document, path, None

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import click
 
-from appliance.config import DEFAULT_DATA_DIR
+from appliance.cli_support import data_dir_option
 from appliance.doctor import BROKER_TIMEOUT, CAMERA_TIMEOUT, render, run_doctor
-
-ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 
 
 def _config_path(ctx: click.Context, own: Path | None) -> Path | None:
@@ -35,8 +33,7 @@ def _config_path(ctx: click.Context, own: Path | None) -> Path | None:
 @click.command("doctor")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="station config (default: the main --config, else /etc/booking-station/station.toml)")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_DATA_DIR,
-              envvar=ENV_DATA_DIR, show_default=True, help=f"station data directory; env {ENV_DATA_DIR}")
+@data_dir_option("station.db, keys/, sync/", file_okay=False)
 @click.option("--profile", default=None, help="device profile to check against (default: [station] profile)")
 @click.option("--camera-source", default=None,
               help="camera source for a profile that names none (replay: a folder, image or video)")

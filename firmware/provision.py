@@ -174,6 +174,15 @@ class _Keys:
 # --- reading what is on disk -----------------------------------------------------------------------
 
 
+def read_station_table(path: Path) -> dict[str, Any]:
+    """``[station]`` of an existing station.toml; {} when there is none or it cannot be read (provision says so)."""
+    try:
+        table = _read_config(path).get("station", {})
+    except ProvisionError:
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
@@ -376,7 +385,7 @@ def _check_response(data: dict[str, Any], keys: _Keys, county: str, station: str
 def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str, Any],
                   device_profile: str | None, enroll_url: str = "") -> None:
     data = _read_config(paths.config_file)
-    station_table: dict[str, Any] = {"county": county, "station": station}
+    station_table: dict[str, Any] = {"county": county, "station": station, "data_dir": str(paths.data_dir)}
     if enroll_url:  # where the sync agent asks for a new certificate when the county orders a rotation
         station_table["enroll_url"] = enroll_url
     old_device_profile = data.get("station", {}).get("profile")
@@ -432,7 +441,8 @@ def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle:
     ca_bundle = Path(ca_bundle)
     if not ca_bundle.is_file():
         raise ProvisionError("setup", f"the CA file to trust the enrolment server, {ca_bundle}, does not exist")
-    paths = StationPaths(Path(config_dir), Path(data_dir))
+    # Absolute: station.toml records data_dir and the key paths, read later from any working directory.
+    paths = StationPaths(Path(config_dir), Path(data_dir).absolute())
 
     identity = current_identity(paths)
     if identity is not None and not force:

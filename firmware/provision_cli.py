@@ -17,8 +17,9 @@ from pathlib import Path
 
 import click
 
+from appliance.config import ENV_DATA_DIR, resolve_data_dir
 from firmware import provision as device
-from firmware.provision import DEFAULT_CONFIG_DIR, DEFAULT_DATA_DIR, SERVICE_USER, ProvisionError
+from firmware.provision import DEFAULT_CONFIG_DIR, SERVICE_USER, ProvisionError
 
 EXIT_REFUSED = 1
 EXIT_SETUP = 2
@@ -52,8 +53,10 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
               help="the county CA certificate (PEM) that the enrolment server's certificate must chain to")
 @click.option("--config-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_CONFIG_DIR,
               show_default=True, help="where station.toml is written")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_DATA_DIR,
-              show_default=True, help="station data directory; keys go to DATA_DIR/keys")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help=f"station data directory; keys go to DATA_DIR/keys, and station.toml records it as [station] "
+                   f"data_dir (default: ${ENV_DATA_DIR}, else the data_dir of an existing station.toml, "
+                   f"else /var/lib/booking-station)")
 @click.option("--mqtt-host", default=None, help="broker host for station.toml (default: what the server says)")
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None, help="broker port (default 8883)")
 @click.option("--profile", "device_profile", default=None,
@@ -64,12 +67,14 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
               help="when run as root: the user the station services run as, who gets the key directory")
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
 def provision(county: str, station: str, enroll_url: str, token: str | None, token_file: Path | None,
-              ca_bundle: Path, config_dir: Path, data_dir: Path, mqtt_host: str | None, mqtt_port: int | None,
+              ca_bundle: Path, config_dir: Path, data_dir: Path | None, mqtt_host: str | None, mqtt_port: int | None,
               device_profile: str | None, force: bool, new_keys: bool, service_user: str, as_json: bool) -> None:
     """Enrol this device with the county: keys made here, certificate from the county CA, station.toml written.
 
     Safe to re-run: a station that is already provisioned with a valid certificate is left as it is.
     """
+    configured = device.read_station_table(config_dir / "station.toml").get("data_dir") if data_dir is None else None
+    data_dir = resolve_data_dir(data_dir, configured if isinstance(configured, str) else None).absolute()
     if device_profile is not None:
         from firmware.profiles import DeviceProfileError, load_profile
 

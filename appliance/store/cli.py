@@ -26,7 +26,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from appliance.config import DEFAULT_DATA_DIR
+from appliance.cli_support import data_dir_option as _shared_data_dir_option
+from appliance.config import ENV_DATA_DIR
 from appliance.store.db import Store, data_paths, is_corruption
 from appliance.store.errors import StationStoreError, ValidationError
 from appliance.store.outbox import STATES
@@ -34,7 +35,6 @@ from appliance.store.records import is_record_id
 
 EXIT_PROBLEM = 1
 EXIT_SETUP = 2
-ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,11 +46,8 @@ def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
 
 
 def data_dir_option(func: F) -> F:
-    """The shared ``--data-dir`` option."""
-    return click.option(
-        "--data-dir", type=click.Path(path_type=Path, file_okay=True, dir_okay=True), default=DEFAULT_DATA_DIR,
-        envvar=ENV_DATA_DIR, show_default=True,
-        help=f"station data directory (station.db, keys/store.key); env {ENV_DATA_DIR}")(func)
+    """The shared ``--data-dir`` option (flag > $BOOKING_STATION_DATA_DIR > [station] data_dir > default)."""
+    return _shared_data_dir_option("station.db, keys/store.key")(func)  # type: ignore[no-any-return]
 
 
 def clear_errors(func: F) -> F:
@@ -75,8 +72,12 @@ def clear_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_store(data_dir: Path) -> Store:
-    """Open the store of ``data_dir``, checking the directory first so the error names what is wrong."""
+def open_store(data_dir: Path, *, create: bool = True) -> Store:
+    """Open the store of ``data_dir``, checking the directory first so the error names what is wrong.
+
+    ``create=False`` (commands that only read: queue, audit verify, status): a folder without a station's
+    database is one error line naming the missing file, and nothing is created in it.
+    """
     if not data_dir.exists():
         fail(f"data directory {data_dir} does not exist; pass --data-dir (or set {ENV_DATA_DIR}) to the "
              f"station's data directory, or provision the station first")
@@ -85,6 +86,9 @@ def open_store(data_dir: Path) -> Store:
     db_path, key_path = data_paths(data_dir)
     if db_path.exists() and not db_path.is_file():
         fail(f"database {db_path} is not a file")
+    if not create and not db_path.exists():  # a missing or unusable key of a database is the store's error
+        fail(f"no station database at {db_path}: {data_dir} is not a station's data directory (pass --data-dir, "
+             f"set {ENV_DATA_DIR} or [station] data_dir), or the station has not run yet")
     owner = data_dir.stat().st_uid
     if owner != os.geteuid() and not (db_path.exists() and key_path.exists()):
         # Files made now would belong to this user (often root), and the station service, running as
@@ -127,7 +131,7 @@ def queue_command(data_dir: Path, state: str | None, as_json: bool) -> None:
     Records stay ``pending`` until the county gallery acks them; ``rejected`` ones show the gallery's
     reason. Active alarms (disk low, queue full) are listed first.
     """
-    with open_store(data_dir) as store:
+    with open_store(data_dir, create=False) as store:
         entries = store.queue(state)
         counts = store.queue_counts()
         age = store.oldest_pending_age()
@@ -171,7 +175,7 @@ def audit_verify_command(data_dir: Path, as_json: bool) -> None:
     An entry that was edited, removed or moved breaks the chain at that entry. Entries removed by
     retention (older than the kept period) are accounted for by the retention checkpoint.
     """
-    with open_store(data_dir) as store:
+    with open_store(data_dir, create=False) as store:
         report = store.audit_report()
     checkpoint = report.checkpoint
     if as_json:

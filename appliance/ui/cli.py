@@ -28,10 +28,10 @@ from typing import Any
 import click
 
 from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import data_dir_option as _shared_data_dir_option
 from appliance.cli_support import fail as _fail
-from appliance.config import DEFAULT_DATA_DIR, StationConfigError, load_config
+from appliance.config import ENV_DATA_DIR, StationConfigError, load_config
 
-ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 ENV_STATION = "BOOKING_STATION_ID"
 ENV_AGENCY = "BOOKING_STATION_AGENCY"
 
@@ -45,9 +45,7 @@ def _admin() -> str:
         return "admin"
 
 
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_DATA_DIR, envvar=ENV_DATA_DIR,
-    show_default=True, help=f"station data directory (station.db, accounts.db, keys/); env {ENV_DATA_DIR}")
+data_dir_option = _shared_data_dir_option("station.db, accounts.db, keys/", file_okay=False)
 
 
 @click.command("serve")

@@ -108,7 +108,7 @@ def _read_agent_status(data_dir: Path) -> dict[str, Any] | None:
 
 def collect_status(config: SyncConfig | None, data_dir: Path) -> dict[str, Any]:
     """Everything ``status`` shows, as one JSON-ready dict."""
-    with open_store(data_dir) as store:
+    with open_store(data_dir, create=False) as store:
         counts = store.queue_counts()
         age = store.oldest_pending_age()
         alarms = [{"name": a.name, "message": a.message, "raised_at": a.raised_at} for a in store.active_alarms()]

@@ -173,7 +173,9 @@ def test_provision_enrols_station_with_a_client_certificate_from_the_county_ca(c
     assert serialization.load_pem_public_key(registered["public_key"].encode()) == signing.public_key()
 
     config = tomllib.loads(paths.config_file.read_text())
-    assert config["station"] == {"county": COUNTY, "station": STATION, "enroll_url": county.url}
+    assert config["station"] == {"county": COUNTY, "station": STATION, "enroll_url": county.url,
+                                 "data_dir": str(paths.data_dir)}
+    assert Path(config["station"]["data_dir"]).is_absolute()
     assert config["mqtt"] == {"host": "broker.test-county.example", "port": 8883}
     assert config["keys"] == paths.keys_table()
     assert all(Path(p).is_file() for p in config["keys"].values())
@@ -576,3 +578,36 @@ def test_command_key_signatures_from_the_county_verify_on_the_device(county: Cou
     device_copy = serialization.load_pem_public_key(paths.command_key.read_bytes())
     assert isinstance(device_copy, Ed25519PublicKey)
     device_copy.verify(county_key.sign(b"purge booking 42"), b"purge booking 42")
+
+
+def test_a_relative_data_dir_is_recorded_absolute_and_later_commands_use_it(county: County, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.cli import main as station_cli
+    from appliance.store import Store
+
+    monkeypatch.delenv("BOOKING_STATION_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    done = runner.invoke(provision_cli, ["--county", COUNTY, "--station", STATION, "--enroll-url", county.url,
+                                         "--token", county.token(), "--ca-bundle", str(county.ca_file),
+                                         "--config-dir", "etc", "--data-dir", "var", "--user", ""])
+    assert done.exit_code == 0, done.output
+    data_dir = tmp_path / "var"
+    config = tomllib.loads((tmp_path / "etc" / "station.toml").read_text())
+    assert config["station"]["data_dir"] == str(data_dir)
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in config["keys"].values())
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    toml = str(tmp_path / "etc" / "station.toml")
+    checks = runner.invoke(station_cli, ["--config", toml, "doctor", "--json"])
+    disk = next(c for c in json.loads(checks.stdout) if c["check"] == "disk")
+    assert str(data_dir) in disk["detail"], disk
+    missing = runner.invoke(station_cli, ["--config", toml, "queue"])  # provisioned, never started: no station.db
+    assert missing.exit_code == 2 and str(data_dir / "station.db") in missing.output
+    with Store.open_data_dir(data_dir):
+        pass
+    queue = runner.invoke(station_cli, ["--config", toml, "queue", "--json"])
+    assert queue.exit_code == 0 and json.loads(queue.stdout)["counts"]["pending"] == 0
+    assert list(elsewhere.iterdir()) == []

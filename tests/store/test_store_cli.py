@@ -138,8 +138,10 @@ def test_corrupt_database(data_dir: Path, content: bytes) -> None:
 
 
 def test_first_use_creates_database_and_private_key(data_dir: Path) -> None:
-    result = run("queue", "--data-dir", str(data_dir), "--json")
-    assert json.loads(result.stdout)["counts"] == {"pending": 0, "delivered": 0, "rejected": 0}
+    result = run("purge", "--data-dir", str(data_dir), "--booking", "A-1", "--yes")
+    assert result.exit_code == 0, result.output
+    assert json.loads(run("queue", "--data-dir", str(data_dir), "--json").stdout)["counts"] == {
+        "pending": 0, "delivered": 0, "rejected": 0}
     db_path, key_path = data_paths(data_dir)
     assert db_path.is_file()
     assert oct(key_path.stat().st_mode & 0o777) == "0o600" and oct(key_path.parent.stat().st_mode & 0o777) == "0o700"
@@ -160,6 +162,16 @@ def test_damage_found_while_reading_is_a_clear_error(data_dir: Path, station: di
 
 def test_first_use_as_another_user_than_the_directory_owner_is_refused(data_dir: Path) -> None:
     os.chown(data_dir, 65534, 65534)  # the service user owns the directory; the tests run as root
-    result = run("queue", "--data-dir", str(data_dir))
+    result = run("purge", "--data-dir", str(data_dir), "--booking", "A-1", "--yes")
     assert result.exit_code == 2 and "would be created as" in result.stderr and "sudo -u" in result.stderr
     assert list(data_dir.iterdir()) == [], "nothing was created"
+
+
+@pytest.mark.parametrize("args", [["queue"], ["audit", "verify"], ["queue", "--json"]])
+def test_reading_commands_on_a_folder_without_a_station_create_nothing(tmp_path: Path, args: list[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(*args, "--data-dir", str(empty))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and str(empty / "station.db") in result.stderr
+    assert list(empty.iterdir()) == [], "neither keys/ nor station.db was created"
