@@ -18,7 +18,9 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -103,6 +105,24 @@ def ca_init(ca_dir: Path, county: str, days: int) -> None:
                f"and {ca_dir / CA_CERT} on every device.")
 
 
+def _issue_to_files(out_cert: Path, out_key: Path, issue: Callable[[Any], Any]) -> Any:
+    """Make a key, have `issue` sign a certificate for its public key, write both; never overwrite a file.
+
+    Both files are checked before anything is made, so a refusal leaves no half-written pair behind.
+    """
+    for path in (out_cert, out_key):
+        if path.exists():
+            _fail(f"{path} exists; refusing to overwrite it")
+    key = generate_tls_key()
+    try:
+        cert = issue(key.public_key())
+        write_private_file(out_key, private_key_pem(key))
+        write_public_file(out_cert, certificate_pem(cert).encode())
+    except (CAError, OSError) as exc:
+        _fail(str(exc))
+    return cert
+
+
 @ca.command("server-cert")
 @_ca_dir_option
 @click.option("--name", "names", multiple=True, required=True,
@@ -113,16 +133,8 @@ def ca_init(ca_dir: Path, county: str, days: int) -> None:
 def ca_server_cert(ca_dir: Path, names: tuple[str, ...], out_cert: Path, out_key: Path, days: int) -> None:
     """Issue a TLS server certificate (enrolment server, MQTT broker) signed by the county CA."""
     authority = _load_ca(ca_dir)
-    for path in (out_cert, out_key):
-        if path.exists():
-            _fail(f"{path} exists; refusing to overwrite it")
-    key = generate_tls_key()
-    try:
-        cert = authority.issue_server_certificate(key.public_key(), list(names), days=days)
-        write_private_file(out_key, private_key_pem(key))
-        write_public_file(out_cert, certificate_pem(cert).encode())
-    except (CAError, OSError) as exc:
-        _fail(str(exc))
+    cert = _issue_to_files(out_cert, out_key,
+                           lambda key: authority.issue_server_certificate(key, list(names), days=days))
     click.echo(f"wrote {out_cert} (server certificate for {', '.join(names)}, valid until "
                f"{cert.not_valid_after_utc:%Y-%m-%d}) and {out_key} (0600)")
 
@@ -136,16 +148,7 @@ def ca_server_cert(ca_dir: Path, names: tuple[str, ...], out_cert: Path, out_key
 def ca_client_cert(ca_dir: Path, name: str, out_cert: Path, out_key: Path, days: int) -> None:
     """Issue a TLS client certificate for a county service (the gallery receiver's broker login)."""
     authority = _load_ca(ca_dir)
-    for path in (out_cert, out_key):
-        if path.exists():
-            _fail(f"{path} exists; refusing to overwrite it")
-    key = generate_tls_key()
-    try:
-        cert = authority.issue_client_certificate(key.public_key(), name, days=days)
-        write_private_file(out_key, private_key_pem(key))
-        write_public_file(out_cert, certificate_pem(cert).encode())
-    except (CAError, OSError) as exc:
-        _fail(str(exc))
+    cert = _issue_to_files(out_cert, out_key, lambda key: authority.issue_client_certificate(key, name, days=days))
     click.echo(f"wrote {out_cert} (client certificate CN={name}, valid until {cert.not_valid_after_utc:%Y-%m-%d}) "
                f"and {out_key} (0600)")
 
