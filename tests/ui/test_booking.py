@@ -26,13 +26,20 @@ def test_full_booking_with_auto_capture_is_saved_and_queued(page, start_server) 
     officer = add_officer(server.data_dir, "o.diaz", "Officer Diaz")
     sign_in(page, server, officer)
 
+    # The live gates pass on this portrait: the page shows the ready state, then auto-capture fires. The
+    # ready state can last less than one of Playwright's polls before the review replaces it, so the page
+    # itself records that it was shown (waiting for it to be visible raced with auto-capture).
+    page.evaluate("""() => {
+        window.sawReady = false;
+        new MutationObserver(() => { if (document.querySelector('#guidance.ready')) window.sawReady = true; })
+            .observe(document.body, {subtree: true, attributes: true, attributeFilter: ['class']});
+    }""")
     page.fill("#start-number", BOOKING)
     page.click("#start-submit")
-    # The live gates pass on this portrait: the page shows the ready state, then auto-capture fires.
-    page.wait_for_selector("#guidance.ready", timeout=20_000)
     expect(page.locator("#top-booking")).to_contain_text(BOOKING)
 
     expect(page.locator("#screen-review")).to_be_visible(timeout=20_000)
+    assert page.evaluate("window.sawReady"), "the ready state was never shown before auto-capture"
     verdict = page.locator("#review-verdict")
     expect(verdict).to_have_text("Frontal: Meets the standard")
     expect(page.locator("#review-checks-summary")).to_contain_text(re.compile(r"\d+ passed, 0 failed"))
