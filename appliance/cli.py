@@ -44,14 +44,12 @@ class Vision:
 
     def template(self, image: np.ndarray, aligned: bool = False) -> np.ndarray | None:
         """Template of the largest face (or of the whole image when it is an aligned chip)."""
-        from appliance.vision.align import face_chip, five_points
-
         if aligned:
             return self.embedder.embed_chip(image)
         faces = self.analyzer.analyze(image, landmarks=True, iris=False)
         if not faces:
             return None
-        return self.embedder.embed_chip(face_chip(image, five_points(faces[0])))
+        return self.embedder.embed_face(image, faces[0])
 
 
 def open_vision(ctx: click.Context) -> Vision:

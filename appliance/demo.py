@@ -23,8 +23,6 @@ def sample_portrait() -> np.ndarray:
 
 
 def run_demo(vision, image_path: Path | None) -> int:
-    from appliance.vision.align import face_chip, five_points
-
     image = read_image(image_path) if image_path else sample_portrait()
     name = str(image_path) if image_path else "scikit-image astronaut portrait"
     click.echo(f"Booking-station vision demo on the {name} ({image.shape[1]}x{image.shape[0]})")
@@ -46,8 +44,7 @@ def run_demo(vision, image_path: Path | None) -> int:
     click.echo(f"  eyes (iris centres): right ({rx:.1f}, {ry:.1f}), left ({lx:.1f}, {ly:.1f}); "
                f"inter-eye distance {ied:.1f} px")
     t2 = time.perf_counter()
-    chip = face_chip(image, five_points(face))
-    template = vision.embedder.embed_chip(chip)
+    template = vision.embedder.embed_face(image, face)
     t3 = time.perf_counter()
     click.echo(f"  template: {template.size}-D from {vision.bundle.embedding} "
                f"(align + embed: {1000 * (t3 - t2):.1f} ms), norm {np.linalg.norm(template):.3f}")

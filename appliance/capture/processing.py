@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from appliance.capture.images import encode_jpeg, sharpness, subject_box
-from appliance.vision.align import face_chip, five_points
 from appliance.vision.embedder import Embedder
 from appliance.vision.pipeline import FaceAnalyzer
 from appliance.vision.types import Face
@@ -237,8 +236,7 @@ class CaptureProcessor:
             face = faces[0] if faces else None
         if face is None or face.mesh is None:
             return None
-        chip = face_chip(image, five_points(face))
-        return tuple(float(v) for v in self.embedder.embed_chip(chip))
+        return tuple(float(v) for v in self.embedder.embed_face(image, face))
 
     def _side_view(self, pose: str, image: np.ndarray, mode: str, captured_at: datetime,
                    sequence: int | None) -> ProcessedCapture:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from appliance.vision.align import face_chip, five_points
 from appliance.vision.bundle import Bundle
 from appliance.vision.runtime import Model, RuntimeOptions
+from appliance.vision.types import Face
 
 CHIP_SIZE = 150
 
@@ -37,6 +39,11 @@ class Embedder:
             raise ValueError(f"an aligned chip must be {CHIP_SIZE}x{CHIP_SIZE}x3 RGB, got shape {chip_rgb.shape}")
         (out,) = self._model.run(chip_rgb.astype(np.float32)[None])
         return out.reshape(-1).astype(np.float32)
+
+    def embed_face(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
+        """Template of one detected face (analyzed with landmarks): the one way every part of the product,
+        station capture and county search alike, turns a face into a template, so they stay comparable."""
+        return self.embed_chip(face_chip(image_rgb, five_points(face)))
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
         return compare_templates(a, b, self.threshold)
