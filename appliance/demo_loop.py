@@ -212,8 +212,9 @@ class Demo:
 
     # --- commands ---------------------------------------------------------------------------------
 
-    def run(self, argv: list[str], *, timeout: float = COMMAND_TIMEOUT) -> str:
-        """Run one foreground command in the demo folder; its stdout, or StepFailed with its stderr tail."""
+    def run(self, argv: list[str], *, timeout: float = COMMAND_TIMEOUT, ok: tuple[int, ...] = (0,)) -> str:
+        """Run one foreground command in the demo folder; its stdout, or StepFailed with its stderr tail
+        when its exit status is not in ``ok``."""
         try:
             result = subprocess.run(argv, cwd=self.root, env=self.env, capture_output=True, timeout=timeout,
                                     start_new_session=True, stdin=subprocess.DEVNULL)
@@ -224,12 +225,12 @@ class Demo:
             raise StepFailed(f"cannot run it: {exc}") from None
         stdout = result.stdout.decode(errors="replace")
         stderr = result.stderr.decode(errors="replace")
-        if result.returncode != 0:
+        if result.returncode not in ok:
             raise StepFailed(f"exit status {result.returncode}\n  stderr (last lines):\n{tail(stderr or stdout)}")
         return stdout
 
-    def run_json(self, argv: list[str]) -> Any:
-        stdout = self.run(argv)
+    def run_json(self, argv: list[str], *, ok: tuple[int, ...] = (0,)) -> Any:
+        stdout = self.run(argv, ok=ok)
         try:
             return json.loads(stdout)
         except ValueError:
@@ -478,7 +479,7 @@ class Demo:
         deadline = time.monotonic() + DELIVERY_TIMEOUT
         status: dict[str, Any] = {}
         while True:
-            status = self.run_json(argv)
+            status = self.run_json(argv, ok=(0, 1))  # 1: not delivering (yet), which is what we wait out
             queue = status.get("queue", {})
             if queue.get("delivered", 0) + queue.get("rejected", 0) >= len(self.record_ids):
                 break

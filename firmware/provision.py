@@ -383,7 +383,7 @@ def _check_response(data: dict[str, Any], keys: _Keys, county: str, station: str
 
 
 def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str, Any],
-                  device_profile: str | None, enroll_url: str = "") -> None:
+                  device_profile: str | None, enroll_url: str = "", agency_ori: str | None = None) -> None:
     data = _read_config(paths.config_file)
     station_table: dict[str, Any] = {"county": county, "station": station, "data_dir": str(paths.data_dir)}
     if enroll_url:  # where the sync agent asks for a new certificate when the county orders a rotation
@@ -391,16 +391,33 @@ def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str
     old_device_profile = data.get("station", {}).get("profile")
     if device_profile or old_device_profile:
         station_table["profile"] = device_profile or old_device_profile
+    agency = agency_ori or data.get("station", {}).get("agency_ori")
+    if agency:  # given now, or kept from an earlier run
+        station_table["agency_ori"] = agency
     data["station"] = station_table
     data["mqtt"] = mqtt
     data["keys"] = paths.keys_table()
+    _save_config(paths, data)
+
+
+def _save_config(paths: StationPaths, data: dict[str, Any]) -> None:
     # [station], [mqtt], [keys] first, then whatever sections the file already had.
-    ordered = {k: data[k] for k in ("station", "mqtt", "keys")} | {k: v for k, v in data.items()
-                                                                  if k not in ("station", "mqtt", "keys")}
+    ordered = {k: data[k] for k in ("station", "mqtt", "keys") if k in data} | {
+        k: v for k, v in data.items() if k not in ("station", "mqtt", "keys")}
     header = ("# Booking station configuration. [station], [mqtt] and [keys] are written by\n"
               "# `booking-station provision`; other sections are yours and are kept when it runs again.\n")
     paths.config_dir.mkdir(parents=True, exist_ok=True)
     write_file_atomic(paths.config_file, (header + tomli_w.dumps(ordered)).encode(), 0o644)
+
+
+def _record_agency(paths: StationPaths, agency_ori: str | None, echo: Echo) -> None:
+    """`--agency` on an already provisioned station: only the ORI changes, the identity stays."""
+    data = _read_config(paths.config_file)
+    if not agency_ori or data.get("station", {}).get("agency_ori") == agency_ori:
+        return
+    data.setdefault("station", {})["agency_ori"] = agency_ori
+    _save_config(paths, data)
+    echo(f"recorded agency ORI {agency_ori} in {paths.config_file}")
 
 
 def _hand_over(paths: StationPaths, user: str | None, echo: Echo) -> None:
@@ -427,7 +444,7 @@ def _hand_over(paths: StationPaths, user: str | None, echo: Echo) -> None:
 def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle: Path | str,
               config_dir: Path | str = DEFAULT_CONFIG_DIR, data_dir: Path | str = DEFAULT_DATA_DIR, *,
               force: bool = False, new_keys: bool = False, mqtt_host: str | None = None,
-              mqtt_port: int | None = None, device_profile: str | None = None,
+              mqtt_port: int | None = None, device_profile: str | None = None, agency_ori: str | None = None,
               service_user: str | None = SERVICE_USER, echo: Echo = print) -> ProvisionResult:
     """Enrol this device as ``station`` of ``county`` (see the module docstring). Raises ProvisionError."""
     try:
@@ -449,6 +466,7 @@ def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle:
         if (identity.county, identity.station) == (county, station):
             echo(f"already provisioned: station {station} of county {county}, certificate serial {identity.serial} "
                  f"valid until {identity.not_after:%Y-%m-%d}; nothing changed (--force enrols again)")
+            _record_agency(paths, agency_ori, echo)
             if paths.pending(paths.tls_key).exists():
                 echo(f"note: {paths.keys_dir} holds keys of an unfinished enrolment (*.pending); --force finishes it")
             return ProvisionResult("already_provisioned", county, station, identity.serial, identity.not_after,
@@ -501,7 +519,7 @@ def provision(county: str, station: str, enroll_url: str, token: str, ca_bundle:
             "host": mqtt_host or mqtt_from_server.get("host") or old_mqtt.get("host") or "",
             "port": int(mqtt_port or mqtt_from_server.get("port") or old_mqtt.get("port") or DEFAULT_MQTT_PORT),
         }
-        _write_config(paths, county, station, mqtt, device_profile, enroll_url)
+        _write_config(paths, county, station, mqtt, device_profile, enroll_url, agency_ori)
     except OSError as exc:
         raise ProvisionError("setup", f"the certificate was issued but cannot be stored: {exc}. Fix that and run "
                                       "provision again with the same token: it returns the same certificate, "

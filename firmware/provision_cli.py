@@ -20,6 +20,7 @@ import click
 from appliance.config import ENV_DATA_DIR, resolve_data_dir
 from firmware import provision as device
 from firmware.provision import DEFAULT_CONFIG_DIR, SERVICE_USER, ProvisionError
+from sync.protocol.record import AGENCY_ORI, RecordRuleError, check_field
 
 EXIT_REFUSED = 1
 EXIT_SETUP = 2
@@ -37,8 +38,22 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
     if token or not needed:
         return token or ""
     if not sys.stdin.isatty():
-        raise click.UsageError("no enrolment token: give --token, --token-file or $BOOKING_ENROLL_TOKEN")
+        # A token piped in (`echo "$TOKEN" | booking-station provision ...`) keeps it out of argv and history.
+        piped = sys.stdin.readline().strip()
+        if not piped:
+            raise click.UsageError("no enrolment token: give --token, --token-file, $BOOKING_ENROLL_TOKEN "
+                                   "or pipe it on standard input")
+        return piped
     return str(click.prompt("enrolment token", hide_input=True))
+
+
+def _check_agency(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_field(AGENCY_ORI, value.strip().upper(), "--agency")
+    except RecordRuleError as exc:
+        raise click.BadParameter(f"{exc} (e.g. WA0170000)") from None
 
 
 @click.command("provision")
@@ -61,6 +76,8 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None, help="broker port (default 8883)")
 @click.option("--profile", "device_profile", default=None,
               help="device profile to record in station.toml (see firmware/profiles)")
+@click.option("--agency", "agency_ori", default=None, callback=_check_agency,
+              help="the agency's 9-character NCIC ORI, recorded as [station] agency_ori so officers need not type it")
 @click.option("--force", is_flag=True, help="enrol again even though a valid certificate is in place")
 @click.option("--new-keys", is_flag=True, help="generate new keys instead of re-using this device's")
 @click.option("--user", "service_user", default=SERVICE_USER, show_default=True,
@@ -68,7 +85,8 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
 def provision(county: str, station: str, enroll_url: str, token: str | None, token_file: Path | None,
               ca_bundle: Path, config_dir: Path, data_dir: Path | None, mqtt_host: str | None, mqtt_port: int | None,
-              device_profile: str | None, force: bool, new_keys: bool, service_user: str, as_json: bool) -> None:
+              device_profile: str | None, agency_ori: str | None, force: bool, new_keys: bool, service_user: str,
+              as_json: bool) -> None:
     """Enrol this device with the county: keys made here, certificate from the county CA, station.toml written.
 
     Safe to re-run: a station that is already provisioned with a valid certificate is left as it is.
@@ -92,7 +110,8 @@ def provision(county: str, station: str, enroll_url: str, token: str | None, tok
     try:
         result = device.provision(county, station, enroll_url, secret, ca_bundle, config_dir, data_dir,
                                   force=force, new_keys=new_keys, mqtt_host=mqtt_host, mqtt_port=mqtt_port,
-                                  device_profile=device_profile, service_user=service_user, echo=echo)
+                                  device_profile=device_profile, agency_ori=agency_ori,
+                                  service_user=service_user, echo=echo)
     except ProvisionError as exc:
         if as_json:
             click.echo(json.dumps({"status": "error", "error": exc.code, "message": str(exc)}))

@@ -165,11 +165,19 @@ def status_command(ctx: click.Context, config_path: Path | None, data_dir: Path,
         _fail(str(exc))
     if config_error:
         status["config_error"] = config_error
+    # Monitoring runs `status` and reads its exit code: "not delivering" must not look like success.
+    delivering = bool(status["agent"]["running"] and status["agent"]["connected"]) and not config_error
+    status["delivering"] = delivering
     if as_json:
         click.echo(json.dumps(status, sort_keys=True))
-        return
+    else:
+        _print_status(status, config is not None, config_error)
+    ctx.exit(0 if delivering else 1)
+
+
+def _print_status(status: dict[str, Any], has_config: bool, config_error: str | None) -> None:
     agent = status["agent"]
-    where = f"station {status['station']} of county {status['county']}" if config else "station (config unreadable)"
+    where = f"station {status['station']} of county {status['county']}" if has_config else "station (config unreadable)"
     click.echo(f"{where}, broker {status['broker'] or '?'} (MQTT {status['protocol'] or '?'})")
     if config_error:
         click.echo(f"config: {config_error}")

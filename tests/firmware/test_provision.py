@@ -611,3 +611,27 @@ def test_a_relative_data_dir_is_recorded_absolute_and_later_commands_use_it(coun
     queue = runner.invoke(station_cli, ["--config", toml, "queue", "--json"])
     assert queue.exit_code == 0 and json.loads(queue.stdout)["counts"]["pending"] == 0
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_piped_token_and_the_agency_ori_are_taken_and_recorded(county: County, tmp_path: Path) -> None:
+    """`echo "$TOKEN" | booking-station provision --agency ORI ...`: no prompt, and officers need not type the ORI."""
+    runner = CliRunner()
+    args = ["--county", COUNTY, "--station", STATION, "--enroll-url", county.url, "--ca-bundle", str(county.ca_file),
+            "--config-dir", str(tmp_path / "etc"), "--data-dir", str(tmp_path / "var"), "--user", ""]
+    bad = runner.invoke(provision_cli, [*args, "--agency", "King County"], input=county.token() + "\n")
+    assert bad.exit_code == 2 and "--agency" in bad.output and "WA0170000" in bad.output
+    assert not (tmp_path / "etc" / "station.toml").exists()
+
+    done = runner.invoke(provision_cli, [*args, "--agency", "wa0170000"], input=county.token() + "\n")
+    assert done.exit_code == 0, done.output
+    station_toml = tmp_path / "etc" / "station.toml"
+    assert tomllib.loads(station_toml.read_text())["station"]["agency_ori"] == "WA0170000"
+
+    again = runner.invoke(provision_cli, [*args, "--agency", "WA0170001"], input="")  # re-run: only the ORI changes
+    assert again.exit_code == 0 and "already provisioned" in again.output, again.output
+    config = tomllib.loads(station_toml.read_text())
+    assert config["station"]["agency_ori"] == "WA0170001" and config["station"]["station"] == STATION
+    assert station_toml.read_text().startswith("# Booking station configuration.")
+    kept = runner.invoke(provision_cli, [*args, "--force"], input=county.token() + "\n")  # no --agency: kept
+    assert kept.exit_code == 0, kept.output
+    assert tomllib.loads(station_toml.read_text())["station"]["agency_ori"] == "WA0170001"

@@ -414,13 +414,14 @@ def test_status_command_without_a_running_agent(station: factory.Station, store:
     runner = CliRunner()
     args = ["status", "--config", str(station.config_path), "--data-dir", str(station.data_dir)]
     r = runner.invoke(sync_cli, [*args, "--json"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # not delivering: monitoring must see a failure
     status = json.loads(r.output)
+    assert status["delivering"] is False
     assert status["queue"] == {"pending": 1, "delivered": 0, "rejected": 0}
     assert (status["station"], status["county"], status["agent"]["running"]) == (STATION, COUNTY, False)
     assert status["oldest_pending_age_s"] >= 0 and status["last_ack_at"] is None
-    text = runner.invoke(sync_cli, args).output
-    assert "sync agent NOT running" in text and "pending 1" in text
+    text = runner.invoke(sync_cli, args)
+    assert text.exit_code == 1 and "sync agent NOT running" in text.output and "pending 1" in text.output
 
 
 def test_commands_take_the_main_groups_config_when_not_given_their_own(station: factory.Station,
@@ -441,7 +442,7 @@ def test_commands_take_the_main_groups_config_when_not_given_their_own(station: 
     register(cli)
     r = CliRunner().invoke(cli, ["--config", str(station.config_path), "status", "--json",
                                  "--data-dir", str(station.data_dir)])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # no agent runs here
     assert json.loads(r.output)["station"] == STATION and "config_error" not in json.loads(r.output)
 
 
