@@ -54,7 +54,31 @@ COUNTY = "demo-county"
 STATION = "desk-1"
 AGENCY = "VA0290000"
 OPERATOR = "demo-officer"
-FACES = ("img36.jpg", "img1.jpg", "img13.jpg", "img20.jpg", "img24.jpg")
+
+
+@dataclass(frozen=True)
+class DemoFace:
+    """A sample photo for one demo booking, and how the demo prepares it (None: used as it is).
+
+    A replay camera cannot be moved and a photo's subject cannot be asked to straighten up, so where a real
+    photo fails one live gate only because of framing, the demo does once what the officer's guidance would
+    have done at the desk, and says so. The quality gates themselves are never relaxed.
+    """
+
+    path: str  # under the shared faces folder
+    prepare: str | None = None
+    note: str = ""
+
+
+FACES = (
+    DemoFace("deepface/img36.jpg"),
+    # A real mug shot whose crop leaves too little below the chin (margin_below 1.60): the backdrop is
+    # extended below by 15%, as "lower the camera" would have given.
+    DemoFace("openmpf_meds/meds-aa-S001-01.jpg", "extend_below", "backdrop extended below the chin"),
+    # A portrait with the head tilted (head_pose_roll 9.9 degrees): turned level, as "hold your head level"
+    # would have given.
+    DemoFace("deepface/img31.jpg", "level", "turned 10 degrees level"),
+)
 OVERRIDE_REASON = "demo: press photo, no booking backdrop"
 LOOPBACK = "127.0.0.1"
 ENV_SHARED_DATA = "BOOKING_SHARED_DATA"
@@ -62,8 +86,8 @@ MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 COMMAND_TIMEOUT = 120.0  # one foreground command (a capture loads the models: a few seconds)
 # --timeout of each capture: how long auto-capture waits for the live gates to pass before the photo is taken
-# by hand and kept with the override reason. Of the sample press photos only img36 passes them (at once); on a
-# still image the others never will, so waiting longer would only slow the demo down.
+# by hand and kept with the override reason. Every demo face passes them at once (see FACES); on a still image
+# one that did not never would, so waiting longer would only slow the demo down.
 CAPTURE_SECONDS = 3.0
 READY_TIMEOUT = 20.0  # a background service saying READY (the gallery worker: subscribed)
 DELIVERY_TIMEOUT = 90.0  # every record acked by the gallery
@@ -150,6 +174,25 @@ def find_mosquitto() -> str:
 def default_shared_data() -> Path:
     env = os.environ.get(ENV_SHARED_DATA)
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def prepare_photo(source: Path, out: Path, how: str) -> None:
+    """Write ``source`` prepared as ``how`` says (a `DemoFace.prepare`) to ``out``, as a JPEG."""
+    import cv2
+
+    image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if image is None:
+        raise StepFailed(f"cannot read the sample photo {source}")
+    h, w = image.shape[:2]
+    if how == "extend_below":
+        image = cv2.copyMakeBorder(image, 0, int(round(0.15 * h)), 0, 0, cv2.BORDER_REPLICATE)
+    elif how == "level":
+        turn = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), -10.0, 1.0)
+        image = cv2.warpAffine(image, turn, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        raise ValueError(f"unknown preparation {how!r}")
+    if not cv2.imwrite(str(out), image, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        raise StepFailed(f"cannot write {out}")
 
 
 class Demo:
@@ -433,6 +476,27 @@ class Demo:
         return f"listen socket on port {self.mqtt_port}." in log and re.search(r"mosquitto version \S+ running",
                                                                                  log) is not None
 
+    def prepare_faces(self) -> list[Path]:
+        """The replay camera's photos: each demo face as it is, or prepared once (see `DemoFace`)."""
+        used = [FACES[i % len(FACES)] for i in range(min(self.bookings, len(FACES)))]
+        prepared = [f for f in used if f.prepare]
+        if not prepared:
+            return [self.faces / f.path for f in used]
+        t = self.begin("station", "prepare the sample photos the replay camera shows: "
+                                  + "; ".join(f"{Path(f.path).name}: {f.note}" for f in prepared))
+        folder = self.root / "station" / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for face in used:
+            if face.prepare is None:
+                paths.append(self.faces / face.path)
+                continue
+            out = folder / Path(face.path).name
+            prepare_photo(self.faces / face.path, out, face.prepare)
+            paths.append(out)
+        self.done(t, f"{len(prepared)} in station/samples")
+        return paths
+
     def station(self) -> None:
         s = self.station_bin
         argv = [s, "provision", "--county", COUNTY, "--station", STATION,
@@ -449,8 +513,9 @@ class Demo:
                              f"({LOOPBACK}:{self.mqtt_port})")
         self.done(t, f"certificate serial {result.get('serial')}, broker {mqtt['host']}:{mqtt['port']}")
 
+        samples = self.prepare_faces()
         for n in range(1, self.bookings + 1):
-            face = self.faces / FACES[(n - 1) % len(FACES)]
+            face = samples[(n - 1) % len(samples)]
             booking = f"DEMO-{n:04d}"
             argv = [s, "--config", str(self.station_toml), "capture", "--booking", booking, "--auto",
                     "--camera", f"replay:{face}", "--agency", AGENCY, "--operator", OPERATOR,
@@ -572,7 +637,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bookings", type=int, default=3, metavar="N", help="bookings to capture (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary demo folder")
     parser.add_argument("--shared", type=Path, default=None, metavar="DIR",
-                        help=f"the shared data folder with faces/deepface (default: ${ENV_SHARED_DATA}, else "
+                        help=f"the shared data folder with faces/ (default: ${ENV_SHARED_DATA}, else "
                              "../shared/data beside the checkout)")
     args = parser.parse_args(argv)
     if not 1 <= args.bookings <= 100:
@@ -586,8 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     def out(line: str) -> None:
         print(line, flush=True)
 
-    faces = (args.shared or default_shared_data()).resolve() / "faces" / "deepface"
-    missing = [name for name in FACES[: args.bookings] if not (faces / name).is_file()]
+    faces = (args.shared or default_shared_data()).resolve() / "faces"
+    missing = [f.path for f in FACES[: args.bookings] if not (faces / f.path).is_file()]
     if missing:
         print(f"demo loop: the sample faces {', '.join(missing)} are not in {faces}; pass --shared DIR or set "
               f"${ENV_SHARED_DATA} to the shared data folder", file=sys.stderr)

@@ -52,6 +52,8 @@ def test_demo_loop_delivers_every_booking_to_the_gallery(shared_data: Path) -> N
     assert "$ booking-gallery ca init --dir county/ca" in proc.stdout, report
     assert "$ booking-station provision " in proc.stdout, report
     assert proc.stdout.count("$ booking-station --config station/etc/station.toml capture ") == 2, report
+    # Every demo booking passes the live gates and is taken by auto-capture, none by hand after the timeout.
+    assert proc.stdout.count("(auto-captured") == 2 and "taken by hand" not in proc.stdout, report
     assert "exit status sync 0, gallery 0, enroll-server 0, mosquitto 0" in proc.stdout, report
 
     folder = FOLDER.search(proc.stdout)
