@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from appliance.cli_support import renamed_option
 from appliance.config import ENV_DATA_DIR, resolve_data_dir
 from firmware import provision as device
 from firmware.provision import DEFAULT_CONFIG_DIR, SERVICE_USER, ProvisionError
@@ -59,8 +60,8 @@ def _read_token(token: str | None, token_file: Path | None, needed: bool) -> str
                    f"else /var/lib/booking-station)")
 @click.option("--mqtt-host", default=None, help="broker host for station.toml (default: what the server says)")
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None, help="broker port (default 8883)")
-@click.option("--profile", "device_profile", default=None,
-              help="device profile to record in station.toml (see firmware/profiles)")
+@renamed_option("--device-profile", "--profile", "device_profile", metavar="NAME",
+                help="device profile to record in station.toml (see firmware/profiles)")
 @click.option("--force", is_flag=True, help="enrol again even though a valid certificate is in place")
 @click.option("--new-keys", is_flag=True, help="generate new keys instead of re-using this device's")
 @click.option("--user", "service_user", default=SERVICE_USER, show_default=True,

@@ -36,7 +36,7 @@ from typing import Any
 
 import click
 
-from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, capture_standard_option, standards_dir_option, station_config
 from appliance.cli_support import fail as _fail
 from appliance.config import DEFAULT_DATA_DIR, StationConfig, StationConfigError, load_config
 
@@ -144,9 +144,8 @@ def _default_operator() -> str:
 @click.option("--right", "right", default=None, metavar="PATH|SPEC", help="right profile source (skipped if not given)")
 @click.option("--smt", "smt", multiple=True, metavar="DESCRIPTION=PATH",
               help="a scar/mark/tattoo photo with its description (repeatable)")
-@click.option("--profile", default=None, help="quality profile (nist-sap30, nist-sap40, icao; default: the station's)")
-@click.option("--profile-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="county folder of profile files that override or add to the shipped ones")
+@capture_standard_option("capture standard (nist-sap30, nist-sap40, icao; default: [quality] capture_standard)")
+@standards_dir_option()
 @click.option("--auto", is_flag=True, help="auto-capture each pose once its gates hold for the stable window")
 @click.option("--agency", default=None, envvar=ENV_AGENCY, metavar="ORI",
               help=f"agency ORI (default: the station config; env {ENV_AGENCY})")
@@ -166,7 +165,7 @@ def _default_operator() -> str:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 def capture_command(ctx: click.Context, booking_number: str, camera: str | None, left: str | None,
-                    right: str | None, smt: tuple[str, ...], profile: str | None, profile_dir: Path | None,
+                    right: str | None, smt: tuple[str, ...], capture_standard: str | None, standards_dir: Path | None,
                     auto: bool, agency: str | None,
                     operator: str | None, station_id: str | None, data_dir: Path, override_reason: str | None,
                     timeout: float, fps: float | None, loop: bool, as_json: bool) -> None:
@@ -175,8 +174,8 @@ def capture_command(ctx: click.Context, booking_number: str, camera: str | None,
     report = Reporter(as_json)
     try:
         record_id = run_capture(config, report, booking_number=booking_number, camera=camera, left=left,
-                                right=right, smt=[_smt(v) for v in smt], profile=profile,
-                                profile_dir=profile_dir, auto=auto,
+                                right=right, smt=[_smt(v) for v in smt], profile=capture_standard,
+                                profile_dir=standards_dir, auto=auto,
                                 agency=agency, operator=operator, station_id=station_id, data_dir=data_dir,
                                 override_reason=override_reason, timeout=timeout, fps=fps, loop=loop)
     except CaptureFailed as exc:
