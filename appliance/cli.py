@@ -19,7 +19,7 @@ from appliance.cli_support import EXIT_INPUT, capture_standard_option, fail, sta
 from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
-from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
+from appliance.vision.runtime import RuntimeMissing
 from sync.protocol.files import write_file_atomic
 
 

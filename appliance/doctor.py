@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pwd
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -495,8 +494,8 @@ def run_doctor(config_path: Path | None, data_dir: Path, *, profile: str | None 
     """Every check, in an order where later ones can use what earlier ones learnt (the bundle's build
     time and the certificate's notBefore for the clock). A check that fails never stops the others."""
     config, document, used, problem = read_station_config(config_path)
-    st = Station(config, document, used, Path(data_dir), profile or config.station.device_profile or None, camera_source,
-                 now or dt.datetime.now(dt.timezone.utc))
+    st = Station(config, document, used, Path(data_dir), profile or config.station.device_profile or None,
+                 camera_source, now or dt.datetime.now(dt.timezone.utc))
     results = [Check("config", problem is None, problem or f"{used} read")]
     steps: list[tuple[str, Callable[[Station], str]]] = [
         ("profile", check_profile),

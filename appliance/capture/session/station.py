@@ -62,10 +62,8 @@ class CaptureStation:
         `overrides` go to the constructor (e.g. stable_seconds in tests).
         """
         from appliance.quality import QualityEngine, load_profile
-        from appliance.vision.bundle import Bundle
         from appliance.vision.embedder import Embedder
         from appliance.vision.pipeline import FaceAnalyzer
-        from appliance.vision.runtime import RuntimeOptions
 
         bundle = config.vision.choose_embedding(bundle) if bundle is not None else config.vision.load_bundle()
         options = config.vision.runtime_options()
