@@ -146,7 +146,7 @@ class StoreConfig(ConfigSection):
     """[store]: disk floor, backlog limit and retention."""
 
     floor_bytes: int = Field(512 * 1024 * 1024, ge=0)  # below this much free disk, new bookings are refused
-    max_pending: int | None = Field(None, ge=1)  # refuse new bookings when this many are undelivered
+    max_pending: int | None = Field(None, ge=0)  # refuse new bookings when this many are undelivered (0: all)
     delivered_image_days: float = Field(30, ge=0)  # purge images of delivered records after this many days
     audit_keep_days: int = Field(400, ge=1)  # CJIS: at least 365 (the housekeeping settings refuse less)
 
