@@ -142,8 +142,8 @@ def _default_operator() -> str:
 @click.option("--camera", "camera", default=None, metavar="SPEC",
               help="frontal source: a camera spec (replay:PATH, opencv:0, picamera2, ...) or a PATH to replay; "
                    "default: the station's [camera]")
-@click.option("--left", "left", default=None, metavar="PATH|SPEC", help="left side view source (skipped if not given)")
-@click.option("--right", "right", default=None, metavar="PATH|SPEC", help="right side view source (skipped if not given)")
+@click.option("--left", "left", default=None, metavar="PATH|SPEC", help="left side view (skipped if not given)")
+@click.option("--right", "right", default=None, metavar="PATH|SPEC", help="right side view (skipped if not given)")
 @click.option("--smt", "smt", multiple=True, metavar="DESCRIPTION=PATH",
               help="a scar/mark/tattoo photo with its description (repeatable)")
 @capture_standard_option("capture standard (nist-sap30, nist-sap40, icao; default: [quality] capture_standard)")
