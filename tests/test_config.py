@@ -249,3 +249,12 @@ def test_the_sync_agent_reads_the_file_through_the_same_model(tmp_path: Path) ->
     with pytest.raises(SyncConfigError) as sync_err:
         load_sync_config(path, tmp_path)
     assert str(sync_err.value) == str(station_err.value)
+
+
+def test_every_remotely_changeable_setting_has_its_section() -> None:
+    from appliance.config import REMOTE_SECTIONS, SECTIONS
+    from sync.station.remote import ALLOWED_SETTINGS
+
+    assert set(REMOTE_SECTIONS) == set(ALLOWED_SETTINGS)
+    for key, section in REMOTE_SECTIONS.items():
+        assert key in SECTIONS[section].model_fields, f"{key} is not a key of [{section}]"
