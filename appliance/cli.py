@@ -15,7 +15,14 @@ import click
 import numpy as np
 
 from appliance import __version__
-from appliance.cli_support import EXIT_INPUT, capture_standard_option, fail, standards_dir_option
+from appliance.cli_support import (
+    EXIT_INPUT,
+    capture_standard_option,
+    fail,
+    quality_flags,
+    standards_dir_option,
+    with_flags,
+)
 from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
@@ -82,19 +89,15 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         fail(str(exc))
 
 
-def _county_dir(ctx: click.Context, standards_dir: Path | None) -> Path | None:
-    """--standards-dir, else the station config's `[quality] standards_dir`."""
-    if standards_dir is not None:
-        return standards_dir
-    configured = ctx.obj["config"].quality.standards_dir
-    return Path(configured) if configured else None
-
-
 def _open_engine(ctx: click.Context, vision: Vision, standard: str, standards_dir: Path | None):
+    """The quality engine for the flags' capture standard, with the county folder of the flag, else of
+    ``[quality] standards_dir`` (the flags are the config's top layer)."""
     from appliance.quality import QualityEngine, QualityProfileError
 
+    quality = with_flags(ctx.obj["config"], quality_flags(standard, standards_dir)).quality
+    county_dir = Path(quality.standards_dir) if quality.standards_dir else None
     try:
-        return QualityEngine(vision.analyzer, standard, county_dir=_county_dir(ctx, standards_dir))
+        return QualityEngine(vision.analyzer, quality.capture_standard, county_dir=county_dir)
     except QualityProfileError as exc:
         fail(str(exc))
     raise AssertionError("unreachable")

@@ -9,7 +9,7 @@ click context, so a command run on its own (`python -m appliance.capture.cli`) s
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,6 +36,23 @@ def station_config(ctx: click.Context) -> StationConfig:
         return load_config(None)
     except StationConfigError as exc:
         fail(str(exc), EXIT_SETUP)
+
+
+def with_flags(config: StationConfig, flags: Mapping[str, Mapping[str, Any]]) -> StationConfig:
+    """Command-line flags as the top layer of the station config (``{section: {key: value}}``; a flag left
+    out, None, changes nothing), checked by the same model as the file: a bad value exits 2 naming it."""
+    layer = {section: {key: value for key, value in values.items() if value is not None}
+             for section, values in flags.items()}
+    try:
+        return config.layered({section: values for section, values in layer.items() if values}, "command line")
+    except StationConfigError as exc:
+        fail(str(exc), EXIT_SETUP)
+
+
+def quality_flags(capture_standard: str | None, standards_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """``--capture-standard`` and ``--standards-dir`` as a ``[quality]`` layer for :func:`with_flags`."""
+    return {"quality": {"capture_standard": capture_standard,
+                        "standards_dir": None if standards_dir is None else str(standards_dir)}}
 
 
 def _data_dir_callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:

@@ -258,3 +258,17 @@ def test_every_remotely_changeable_setting_has_its_section() -> None:
     assert set(REMOTE_SECTIONS) == set(ALLOWED_SETTINGS)
     for key, section in REMOTE_SECTIONS.items():
         assert key in SECTIONS[section].model_fields, f"{key} is not a key of [{section}]"
+
+
+def test_command_line_flags_are_the_top_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli_support import quality_flags, with_flags
+
+    config = load_config(_write(tmp_path, '[quality]\ncapture_standard = "icao"\nstandards_dir = "/srv/county"\n'))
+    assert with_flags(config, quality_flags(None, None)) is config, "no flag given: the file's values"
+    flagged = with_flags(config, quality_flags("nist-sap40", None))
+    assert (flagged.quality.capture_standard, flagged.quality.standards_dir) == ("nist-sap40", "/srv/county")
+    assert with_flags(config, quality_flags(None, tmp_path)).quality.standards_dir == str(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        with_flags(config, {"vision": {"threads": 0}})
+    assert exit_.value.code == 2
+    assert "command line: [vision] threads = 0: must be at least 1" in capsys.readouterr().err

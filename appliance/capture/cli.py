@@ -38,7 +38,15 @@ from typing import Any
 
 import click
 
-from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, capture_standard_option, standards_dir_option, station_config
+from appliance.cli_support import (
+    EXIT_INPUT,
+    EXIT_SETUP,
+    capture_standard_option,
+    quality_flags,
+    standards_dir_option,
+    station_config,
+    with_flags,
+)
 from appliance.cli_support import fail as _fail
 from appliance.config import DEFAULT_DATA_DIR, StationConfig, StationConfigError, load_config
 
@@ -172,12 +180,12 @@ def capture_command(ctx: click.Context, booking_number: str, camera: str | None,
                     operator: str | None, station_id: str | None, data_dir: Path, override_reason: str | None,
                     timeout: float, fps: float | None, loop: bool, as_json: bool) -> None:
     """Capture one booking (views: frontal, left and right side, SMT) from a camera or replay source and store it."""
-    config = station_config(ctx)
+    config = with_flags(station_config(ctx), quality_flags(capture_standard, standards_dir))
     report = Reporter(as_json)
     try:
         record_id = run_capture(config, report, booking_number=booking_number, camera=camera, left=left,
-                                right=right, smt=[_smt(v) for v in smt], profile=capture_standard,
-                                profile_dir=standards_dir, auto=auto,
+                                right=right, smt=[_smt(v) for v in smt], profile=None,
+                                profile_dir=None, auto=auto,
                                 agency=agency, operator=operator, station_id=station_id, data_dir=data_dir,
                                 override_reason=override_reason, timeout=timeout, fps=fps, loop=loop)
     except CaptureFailed as exc:

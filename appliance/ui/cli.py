@@ -27,7 +27,15 @@ from typing import Any
 
 import click
 
-from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, capture_standard_option, standards_dir_option, station_config
+from appliance.cli_support import (
+    EXIT_INPUT,
+    EXIT_SETUP,
+    capture_standard_option,
+    quality_flags,
+    standards_dir_option,
+    station_config,
+    with_flags,
+)
 from appliance.cli_support import data_dir_option as _shared_data_dir_option
 from appliance.cli_support import fail as _fail
 from appliance.config import ENV_DATA_DIR, StationConfigError, load_config
@@ -79,7 +87,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
     from appliance.vision.bundle import BundleError
     from appliance.vision.runtime import RuntimeMissing
 
-    config = station_config(ctx)
+    config = with_flags(station_config(ctx), quality_flags(capture_standard, standards_dir))
     station_id = station_id or config.station.station or None
     if not station_id:
         _fail(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})", EXIT_SETUP)
@@ -88,8 +96,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
     agency = agency or config.station.agency_ori or None
     try:
         settings = UISettings.build(config, data_dir=data_dir, station_id=station_id, host=host, port=port,
-                                    camera=camera, profile=capture_standard, profile_dir=standards_dir,
-                                    agency_ori=agency,
+                                    camera=camera, agency_ori=agency,
                                     idle_lock_minutes=idle_lock_minutes,
                                     jms_token_file=str(jms_token_file) if jms_token_file else None)
         app_ctx = build_context(settings, config)
