@@ -272,3 +272,11 @@ def test_command_line_flags_are_the_top_layer(tmp_path: Path, capsys: pytest.Cap
         with_flags(config, {"vision": {"threads": 0}})
     assert exit_.value.code == 2
     assert "command line: [vision] threads = 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_the_readme_example_is_a_valid_station_toml(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(_write(tmp_path, example))
+    assert config.station.device_profile == "rpi5-camera-module-3" and config.quality.capture_standard == "nist-sap30"
