@@ -15,11 +15,18 @@ import click
 import numpy as np
 
 from appliance import __version__
-from appliance.cli_support import EXIT_INPUT, fail
+from appliance.cli_support import (
+    EXIT_INPUT,
+    capture_standard_option,
+    fail,
+    quality_flags,
+    standards_dir_option,
+    with_flags,
+)
 from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
 from appliance.imageio import ImageError, read_image
 from appliance.vision.bundle import Bundle, BundleError
-from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
+from appliance.vision.runtime import RuntimeMissing
 from sync.protocol.files import write_file_atomic
 
 
@@ -30,8 +37,8 @@ class Vision:
         from appliance.vision.embedder import Embedder
         from appliance.vision.pipeline import FaceAnalyzer
 
-        self.bundle = Bundle.load(config.vision.bundle)
-        self.options = RuntimeOptions(threads=config.vision.threads, delegate=config.vision.delegate)
+        self.bundle = config.vision.load_bundle()
+        self.options = config.vision.runtime_options()
         self.analyzer = FaceAnalyzer(self.bundle, self.options)
         self._embedder = None
         self._embedder_cls = Embedder
@@ -82,20 +89,15 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         fail(str(exc))
 
 
-def _county_dir(ctx: click.Context, profile_dir: Path | None) -> Path | None:
-    """--profile-dir, else the station config's `[quality] profile_dir` once that key exists."""
-    if profile_dir is not None:
-        return profile_dir
-    quality = getattr(ctx.obj["config"], "quality", None)
-    configured = getattr(quality, "profile_dir", None)
-    return Path(configured) if configured else None
-
-
-def _open_engine(ctx: click.Context, vision: Vision, profile: str, profile_dir: Path | None):
+def _open_engine(ctx: click.Context, vision: Vision, standard: str, standards_dir: Path | None):
+    """The quality engine for the flags' capture standard, with the county folder of the flag, else of
+    ``[quality] standards_dir`` (the flags are the config's top layer)."""
     from appliance.quality import QualityEngine, QualityProfileError
 
+    quality = with_flags(ctx.obj["config"], quality_flags(standard, standards_dir)).quality
+    county_dir = Path(quality.standards_dir) if quality.standards_dir else None
     try:
-        return QualityEngine(vision.analyzer, profile, county_dir=_county_dir(ctx, profile_dir))
+        return QualityEngine(vision.analyzer, quality.capture_standard, county_dir=county_dir)
     except QualityProfileError as exc:
         fail(str(exc))
     raise AssertionError("unreachable")
@@ -117,24 +119,24 @@ def _quality_text(path: Path, out: dict) -> list[str]:
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image, one per line")
-@click.option("--profile", "profile", default=None,
-              help="also run every quality measure and this profile's gates (nist-sap30, nist-sap40, icao, ...)")
-@click.option("--profile-dir", "profile_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="county folder of profile files that override or add to the shipped ones")
+@capture_standard_option("also run every quality measure and this capture standard's gates "
+                          "(nist-sap30, nist-sap40, icao, ...)")
+@standards_dir_option()
 @click.pass_context
-def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool, profile: str | None,
-            profile_dir: Path | None) -> None:
-    """Find faces and eyes in IMAGES; with --profile, assess them against a mug-shot profile.
+def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool, capture_standard: str | None,
+            standards_dir: Path | None) -> None:
+    """Find faces and eyes in IMAGES; with --capture-standard, assess them against a mug-shot standard.
 
     For each image: the number of faces, and for the largest face its box [x0, y0, x1, y1], detector
-    score and eye centres (subject's right eye first), in image pixels. With --profile, also `profile`,
-    `passed`, every quality measure (`measures: {name: {raw, score[, passed][, reason]}}`, `passed` only
-    on the profile's gates) and the officer's `guidance` ([{code, message}]); an image without a face
+    score and eye centres (subject's right eye first), in image pixels. With --capture-standard, also
+    `profile` (the standard's name), `passed`, every quality measure (`measures: {name: {raw, score[,
+    passed][, reason]}}`, `passed` only on the standard's gates) and the officer's `guidance` ([{code,
+    message}]); an image without a face
     gets `passed: false` and a `no_face` entry (exit status 0). An unreadable image is reported and
     skipped; the exit status is then 1.
     """
     vision = open_vision(ctx)
-    engine = _open_engine(ctx, vision, profile, profile_dir) if profile else None
+    engine = _open_engine(ctx, vision, capture_standard, standards_dir) if capture_standard else None
     status = 0
     for path in images:
         try:
@@ -170,17 +172,16 @@ def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool, profile
 
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--profile", "profile", required=True,
-              help="output geometry to produce (nist-sap30, nist-sap40, icao, ...)")
-@click.option("--profile-dir", "profile_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="county folder of profile files that override or add to the shipped ones")
+@capture_standard_option("the capture standard whose output geometry to produce (nist-sap30, nist-sap40, icao, "
+                          "...); required", required=True)
+@standards_dir_option()
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="JPEG file to write")
 @click.option("--json", "as_json", is_flag=True, help="print the achieved geometry as JSON")
 @click.pass_context
-def standardize(ctx: click.Context, image: Path, profile: str, profile_dir: Path | None, output: Path,
+def standardize(ctx: click.Context, image: Path, capture_standard: str, standards_dir: Path | None, output: Path,
                 as_json: bool) -> None:
-    """Level the eyes, crop and scale IMAGE to the profile's geometry and write a fresh JPEG.
+    """Level the eyes, crop and scale IMAGE to the capture standard's geometry and write a fresh JPEG.
 
     The largest face is used. The JPEG is newly encoded (no EXIF or other metadata from IMAGE) at the
     profile's quality. Exit status 1, with the reason, when IMAGE has no face or too few pixels for the
@@ -190,7 +191,7 @@ def standardize(ctx: click.Context, image: Path, profile: str, profile_dir: Path
     from appliance.quality import standardize as make_standard
 
     vision = open_vision(ctx)
-    engine = _open_engine(ctx, vision, profile, profile_dir)
+    engine = _open_engine(ctx, vision, capture_standard, standards_dir)
     pixels = _load_or_exit(image)
     faces = vision.analyzer.analyze(pixels, landmarks=True, iris=True)
     if not faces:

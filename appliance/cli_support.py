@@ -9,7 +9,7 @@ click context, so a command run on its own (`python -m appliance.capture.cli`) s
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,6 +36,23 @@ def station_config(ctx: click.Context) -> StationConfig:
         return load_config(None)
     except StationConfigError as exc:
         fail(str(exc), EXIT_SETUP)
+
+
+def with_flags(config: StationConfig, flags: Mapping[str, Mapping[str, Any]]) -> StationConfig:
+    """Command-line flags as the top layer of the station config (``{section: {key: value}}``; a flag left
+    out, None, changes nothing), checked by the same model as the file: a bad value exits 2 naming it."""
+    layer = {section: {key: value for key, value in values.items() if value is not None}
+             for section, values in flags.items()}
+    try:
+        return config.layered({section: values for section, values in layer.items() if values}, "command line")
+    except StationConfigError as exc:
+        fail(str(exc), EXIT_SETUP)
+
+
+def quality_flags(capture_standard: str | None, standards_dir: Path | None) -> dict[str, dict[str, Any]]:
+    """``--capture-standard`` and ``--standards-dir`` as a ``[quality]`` layer for :func:`with_flags`."""
+    return {"quality": {"capture_standard": capture_standard,
+                        "standards_dir": None if standards_dir is None else str(standards_dir)}}
 
 
 def _data_dir_callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
@@ -71,3 +88,56 @@ def data_dir_option(what: str = "station.db, keys/", *, file_okay: bool = True) 
         callback=_data_dir_callback,
         help=f"station data directory ({what}); default: ${ENV_DATA_DIR}, else [station] data_dir in "
              f"station.toml, else /var/lib/booking-station")
+
+
+def renamed_option(new: str, old: str, dest: str, *, required: bool = False, **kwargs: Any) -> Callable[[Any], Any]:
+    """An option under its new name ``new`` that still takes its old name ``old`` for one release.
+
+    The old name is hidden from ``--help`` and prints a one-line warning on stderr; giving both with
+    different values is a usage error (exit 2). ``required`` is checked here rather than by click, so
+    that the old name alone satisfies it. Other ``kwargs`` go to the new option (``type``, ``help``, ...).
+    """
+    meta_key = f"renamed-option:{dest}"
+    own_callback = kwargs.pop("callback", None)
+
+    def conflict(ctx: click.Context, first: Any, second: Any) -> None:
+        if first is not None and second is not None and first != second:
+            raise click.UsageError(f"{old} (the old name of {new}) and {new} give different values; use {new}", ctx)
+
+    def old_value(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return
+        click.echo(f"warning: {old} is the old name of {new} and goes away in the next release", err=True)
+        conflict(ctx, ctx.params.get(dest), value)
+        ctx.meta[meta_key] = value
+        if dest in ctx.params:  # the new option came first on the command line
+            ctx.params[dest] = value
+
+    def new_value(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        given = ctx.meta.get(meta_key)
+        conflict(ctx, value, given)
+        value = value if value is not None else given
+        if value is None and required:
+            raise click.MissingParameter(ctx=ctx, param=param)
+        return own_callback(ctx, param, value) if own_callback is not None else value
+
+    def decorate(func: Any) -> Any:
+        func = click.option(new, dest, default=None, callback=new_value, **kwargs)(func)
+        return click.option(old, f"old_{dest}", type=kwargs.get("type"), default=None, hidden=True,
+                            expose_value=False, callback=old_value)(func)
+
+    return decorate
+
+
+def capture_standard_option(help_text: str, *, required: bool = False) -> Callable[[Any], Any]:
+    """``--capture-standard NAME`` (nist-sap30, nist-sap40, icao or a county's); old name ``--profile``."""
+    return renamed_option("--capture-standard", "--profile", "capture_standard", required=required,
+                          metavar="NAME", help=help_text)
+
+
+def standards_dir_option() -> Callable[[Any], Any]:
+    """``--standards-dir DIR``: a county folder of capture standards; old name ``--profile-dir``."""
+    return renamed_option("--standards-dir", "--profile-dir", "standards_dir",
+                          type=click.Path(path_type=Path, file_okay=False),
+                          help="county folder of capture standards that override or add to the shipped ones "
+                               "(default: [quality] standards_dir)")

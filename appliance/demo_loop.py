@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from appliance.config import StationConfig, StationConfigError, load_config
+
 COUNTY = "demo-county"
 STATION = "desk-1"
 AGENCY = "VA0290000"
@@ -507,11 +509,11 @@ class Demo:
         result = self.run_json(argv)
         if result.get("status") != "enrolled":
             raise StepFailed(f"provision answered {result}")
-        mqtt = _read_toml(self.station_toml).get("mqtt", {})
-        if (mqtt.get("host"), mqtt.get("port")) != (LOOPBACK, self.mqtt_port):
-            raise StepFailed(f"station.toml has [mqtt] {mqtt}, not the broker the enrolment server was told "
-                             f"({LOOPBACK}:{self.mqtt_port})")
-        self.done(t, f"certificate serial {result.get('serial')}, broker {mqtt['host']}:{mqtt['port']}")
+        mqtt = _station_config(self.station_toml).mqtt
+        if (mqtt.host, mqtt.port) != (LOOPBACK, self.mqtt_port):
+            raise StepFailed(f"station.toml has [mqtt] {mqtt.host}:{mqtt.port}, not the broker the enrolment "
+                             f"server was told ({LOOPBACK}:{self.mqtt_port})")
+        self.done(t, f"certificate serial {result.get('serial')}, broker {mqtt.host}:{mqtt.port}")
 
         samples = self.prepare_faces()
         for n in range(1, self.bookings + 1):
@@ -598,15 +600,12 @@ class Demo:
                 "exported": exported}
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+def _station_config(path: Path) -> StationConfig:
+    """The station.toml provision wrote, read as every station command reads it."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StepFailed(f"cannot read {path}: {exc}") from None
+        return load_config(path)
+    except StationConfigError as exc:
+        raise StepFailed(str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ question with one sentence that names the file, the number or the command that f
 the person reading it is at a booking desk with a phone to county IT, not at a debugger:
 
 * ``config``   the station config can be read (the sections this command needs);
-* ``profile``  the device profile ([station] profile or ``--profile``) exists and is valid;
+* ``profile``  the device profile ([station] device_profile or ``--device-profile``) exists and is valid;
 * ``camera``   the profile's camera opens and delivers frames (through ``open_camera``, like a booking);
 * ``models``   the model bundle's files match their manifest hashes, the profile's embedding variant
                is in it, and a TFLite runtime is installed;
@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pwd
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,13 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, build_config
+from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, build_config, read_document
 from sync.protocol import mqtt
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 MIN_YEAR = 2025
 BROKER_TIMEOUT = 5.0
@@ -54,10 +48,6 @@ CAMERA_TIMEOUT = 15.0
 CAMERA_FRAMES = 3
 CERT_RENEW_WARNING = dt.timedelta(days=30)
 SERVICE_USER = "booking-station"
-#: Sections another part reads and checks itself (``[sync]``: the sync agent, ``sync.station.config``). When
-#: ``appliance.config`` does not list one, doctor must not fail the station because of it; the broker
-#: check reads ``[sync]`` exactly as the agent does.
-FOREIGN_SECTIONS = ("sync",)
 
 CONNACK_CODES = {
     1: "the broker does not speak MQTT 3.1.1",
@@ -108,7 +98,7 @@ def read_station_config(path: Path | None) -> tuple[StationConfig, dict[str, Any
     """(config, raw document, path used, problem). Never raises: a broken config is the first FAIL.
 
     Built by ``appliance.config.build_config`` like ``load_config`` (device profile layer, unknown keys are
-    errors) except that sections other parts own (``[sync]``) are left to them.
+    errors), so doctor accepts exactly the files every other command accepts.
     """
     if path is None:
         if not DEFAULT_CONFIG.is_file():
@@ -116,14 +106,12 @@ def read_station_config(path: Path | None) -> tuple[StationConfig, dict[str, Any
                                                "(booking-station provision writes it)")
         path = DEFAULT_CONFIG
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return StationConfig(), {}, path, f"config file not found: {path}"
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return StationConfig(), {}, path, f"config file {path} cannot be read: {exc}"
+        document = read_document(path)
+    except StationConfigError as exc:
+        return StationConfig(), {}, path, str(exc)
     try:
-        config = build_config(document, path, skip=frozenset(FOREIGN_SECTIONS))
-    except (StationConfigError, TypeError, ValueError) as exc:  # ValueError: a section's own range checks
+        config = build_config(document, path)
+    except StationConfigError as exc:
         return StationConfig(source=path), document, path, str(exc)
     return config, document, path, None
 
@@ -135,8 +123,8 @@ def check_profile(st: Station) -> str:
     from firmware.profiles import DeviceProfileError, load_profile
 
     if not st.profile_name:
-        raise CheckFailed("no device profile: set [station] profile in station.toml (booking-station provision "
-                          "--profile NAME) or give --profile NAME")
+        raise CheckFailed("no device profile: set [station] device_profile in station.toml (booking-station "
+                          "provision --device-profile NAME) or give --device-profile NAME")
     try:
         st.profile = load_profile(st.profile_name)
     except DeviceProfileError as exc:
@@ -334,14 +322,12 @@ def _broker_settings(st: Station) -> dict[str, Any]:
                                 "client_id": st.config.station.station or "booking-doctor"}
     sync = st.document.get("sync")
     if isinstance(sync, dict) and sync:
-        try:
-            from sync.station.config import SyncConfigError, from_document
+        from sync.station.config import SyncConfigError
 
-            cfg = from_document(st.document, st.data_dir, source=str(st.config_path))
-        except ImportError:
-            return settings
+        try:
+            cfg = st.config.sync.complete(st.data_dir, st.document)
         except SyncConfigError as exc:
-            raise CheckFailed(str(exc)) from None
+            raise CheckFailed(f"{st.config_path}: {exc}") from None
         settings.update(host=cfg.host, port=cfg.port, ca=Path(cfg.ca_file), cert=Path(cfg.cert_file),
                         key=Path(cfg.key_file), client_id=cfg.station)
     return settings
@@ -508,8 +494,8 @@ def run_doctor(config_path: Path | None, data_dir: Path, *, profile: str | None 
     """Every check, in an order where later ones can use what earlier ones learnt (the bundle's build
     time and the certificate's notBefore for the clock). A check that fails never stops the others."""
     config, document, used, problem = read_station_config(config_path)
-    st = Station(config, document, used, Path(data_dir), profile or config.station.profile or None, camera_source,
-                 now or dt.datetime.now(dt.timezone.utc))
+    st = Station(config, document, used, Path(data_dir), profile or config.station.device_profile or None,
+                 camera_source, now or dt.datetime.now(dt.timezone.utc))
     results = [Check("config", problem is None, problem or f"{used} read")]
     steps: list[tuple[str, Callable[[Station], str]]] = [
         ("profile", check_profile),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from appliance.cli_support import data_dir_option
+from appliance.cli_support import data_dir_option, renamed_option
 from appliance.doctor import BROKER_TIMEOUT, CAMERA_TIMEOUT, render, run_doctor
 
 
@@ -34,7 +34,8 @@ def _config_path(ctx: click.Context, own: Path | None) -> Path | None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="station config (default: the main --config, else /etc/booking-station/station.toml)")
 @data_dir_option("station.db, keys/, sync/", file_okay=False)
-@click.option("--profile", default=None, help="device profile to check against (default: [station] profile)")
+@renamed_option("--device-profile", "--profile", "device_profile", metavar="NAME",
+                help="device profile to check against (default: [station] device_profile)")
 @click.option("--camera-source", default=None,
               help="camera source for a profile that names none (replay: a folder, image or video)")
 @click.option("--broker-timeout", type=click.FloatRange(0.5, 60), default=BROKER_TIMEOUT, show_default=True,
@@ -43,13 +44,13 @@ def _config_path(ctx: click.Context, own: Path | None) -> Path | None:
               help="seconds to wait for the camera's frames")
 @click.option("--json", "as_json", is_flag=True, help="one JSON list of {check, ok, detail}")
 @click.pass_context
-def doctor(ctx: click.Context, config_path: Path | None, data_dir: Path, profile: str | None,
+def doctor(ctx: click.Context, config_path: Path | None, data_dir: Path, device_profile: str | None,
            camera_source: str | None, broker_timeout: float, camera_timeout: float, as_json: bool) -> None:
     """Check this device against its profile: camera, models, clock, identity, broker, disk, database, keys.
 
     Changes nothing on the station. Exit status 0 when every check passes, 1 otherwise.
     """
-    results = run_doctor(_config_path(ctx, config_path), data_dir, profile=profile, camera_source=camera_source,
+    results = run_doctor(_config_path(ctx, config_path), data_dir, profile=device_profile, camera_source=camera_source,
                          broker_timeout=broker_timeout, camera_timeout=camera_timeout)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in results]))

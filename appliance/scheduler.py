@@ -26,10 +26,10 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from appliance.config import DEFAULT_DATA_DIR
+from appliance.config import DEFAULT_DATA_DIR, StationConfig, StoreConfig
 from appliance.store.alarms import DISK_LOW
 from appliance.store.audit import MIN_KEEP_DAYS
-from appliance.store.db import DEFAULT_FLOOR_BYTES, Store
+from appliance.store.db import Store
 from appliance.store.space import free_bytes, human_bytes
 
 log = logging.getLogger("booking_station.scheduler")
@@ -37,15 +37,21 @@ log = logging.getLogger("booking_station.scheduler")
 CLEAR_MARGIN = 1.1
 """The disk alarm clears only once free space is 10 % above the floor, so it does not flap."""
 
+_STORE_DEFAULTS = StoreConfig()
+
 
 @dataclass(frozen=True)
 class HousekeepingSettings:
-    """What the housekeeping jobs keep, and how often they run."""
+    """What the housekeeping jobs keep (defaults: the station config's ``[store]``), and how often they run.
+
+    Types and ranges are checked by the config model; only the CJIS minimum is checked here as well,
+    because it is a rule of the audit log, not of the file (a test or a tool may build these directly).
+    """
 
     data_dir: Path = DEFAULT_DATA_DIR
-    delivered_image_days: float = 30.0
-    audit_keep_days: int = 400  # CJIS asks for at least 365; the margin covers a late county sync
-    floor_bytes: int = DEFAULT_FLOOR_BYTES
+    delivered_image_days: float = _STORE_DEFAULTS.delivered_image_days
+    audit_keep_days: int = _STORE_DEFAULTS.audit_keep_days  # CJIS asks for at least 365; the margin covers a late sync
+    floor_bytes: int = _STORE_DEFAULTS.floor_bytes
     image_purge_every: timedelta = timedelta(hours=6)
     audit_retention_every: timedelta = timedelta(days=1)
     disk_watch_every: timedelta = timedelta(minutes=1)
@@ -54,29 +60,22 @@ class HousekeepingSettings:
     def __post_init__(self) -> None:
         if self.audit_keep_days < MIN_KEEP_DAYS:
             raise ValueError(f"audit_keep_days must be at least {MIN_KEEP_DAYS} (CJIS), got {self.audit_keep_days}")
-        if self.delivered_image_days < 0:
-            raise ValueError(f"delivered_image_days must be >= 0, got {self.delivered_image_days}")
-        if self.floor_bytes < 0:
-            raise ValueError(f"floor_bytes must be >= 0, got {self.floor_bytes}")
 
 
-def settings_from_config(config: Any, data_dir: Path | str) -> HousekeepingSettings:
+def settings_from_config(config: StationConfig, data_dir: Path | str) -> HousekeepingSettings:
     """Housekeeping settings from the station config's `[store]`, with the county's remote changes over it.
 
     The county may change `delivered_image_days` and `audit_keep_days` with a signed `config` command;
     the sync agent checks and keeps those in DATA_DIR/sync/remote-settings.json (the services cannot
-    write /etc). They take effect when the service that runs the scheduler next starts.
+    write /etc). They are the config's remote layer (`StationConfig.with_remote`) and take effect when
+    the service that runs the scheduler next starts.
     """
     from sync.station.remote import load_remote_settings
 
-    store = config.store
-    values = {"delivered_image_days": float(store.delivered_image_days),
-              "audit_keep_days": int(store.audit_keep_days)}
-    remote = load_remote_settings(data_dir)
-    for key in values:
-        if key in remote:
-            values[key] = type(values[key])(remote[key])
-    return HousekeepingSettings(data_dir=Path(data_dir), floor_bytes=int(store.floor_bytes), **values)
+    store = config.with_remote(load_remote_settings(data_dir)).store
+    return HousekeepingSettings(data_dir=Path(data_dir), floor_bytes=store.floor_bytes,
+                                delivered_image_days=float(store.delivered_image_days),
+                                audit_keep_days=store.audit_keep_days)
 
 
 @dataclass(frozen=True)

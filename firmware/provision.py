@@ -388,10 +388,11 @@ def _write_config(paths: StationPaths, county: str, station: str, mqtt: dict[str
     station_table: dict[str, Any] = {"county": county, "station": station, "data_dir": str(paths.data_dir)}
     if enroll_url:  # where the sync agent asks for a new certificate when the county orders a rotation
         station_table["enroll_url"] = enroll_url
-    old_device_profile = data.get("station", {}).get("profile")
+    previous = data.get("station", {})
+    old_device_profile = previous.get("device_profile", previous.get("profile"))  # "profile": the old key name
     if device_profile or old_device_profile:
-        station_table["profile"] = device_profile or old_device_profile
-    agency = agency_ori or data.get("station", {}).get("agency_ori")
+        station_table["device_profile"] = device_profile or old_device_profile
+    agency = agency_ori or previous.get("agency_ori")
     if agency:  # given now, or kept from an earlier run
         station_table["agency_ori"] = agency
     data["station"] = station_table

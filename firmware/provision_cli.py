@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from appliance.cli_support import renamed_option
 from appliance.config import ENV_DATA_DIR, resolve_data_dir
 from firmware import provision as device
 from firmware.provision import DEFAULT_CONFIG_DIR, SERVICE_USER, ProvisionError
@@ -74,8 +75,8 @@ def _check_agency(ctx: click.Context, param: click.Parameter, value: str | None)
                    f"else /var/lib/booking-station)")
 @click.option("--mqtt-host", default=None, help="broker host for station.toml (default: what the server says)")
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None, help="broker port (default 8883)")
-@click.option("--profile", "device_profile", default=None,
-              help="device profile to record in station.toml (see firmware/profiles)")
+@renamed_option("--device-profile", "--profile", "device_profile", metavar="NAME",
+                help="device profile to record in station.toml (see firmware/profiles)")
 @click.option("--agency", "agency_ori", default=None, callback=_check_agency,
               help="the agency's 9-character NCIC ORI, recorded as [station] agency_ori so officers need not type it")
 @click.option("--force", is_flag=True, help="enrol again even though a valid certificate is in place")

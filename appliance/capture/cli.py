@@ -3,18 +3,20 @@
     booking-station capture --booking 2026-000123 --camera replay:/srv/demo/frontal \\
         --left /srv/demo/left.jpg --right /srv/demo/right.jpg --auto --agency VA0290000 --station desk-1
 
-It drives the same `BookingSession` as the officer UI, pose by pose, printing guidance as it goes (only
-when it changes, so a 15 fps stream does not flood the terminal) and the record id at the end:
+It drives the same `BookingSession` as the officer UI, view by view (frontal, left and right side, SMT;
+stored and sent as a capture's `pose`), printing guidance as it goes (only when it changes, so a 15 fps
+stream does not flood the terminal) and the record id at the end:
 
-* `--auto`: each pose is auto-captured from the stream (the stable window of the station config).
+* `--auto`: each view is auto-captured from the stream (the stable window of the station config).
 * without it (non-interactive use): the first frame that passes the live gates is captured.
-* A capture whose full report fails a gate is kept only with `--override-reason`; without one the pose is
+* A capture whose full report fails a gate is kept only with `--override-reason`; without one the view is
   retaken from the stream until `--timeout`. When the time is up (or a finite source has ended) the best
   frame seen is taken with `--override-reason`, else the command fails with the guidance it last saw.
-* Sources per pose: `--camera` for the frontal view (default: the station's camera), `--left` and
-  `--right` for the profile views (a PATH means `replay:PATH`; any camera spec works). A profile without
-  a source is skipped with a warning: a booking without profile views can be saved (the store requires
+* Sources per view: `--camera` for the frontal view (default: the station's camera), `--left` and
+  `--right` for the side views (a PATH means `replay:PATH`; any camera spec works). A side view without
+  a source is skipped with a warning: a booking without side views can be saved (the store requires
   only the frontal view, which carries the template), and the summary lists what is missing.
+* `--capture-standard` (old name `--profile`) picks the standard the views are checked against.
 * `--smt "DESCRIPTION=PATH"` (repeatable) adds a scar/mark/tattoo photo, kept as taken.
 
 Exit status: 0 saved; 1 an input was refused (booking fields, no acceptable frontal photo); 2 the
@@ -36,7 +38,15 @@ from typing import Any
 
 import click
 
-from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import (
+    EXIT_INPUT,
+    EXIT_SETUP,
+    capture_standard_option,
+    quality_flags,
+    standards_dir_option,
+    station_config,
+    with_flags,
+)
 from appliance.cli_support import fail as _fail
 from appliance.config import DEFAULT_DATA_DIR, StationConfig, StationConfigError, load_config
 
@@ -140,14 +150,13 @@ def _default_operator() -> str:
 @click.option("--camera", "camera", default=None, metavar="SPEC",
               help="frontal source: a camera spec (replay:PATH, opencv:0, picamera2, ...) or a PATH to replay; "
                    "default: the station's [camera]")
-@click.option("--left", "left", default=None, metavar="PATH|SPEC", help="left profile source (skipped if not given)")
-@click.option("--right", "right", default=None, metavar="PATH|SPEC", help="right profile source (skipped if not given)")
+@click.option("--left", "left", default=None, metavar="PATH|SPEC", help="left side view (skipped if not given)")
+@click.option("--right", "right", default=None, metavar="PATH|SPEC", help="right side view (skipped if not given)")
 @click.option("--smt", "smt", multiple=True, metavar="DESCRIPTION=PATH",
               help="a scar/mark/tattoo photo with its description (repeatable)")
-@click.option("--profile", default=None, help="quality profile (nist-sap30, nist-sap40, icao; default: the station's)")
-@click.option("--profile-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="county folder of profile files that override or add to the shipped ones")
-@click.option("--auto", is_flag=True, help="auto-capture each pose once its gates hold for the stable window")
+@capture_standard_option("capture standard (nist-sap30, nist-sap40, icao; default: [quality] capture_standard)")
+@standards_dir_option()
+@click.option("--auto", is_flag=True, help="auto-capture each view once its gates hold for the stable window")
 @click.option("--agency", default=None, envvar=ENV_AGENCY, metavar="ORI",
               help=f"agency ORI (default: the station config; env {ENV_AGENCY})")
 @click.option("--operator", default=None, metavar="ID", help="operator id (default: cli:<user name>)")
@@ -158,7 +167,7 @@ def _default_operator() -> str:
 @click.option("--override-reason", default=None, metavar="TEXT",
               help="keep a capture that fails a quality gate, for this reason (audited)")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT, show_default=True,
-              help="seconds to look for an acceptable photo of each pose")
+              help="seconds to look for an acceptable photo of each view")
 @click.option("--fps", type=click.FloatRange(min=0), default=None,
               help="replay sources: frames per second (0 = as fast as they are analysed)")
 @click.option("--loop/--no-loop", default=True, show_default=True,
@@ -166,17 +175,17 @@ def _default_operator() -> str:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 def capture_command(ctx: click.Context, booking_number: str, camera: str | None, left: str | None,
-                    right: str | None, smt: tuple[str, ...], profile: str | None, profile_dir: Path | None,
+                    right: str | None, smt: tuple[str, ...], capture_standard: str | None, standards_dir: Path | None,
                     auto: bool, agency: str | None,
                     operator: str | None, station_id: str | None, data_dir: Path, override_reason: str | None,
                     timeout: float, fps: float | None, loop: bool, as_json: bool) -> None:
-    """Capture one booking (frontal, profiles, SMT) from a camera or replay source and store it."""
-    config = station_config(ctx)
+    """Capture one booking (views: frontal, left and right side, SMT) from a camera or replay source and store it."""
+    config = with_flags(station_config(ctx), quality_flags(capture_standard, standards_dir))
     report = Reporter(as_json)
     try:
         record_id = run_capture(config, report, booking_number=booking_number, camera=camera, left=left,
-                                right=right, smt=[_smt(v) for v in smt], profile=profile,
-                                profile_dir=profile_dir, auto=auto,
+                                right=right, smt=[_smt(v) for v in smt], profile=None,
+                                profile_dir=None, auto=auto,
                                 agency=agency, operator=operator, station_id=station_id, data_dir=data_dir,
                                 override_reason=override_reason, timeout=timeout, fps=fps, loop=loop)
     except CaptureFailed as exc:

@@ -27,7 +27,15 @@ from typing import Any
 
 import click
 
-from appliance.cli_support import EXIT_INPUT, EXIT_SETUP, station_config
+from appliance.cli_support import (
+    EXIT_INPUT,
+    EXIT_SETUP,
+    capture_standard_option,
+    quality_flags,
+    standards_dir_option,
+    station_config,
+    with_flags,
+)
 from appliance.cli_support import data_dir_option as _shared_data_dir_option
 from appliance.cli_support import fail as _fail
 from appliance.config import ENV_DATA_DIR, StationConfigError, load_config
@@ -54,11 +62,9 @@ data_dir_option = _shared_data_dir_option("station.db, accounts.db, keys/", file
 @data_dir_option
 @click.option("--camera", default=None, metavar="SPEC",
               help="camera spec (replay:PATH, opencv:0, picamera2, ...); default: the config's [camera]")
-@click.option("--profile", default=None,
-              help="quality profile (nist-sap30, nist-sap40, icao; default: [quality] profile, else nist-sap30)")
-@click.option("--profile-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="county folder of profile files that override or add to the shipped ones "
-                   "(default: [quality] profile_dir)")
+@capture_standard_option("capture standard (nist-sap30, nist-sap40, icao; default: [quality] capture_standard, "
+                          "else nist-sap30)")
+@standards_dir_option()
 @click.option("--station", "station_id", default=None, envvar=ENV_STATION, metavar="ID",
               help=f"station id (default: [station] in the config; env {ENV_STATION})")
 @click.option("--agency", default=None, envvar=ENV_AGENCY, metavar="ORI",
@@ -69,7 +75,8 @@ data_dir_option = _shared_data_dir_option("station.db, accounts.db, keys/", file
               help="file with the jail management system's API token (mode 0600); omit to refuse JMS calls")
 @click.pass_context
 def serve_command(ctx: click.Context, host: str | None, port: int | None, data_dir: Path, camera: str | None,
-                  profile: str | None, profile_dir: Path | None, station_id: str | None, agency: str | None,
+                  capture_standard: str | None, standards_dir: Path | None, station_id: str | None,
+                  agency: str | None,
                   idle_lock_minutes: float | None, jms_token_file: Path | None) -> None:
     """Run the officer UI (web page and JSON API) until stopped."""
     from appliance.scheduler import build_scheduler, settings_from_config
@@ -80,7 +87,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
     from appliance.vision.bundle import BundleError
     from appliance.vision.runtime import RuntimeMissing
 
-    config = station_config(ctx)
+    config = with_flags(station_config(ctx), quality_flags(capture_standard, standards_dir))
     station_id = station_id or config.station.station or None
     if not station_id:
         _fail(f"this station has no id yet: provision it, or pass --station ID (or set {ENV_STATION})", EXIT_SETUP)
@@ -89,7 +96,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, data_d
     agency = agency or config.station.agency_ori or None
     try:
         settings = UISettings.build(config, data_dir=data_dir, station_id=station_id, host=host, port=port,
-                                    camera=camera, profile=profile, profile_dir=profile_dir, agency_ori=agency,
+                                    camera=camera, agency_ori=agency,
                                     idle_lock_minutes=idle_lock_minutes,
                                     jms_token_file=str(jms_token_file) if jms_token_file else None)
         app_ctx = build_context(settings, config)

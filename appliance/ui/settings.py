@@ -23,12 +23,15 @@ from __future__ import annotations
 import hmac
 import os
 import stat
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from appliance.config import UIConfig
+from appliance.config_section import describe
 from appliance.ui.auth import MAX_IDLE_SECONDS
 from appliance.ui.health import HealthSettings
 
@@ -92,19 +95,16 @@ class UISettings:
 
 
 def _section(config: Any) -> UIConfig:
-    """The config's `[ui]` section as a `UIConfig` (a dataclass, a dict, or absent)."""
+    """The config's `[ui]` section as a `UIConfig` (the station config's own, a dict of its keys, or absent)."""
     ui = getattr(config, "ui", None)
     if ui is None:
         return UIConfig()
     if isinstance(ui, UIConfig):
         return ui
-    values = ui if isinstance(ui, dict) else {f.name: getattr(ui, f.name) for f in fields(UIConfig)
-                                              if hasattr(ui, f.name)}
-    known = {f.name for f in fields(UIConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise SettingsError(f"unknown key(s) in [ui]: {', '.join(sorted(unknown))}")
-    return UIConfig(**values)
+    try:
+        return UIConfig.model_validate(ui if isinstance(ui, dict) else dict(vars(ui)))
+    except ValidationError as exc:  # an unknown key, a wrong type
+        raise SettingsError(describe(exc, section="ui")) from None
 
 
 def read_token(path: Path) -> str:

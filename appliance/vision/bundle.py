@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -164,6 +164,12 @@ class Bundle:
 
     def path(self, role: str) -> Path:
         return self.root / self.by_role(role).file
+
+    def with_embedding(self, variant: str) -> Bundle:
+        """This bundle with its ``embedding_<variant>`` model (float32, float16) making templates instead of
+        the one the manifest names: the device profile and ``[vision] embedding`` choose per device."""
+        entry = self.by_role(f"embedding_{variant}")
+        return replace(self, embedding=entry.name)
 
     @property
     def embedding_entry(self) -> ModelEntry:

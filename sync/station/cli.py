@@ -29,10 +29,11 @@ from typing import Any, NoReturn
 
 import click
 
+from appliance.config import DEFAULT_CONFIG
 from appliance.store.cli import data_dir_option, open_store
 from appliance.store.errors import StationStoreError
 from sync.station.agent import STATUS_FILE, SyncAgent, SyncSetupError
-from sync.station.config import DEFAULT_CONFIG, SyncConfig, SyncConfigError, load_sync_config
+from sync.station.config import SyncConfig, SyncConfigError, load_sync_config
 from sync.station.remote import load_remote_settings, state_dir
 from sync.station.status import pid_alive
 

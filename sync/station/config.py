@@ -9,43 +9,38 @@ key path here defaults to those sections, and then to the fixed layout under ``D
 ``[sync]`` holds what county IT may want to tune (protocol version, in-flight window, timeouts,
 backoff caps) and can override any of the provisioned values.
 
-:class:`SyncConfig` is a plain dataclass whose constructor takes exactly the ``[sync]`` keys, so
-``appliance.config`` can list it in its ``SECTIONS`` table like the other sections (unknown keys are
-refused there). Range checks run in ``__post_init__``; identity and paths are only required once
-:meth:`SyncConfig.complete` has filled them in, because a ``[sync]`` table alone may leave them to the
-provisioned sections.
+:class:`SyncConfig` is one section of the station's typed configuration (``appliance.config``): a strict
+pydantic model whose fields are the ``[sync]`` keys with their defaults and ranges, so the one station
+model refuses unknown keys and wrong values here as in every other section. Identity and paths are only
+required once :meth:`SyncConfig.complete` has filled them in, because a ``[sync]`` table alone may leave
+them to the provisioned sections. The agent reads station.toml through that same model
+(:func:`load_sync_config`), so a file the agent accepts is a file every other command accepts.
 
 This module imports nothing heavy (no paho, no store) so the station config can import it cheaply.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field, fields, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from appliance.config_section import ConfigSection
 from sync.protocol.enroll import default_command_kid
 from sync.protocol.topics import TopicError, check_slug
 from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-DEFAULT_CONFIG = Path("/etc/booking-station/station.toml")
-DEFAULT_DATA_DIR = Path("/var/lib/booking-station")
-PROTOCOLS = ("5", "3.1.1")
+#: A time in seconds: above 0 and at most a week (a bigger value is a typo for minutes or milliseconds).
+Seconds = Annotated[float, Field(gt=0, le=7 * 24 * 3600)]
 
 
 class SyncConfigError(ValueError):
     """The sync configuration cannot work; the message names the key and the fix."""
 
 
-@dataclass
-class SyncConfig:
+class SyncConfig(ConfigSection):
     """``[sync]`` in ``station.toml``. Empty strings mean "take it from the provisioned sections".
 
     Timing keys are seconds. ``max_in_flight`` bounds how many records wait for a gallery ack at once
@@ -59,62 +54,47 @@ class SyncConfig:
     county: str = ""
     station: str = ""
     host: str = ""
-    port: int = 0
+    port: int = Field(0, ge=0, le=65535)
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
     signing_key: str = ""
-    command_keys: dict[str, str] = field(default_factory=dict)
-    protocol: str = "5"
-    keepalive: int = 30
-    session_expiry: int = 7 * 24 * 3600
-    max_in_flight: int = 16
-    ack_timeout: float = 120.0
-    retry_base: float = 5.0
-    retry_cap: float = 300.0
-    reconnect_min: float = 1.0
-    reconnect_max: float = 60.0
-    status_interval: float = 60.0
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    #: County command public keys: key id = "public key file".
+    command_keys: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict)
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive: int = Field(30, ge=5, le=65535)
+    session_expiry: int = Field(7 * 24 * 3600, ge=0, le=0xFFFFFFFF)
+    max_in_flight: int = Field(16, ge=1, le=1000)
+    ack_timeout: Seconds = 120.0
+    retry_base: Seconds = 5.0
+    retry_cap: Seconds = 300.0
+    reconnect_min: Seconds = 1.0
+    reconnect_max: Seconds = 60.0
+    status_interval: Seconds = 60.0
+    max_record_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, ge=1024, le=256 * 1024 * 1024)
     #: The enrolment server's ``/enroll`` URL, for certificate rotation; defaults to ``[station] enroll_url``.
     enroll_url: str = ""
     #: Seconds between attempts of a certificate rotation that failed (network, server), until it expires.
-    rotate_retry: float = 300.0
+    rotate_retry: Seconds = 300.0
 
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise SyncConfigError(f"[sync] protocol must be \"5\" or \"3.1.1\", not {self.protocol!r}")
-        for name in ("county", "station"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise SyncConfigError(f"[sync] {name} must be text")
-            if value:
-                try:
-                    check_slug(value, name)
-                except TopicError as exc:
-                    raise SyncConfigError(f"[sync] {exc}") from None
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
-            raise SyncConfigError(f"[sync] port must be 1-65535, not {self.port!r}")
-        if not isinstance(self.command_keys, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, str) and v for k, v in self.command_keys.items()
-        ):
-            raise SyncConfigError("[sync] command_keys must be a table of key id = \"public key file\"")
-        _int_range("keepalive", self.keepalive, 5, 65535)
-        _int_range("session_expiry", self.session_expiry, 0, 0xFFFFFFFF)
-        _int_range("max_in_flight", self.max_in_flight, 1, 1000)
-        _int_range("max_record_bytes", self.max_record_bytes, 1024, 256 * 1024 * 1024)
-        if not isinstance(self.enroll_url, str):
-            raise SyncConfigError("[sync] enroll_url must be text (an https:// URL)")
-        for name in ("ack_timeout", "retry_base", "retry_cap", "reconnect_min", "reconnect_max", "status_interval",
-                     "rotate_retry"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 7 * 24 * 3600:
-                raise SyncConfigError(f"[sync] {name} must be a number of seconds above 0, not {value!r}")
-            setattr(self, name, float(value))
+    @field_validator("county", "station")
+    @classmethod
+    def _slug(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            try:
+                check_slug(value, str(info.field_name))
+            except TopicError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SyncConfig:
         if self.retry_cap < self.retry_base:
-            raise SyncConfigError("[sync] retry_cap must not be below retry_base")
+            raise ValueError("retry_cap must not be below retry_base")
         if self.reconnect_max < self.reconnect_min:
-            raise SyncConfigError("[sync] reconnect_max must not be below reconnect_min")
+            raise ValueError("reconnect_max must not be below reconnect_min")
+        return self
 
     @property
     def v5(self) -> bool:
@@ -145,8 +125,7 @@ class SyncConfig:
         command_keys = dict(self.command_keys)
         if not command_keys:
             command_keys = {default_command_kid(county): path("", "county_command_key", "county-command.pub")}
-        return replace(
-            self,
+        return self.model_copy(update=dict(
             county=county,
             station=station,
             host=host,
@@ -157,12 +136,7 @@ class SyncConfig:
             signing_key=path(self.signing_key, "signing_key", "signing.key"),
             command_keys=command_keys,
             enroll_url=self.enroll_url or str(station_t.get("enroll_url") or ""),
-        )
-
-
-def _int_range(name: str, value: object, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise SyncConfigError(f"[sync] {name} must be an integer {lo}-{hi}, not {value!r}")
+        ))
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -172,31 +146,25 @@ def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def read_document(path: str | PathLike[str]) -> dict[str, Any]:
-    """The whole station.toml, parsed; a clear error for a missing or broken file."""
-    try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SyncConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SyncConfigError(f"config file {path} cannot be read: {exc}") from None
-
-
 def from_document(document: dict[str, Any], data_dir: Path | str, *, source: str = "station.toml") -> SyncConfig:
-    """The completed sync configuration from a parsed station.toml (see :meth:`SyncConfig.complete`)."""
-    table = _table(document, "sync")
-    known = {f.name for f in fields(SyncConfig)}
-    unknown = set(table) - known
-    if unknown:
-        raise SyncConfigError(f"{source}: unknown key(s) in [sync]: {', '.join(sorted(unknown))}")
+    """The completed sync configuration from a parsed station.toml, read through the one station model
+    (every section checked, the device profile layered under it), then :meth:`SyncConfig.complete`."""
+    from appliance.config import StationConfigError, build_config
+
     try:
-        config = SyncConfig(**table)
-    except SyncConfigError as exc:
-        raise SyncConfigError(f"{source}: {exc}") from None
-    return config.complete(data_dir, document)
+        config = build_config(document, source)
+    except StationConfigError as exc:
+        raise SyncConfigError(str(exc)) from None
+    return config.sync.complete(data_dir, document)
 
 
 def load_sync_config(path: str | PathLike[str] | None, data_dir: Path | str) -> SyncConfig:
     """Read ``path`` (default /etc/booking-station/station.toml) and return the completed config."""
+    from appliance.config import DEFAULT_CONFIG, StationConfigError, read_document
+
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    return from_document(read_document(path), data_dir, source=str(path))
+    try:
+        document = read_document(path)
+    except StationConfigError as exc:
+        raise SyncConfigError(str(exc)) from None
+    return from_document(document, data_dir, source=str(path))

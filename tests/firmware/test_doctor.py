@@ -212,7 +212,7 @@ def test_no_profile_at_all_fails_profile_and_camera_but_not_the_rest(desk: Desk)
     config = desk.write("noprofile", station={"profile": ""})
     failed = _failed(run_doctor(config, desk.data_dir))
     assert list(failed) == ["profile", "camera"]
-    assert "--profile" in failed["profile"]
+    assert "--device-profile" in failed["profile"] and "[station] device_profile" in failed["profile"]
     assert _failed(run_doctor(config, desk.data_dir, profile="replay")) == {}
 
 

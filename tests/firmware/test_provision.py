@@ -474,12 +474,12 @@ def test_county_and_device_commands_work_together(tmp_path: Path) -> None:
         device_args = ["--county", COUNTY, "--station", STATION, "--enroll-url", server.url,
                        "--token-file", str(token_file), "--ca-bundle", str(ca_dir / "ca.crt"),
                        "--config-dir", str(tmp_path / "etc"), "--data-dir", str(tmp_path / "var"),
-                       "--mqtt-host", "mqtt.local", "--profile", "replay", "--user", ""]
+                       "--mqtt-host", "mqtt.local", "--device-profile", "replay", "--user", ""]
         done = runner.invoke(provision_cli, device_args)
         assert done.exit_code == 0, done.output
         assert "enrolled station desk-1" in done.output
         config = tomllib.loads((tmp_path / "etc" / "station.toml").read_text())
-        assert config["station"]["profile"] == "replay" and config["mqtt"]["host"] == "mqtt.local"
+        assert config["station"]["device_profile"] == "replay" and config["mqtt"]["host"] == "mqtt.local"
 
         noop = runner.invoke(provision_cli, device_args)
         assert noop.exit_code == 0 and "already provisioned" in noop.output

@@ -62,27 +62,20 @@ class CaptureStation:
         `overrides` go to the constructor (e.g. stable_seconds in tests).
         """
         from appliance.quality import QualityEngine, load_profile
-        from appliance.vision.bundle import Bundle
         from appliance.vision.embedder import Embedder
         from appliance.vision.pipeline import FaceAnalyzer
-        from appliance.vision.runtime import RuntimeOptions
 
-        bundle = bundle if bundle is not None else Bundle.load(config.vision.bundle)
-        options = RuntimeOptions(threads=config.vision.threads, delegate=config.vision.delegate)
+        bundle = config.vision.choose_embedding(bundle) if bundle is not None else config.vision.load_bundle()
+        options = config.vision.runtime_options()
         analyzer = FaceAnalyzer(bundle, options)
         embedder = Embedder(bundle, options)
-        quality = getattr(config, "quality", None)
-        profile = profile or getattr(quality, "profile", None) or DEFAULT_PROFILE
-        profile_dir = profile_dir or getattr(quality, "profile_dir", None) or None
+        profile = profile or config.quality.capture_standard or DEFAULT_PROFILE
+        profile_dir = profile_dir or config.quality.standards_dir or None
         engine = QualityEngine(analyzer, load_profile(profile, profile_dir))
         processor = CaptureProcessor(analyzer, embedder, engine)
         data_dir = Path(data_dir)
-        store_config = getattr(config, "store", None)
-        store_kwargs: dict[str, Any] = {}
-        for key in ("floor_bytes", "max_pending"):
-            if hasattr(store_config, key):
-                store_kwargs[key] = getattr(store_config, key)
-        store_kwargs.update(store_options or {})
+        store_kwargs: dict[str, Any] = {"floor_bytes": config.store.floor_bytes,
+                                        "max_pending": config.store.max_pending, **(store_options or {})}
 
         def open_store() -> Store:
             return Store.open_data_dir(data_dir, **store_kwargs)

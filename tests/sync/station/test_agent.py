@@ -91,13 +91,14 @@ def test_sync_section_overrides_and_defaults_to_the_data_dir_layout(tmp_path: Pa
     ("table", "message"),
     [
         ({"hots": "x"}, "unknown key(s) in [sync]: hots"),
-        ({"protocol": "4"}, "protocol must be"),
+        ({"protocol": "4"}, "[sync] protocol = '4': must be '5' or '3.1.1'"),
         ({"station": "St 1"}, "not a slug"),
-        ({"max_in_flight": 0}, "max_in_flight must be an integer"),
-        ({"ack_timeout": -1}, "ack_timeout must be a number of seconds"),
-        ({"retry_base": 10, "retry_cap": 5}, "retry_cap must not be below retry_base"),
-        ({"port": 70000}, "port must be"),
-        ({"command_keys": {"k": 3}}, "command_keys must be a table"),
+        ({"max_in_flight": 0}, "[sync] max_in_flight = 0: must be at least 1"),
+        ({"ack_timeout": -1}, "[sync] ack_timeout = -1: must be above 0"),
+        ({"ack_timeout": "2"}, "[sync] ack_timeout = '2': must be a number"),
+        ({"retry_base": 10, "retry_cap": 5}, "[sync] retry_cap must not be below retry_base"),
+        ({"port": 70000}, "[sync] port = 70000: must be at most 65535"),
+        ({"command_keys": {"k": 3}}, "[sync] command_keys.k = 3: must be text"),
     ],
 )
 def test_bad_sync_settings_are_refused_with_the_key_named(tmp_path: Path, table: dict[str, Any], message: str) -> None:
@@ -114,10 +115,13 @@ def test_an_unprovisioned_station_does_not_start(tmp_path: Path) -> None:
         load_sync_config(tmp_path / "missing.toml", tmp_path)
 
 
-def test_sync_config_is_a_plain_section_dataclass() -> None:
-    """appliance.config builds sections as cls(**table): SyncConfig must accept exactly that."""
+def test_sync_config_is_a_section_of_the_station_model() -> None:
+    """appliance.config validates [sync] with the same SyncConfig model the agent uses."""
+    from appliance.config import StationConfig
+
     cfg = SyncConfig(**{"protocol": "3.1.1", "max_in_flight": 5})
     assert cfg.county == "" and cfg.max_in_flight == 5
+    assert StationConfig.model_validate({"sync": {"max_in_flight": 5}}).sync == SyncConfig(max_in_flight=5)
 
 
 def test_signing_key_must_be_private_and_ed25519(station: factory.Station) -> None:
