@@ -54,7 +54,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
+from sync.county.gallery.store import (
+    DEFAULT_DB,
+    GalleryStore,
+    RecordConflictError,
+    RecordPurgedError,
+    StationStatus,
+    parse_iso,
+)
 from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
 
@@ -311,6 +318,9 @@ class GalleryReceiver:
             status = self.store.insert_record(verified, payload, received_at=received_at)
         except RecordConflictError as exc:
             raise WireError("replay", str(exc), record_id=record.record_id) from None
+        except RecordPurgedError as exc:
+            # A sealed booking a station still had in its outbox: refused, and its own purge command removes it.
+            raise WireError("purged", str(exc), record_id=record.record_id) from None
         return Ack(record.record_id, status)
 
     def _reject(

@@ -20,6 +20,11 @@ Rules the implementations keep:
   ack goes out) and ``secure_delete`` (purged images are overwritten, CJIS media rules).
 * Rejections keep the payload's hash and size, never its bytes: a rejected payload may still be
   criminal-justice information and has no business sitting in a log table.
+* ``purge_records`` removes records and their templates in one transaction with a tombstone per record id
+  (``purged``: the id, booking and reason, never the images) and an ``audit`` row; ``insert_record``
+  refuses a purged id with :class:`RecordPurgedError`, so a station that still holds a sealed booking in
+  its outbox cannot bring it back. ``audit`` is a plain append-only log of county-side actions (who,
+  what, on which subject, JSON details); it has no chain of its own yet.
 * ``station_status`` keeps only the *latest* status body per station (fleet health, from the
   retained ``status`` topic); it is an operational view, not an audit trail. The table was added
   after schema 1 shipped and is created with ``IF NOT EXISTS`` on open, so an existing gallery
@@ -77,6 +82,10 @@ class UnknownDeviceError(GalleryStoreError):
 
 class RecordConflictError(GalleryStoreError):
     """A record with this id is already stored with different signed content: a replay."""
+
+
+class RecordPurgedError(GalleryStoreError):
+    """The record id was purged (a sealed or expunged booking): it is never stored again."""
 
 
 class RecordFieldError(GalleryStoreError):
@@ -171,6 +180,19 @@ class StationStatus:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """One county-side action: ``actor`` (an operator or a tool), ``action`` (``purge``, ``import``,
+    ``booking_check``...), ``subject`` (a record id, a booking) and free ``details``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Rejection:
     """One refused payload: who sent it (if the topic said), why, and its hash and size."""
 
@@ -250,6 +272,23 @@ _SCHEMA = [
     # No foreign key to devices: a status from a station the registry does not know (a certificate
     # the county CA issued, a device table restored from an old backup) is exactly what the fleet
     # view must be able to show.
+    # Added after schema 1, like station_status: created on open, so an older database gains them.
+    """CREATE TABLE IF NOT EXISTS audit (
+        id {serial},
+        at {ts} NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        details TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS purged (
+        record_id TEXT PRIMARY KEY,
+        station TEXT NOT NULL,
+        ori TEXT NOT NULL,
+        booking_number TEXT NOT NULL,
+        purged_at {ts} NOT NULL,
+        reason TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS station_status (
         station TEXT PRIMARY KEY,
         county TEXT NOT NULL,
@@ -379,6 +418,8 @@ class GalleryStore(ABC):
         check_record_fields(rec)
         received = received_at or _utcnow()
         with self._lock, self._transaction() as cur:
+            if self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (rec.record_id,)).fetchone():
+                raise RecordPurgedError(f"record {rec.record_id} was purged; it is not stored again")
             cur = self._exec(
                 cur,
                 f"INSERT INTO records ({_RECORD_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -471,6 +512,69 @@ class GalleryStore(ABC):
                 (record_id,),
             ).fetchall()
         return [StoredTemplate(r[0], int(r[1]), r[2], r[3], int(r[4]), bytes(r[5])) for r in rows]
+
+    def find_booking(self, ori: str, booking_number: str) -> list[GalleryRecord]:
+        """Every stored record of one booking (an agency's booking number is unique within its ORI)."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE ori = ? AND booking_number = ? ORDER BY record_id",
+                (ori, booking_number),
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def purge_records(
+        self, records: Sequence[GalleryRecord], *, actor: str, reason: str, now: datetime | None = None
+    ) -> list[str]:
+        """Delete ``records`` (templates cascade), leave a tombstone each and one audit row, in one
+        transaction; returns the ids that were still stored. ``secure_delete`` overwrites the pages."""
+        at = self._to_ts(now or _utcnow())
+        removed: list[str] = []
+        with self._lock, self._transaction() as cur:
+            for rec in records:
+                cur = self._exec(cur, "DELETE FROM templates WHERE record_id = ?", (rec.record_id,))
+                cur = self._exec(cur, "DELETE FROM records WHERE record_id = ?", (rec.record_id,))
+                if cur.rowcount == 1:
+                    removed.append(rec.record_id)
+                self._exec(
+                    cur,
+                    "INSERT INTO purged (record_id, station, ori, booking_number, purged_at, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING",
+                    (rec.record_id, rec.station, rec.ori, rec.booking_number, at, reason[:1000]),
+                )
+            subject = f"{records[0].ori}/{records[0].booking_number}" if records else ""
+            self._add_audit(cur, at, actor, "purge", subject,
+                            {"reason": reason[:1000], "record_ids": [r.record_id for r in records], "removed": removed})
+        return removed
+
+    def is_purged(self, record_id: str) -> bool:
+        with self._lock, self._transaction(write=False) as cur:
+            return self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (record_id,)).fetchone() is not None
+
+    # -- audit
+    def _add_audit(self, cur: Any, at: Any, actor: str, action: str, subject: str, details: dict[str, Any]) -> None:
+        self._exec(
+            cur,
+            "INSERT INTO audit (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
+            (at, actor[:200], action[:64], subject[:200], json.dumps(details, sort_keys=True, default=str)),
+        )
+
+    def audit(self, actor: str, action: str, subject: str, details: dict[str, Any] | None = None, *,
+              now: datetime | None = None) -> None:
+        """Append one county-side action to the audit log."""
+        with self._lock, self._transaction() as cur:
+            self._add_audit(cur, self._to_ts(now or _utcnow()), actor, action, subject, details or {})
+
+    def list_audit(self, *, action: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first, optionally of one action."""
+        where, params = ("WHERE action = ?", [action]) if action else ("", [])
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT id, at, actor, action, subject, details FROM audit {where} ORDER BY id DESC LIMIT ?",
+                [*params, int(limit)],
+            ).fetchall()
+        return [AuditEntry(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
     # -- rejections
     def log_rejection(
