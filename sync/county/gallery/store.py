@@ -547,6 +547,17 @@ class GalleryStore(ABC):
                             {"reason": reason[:1000], "record_ids": [r.record_id for r in records], "removed": removed})
         return removed
 
+    def purged_booking(self, ori: str, booking_number: str) -> list[tuple[str, str]]:
+        """``(record_id, station)`` of every purged record of one booking (a repeated purge re-sends its
+        station commands)."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT record_id, station FROM purged WHERE ori = ? AND booking_number = ? ORDER BY record_id",
+                (ori, booking_number),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def is_purged(self, record_id: str) -> bool:
         with self._lock, self._transaction(write=False) as cur:
             return self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (record_id,)).fetchone() is not None
