@@ -6,9 +6,10 @@ imported template is comparable with every captured one. Each worker process loa
 machine, and TFLite interpreters are not shared between threads.
 
 A frontal photo must show exactly one face (a second face would make whose template it is a guess);
-profiles are stored without a template, as stations store them. A photo that is not a JPEG is
-re-encoded once (quality 95), because a gallery record carries JPEG; the record id still comes from
-the original bytes, so re-running the import finds it.
+profiles are stored without a template, as stations store them. A photo that is not a baseline JPEG
+(PNG, TIFF, a progressive or 12-bit JPEG) is re-encoded once as baseline JPEG (quality 95): a gallery
+record carries JPEG and the ANSI/NIST-ITL export takes only baseline (``JPEGB``), as stations make it.
+The record id still comes from the original bytes, so re-running the import finds it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from appliance.imageio import ImageError, decode_image
 from sync.county.intake.sources import ImportItem
-from sync.protocol.jpeg import jpeg_dimensions
+from sync.protocol.jpeg import jpeg_info
 from sync.protocol.record import MAX_IMAGE_SIDE
 
 JPEG_QUALITY = 95
@@ -83,9 +84,9 @@ def source_sha256(item: ImportItem) -> bytes:
 
 
 def _as_jpeg(data: bytes, rgb: np.ndarray) -> tuple[bytes, int, int]:
-    dims = jpeg_dimensions(data)
-    if dims is not None:
-        return data, dims[0], dims[1]
+    info = jpeg_info(data)
+    if info is not None and info.baseline:
+        return data, info.width, info.height
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ImageError("cannot re-encode the photo as JPEG")

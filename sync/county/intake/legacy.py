@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -118,6 +119,7 @@ class Importer:
         if todo:
             self._embed_all(todo, summary)
         summary.seconds = time.monotonic() - started
+        summary.refused.sort(key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r.source)])
         self.store.audit(self.operator, "import", IMPORT_STATION, {
             "imported": summary.imported, "duplicates": summary.duplicates, "refused": len(summary.refused),
         })
