@@ -45,6 +45,7 @@ class FaissSettings:
     rerank: int = 64
     save_interval: float = 30.0
     threads: int = 0  # 0: FAISS's default (every core)
+    read_only: bool = False  # a command beside the running worker: catch up in memory, never write the file
 
     def lists_for(self, count: int) -> int:
         return max(16, min(int(4 * math.sqrt(max(count, 1))), count // 39))
@@ -175,7 +176,7 @@ class FaissEngine(SearchEngine):
             self._watermark = int(watermark)
             self._dirty = True
         due = time.monotonic() - self._saved_at >= self.settings.save_interval
-        if self._dirty and (force or due or not self.path.exists()):
+        if self._dirty and not self.settings.read_only and (force or due or not self.path.exists()):
             self._save()
             return True
         return False
@@ -195,7 +196,7 @@ class FaissEngine(SearchEngine):
         return info
 
     def close(self) -> None:
-        if self._dirty:
+        if self._dirty and not self.settings.read_only:
             self._save()
 
     # ------------------------------------------------------------------ flat -> inverted file

@@ -207,8 +207,9 @@ class SearchIndex:
         self.engine.close()
 
 
-def open_engine(settings: SearchSettings, db_url: str) -> SearchEngine:
-    """The engine ``settings`` name, for the gallery at ``db_url``."""
+def open_engine(settings: SearchSettings, db_url: str, *, read_only: bool = False) -> SearchEngine:
+    """The engine ``settings`` name, for the gallery at ``db_url``; ``read_only`` (FAISS): never write the
+    index file, for a command that runs beside the worker that owns it."""
     if settings.engine == "pgvector":
         from sync.county.search.pgvector_engine import PgvectorEngine, PgvectorSettings
 
@@ -220,8 +221,9 @@ def open_engine(settings: SearchSettings, db_url: str) -> SearchEngine:
 
     return FaissEngine(FaissSettings(
         folder=settings.index_folder(db_url), ivf_threshold=settings.ivf_threshold, nprobe=settings.nprobe,
-        rerank=settings.rerank, save_interval=settings.save_interval, threads=settings.threads))
+        rerank=settings.rerank, save_interval=settings.save_interval, threads=settings.threads,
+        read_only=read_only))
 
 
-def open_index(settings: SearchSettings, db_url: str) -> SearchIndex:
-    return SearchIndex(open_engine(settings, db_url), model=settings.model)
+def open_index(settings: SearchSettings, db_url: str, *, read_only: bool = False) -> SearchIndex:
+    return SearchIndex(open_engine(settings, db_url, read_only=read_only), model=settings.model)

@@ -86,16 +86,18 @@ class PgvectorEngine(SearchEngine):
             if not self._conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
                 self._conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             self._conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
-            self._conn.execute(self._q(
-                f"CREATE TABLE IF NOT EXISTS {{s}}.templates (id BIGINT PRIMARY KEY, embedding vector({DIM}) NOT NULL)"))
-            self._conn.execute(self._q("CREATE TABLE IF NOT EXISTS {s}.meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)"))
+            self._conn.execute(self._q(f"CREATE TABLE IF NOT EXISTS {{s}}.templates (id BIGINT PRIMARY KEY, "
+                                       f"embedding vector({DIM}) NOT NULL)"))
+            self._conn.execute(self._q("CREATE TABLE IF NOT EXISTS {s}.meta (key TEXT PRIMARY KEY, "
+                                       "value BIGINT NOT NULL)"))
         if self.settings.method == "hnsw":
             self._create_index()
 
     def _create_index(self) -> None:
         s = self.settings
         if s.method == "hnsw":
-            options = f"USING hnsw (embedding vector_l2_ops) WITH (m = {int(s.m)}, ef_construction = {int(s.ef_construction)})"
+            options = (f"USING hnsw (embedding vector_l2_ops) WITH (m = {int(s.m)}, "
+                       f"ef_construction = {int(s.ef_construction)})")
         else:
             lists = s.lists or max(16, int(4 * self.count() ** 0.5))
             options = f"USING ivfflat (embedding vector_l2_ops) WITH (lists = {int(lists)})"
