@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sync.county.gallery.store import (
     DEFAULT_DB,
@@ -214,6 +214,12 @@ def parse_status(payload: bytes, *, county: str, station: str) -> dict[str, Any]
     return body
 
 
+class IndexFeed(Protocol):
+    """What the receiver needs of the search index (:class:`sync.county.search.index.SearchIndex`)."""
+
+    def catch_up(self, store: GalleryStore) -> int: ...
+
+
 class GalleryReceiver:
     """Subscribes to ``$share/{group}/booking/v1/{county}/+/records`` and handles each record.
 
@@ -234,6 +240,8 @@ class GalleryReceiver:
         self.stats = ReceiverStats()
         self.subscribed = threading.Event()
         self.client: mqtt.Client | None = None
+        #: The search index to bring up to date after each stored record (None: no search index).
+        self.index: IndexFeed | None = None
 
     # -------------------------------------------------------------------------- the decision
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
@@ -259,7 +267,20 @@ class GalleryReceiver:
         else:
             self.stats.counts[ack.status] += 1
             log.info("record %s from %s: %s", ack.record_id, station, ack.status)
+            if ack.status == "stored":
+                self._update_index()
         return Outcome(topic_name, station, ack, ack_topic)
+
+    def _update_index(self) -> None:
+        """The record is committed and is acked whatever happens here: the index is derived from the store,
+        and what a failed catch-up missed, the next record's catch-up (or the next start) adds."""
+        if self.index is None:
+            return
+        try:
+            self.index.catch_up(self.store)
+        except Exception:
+            self.stats.counts["index_errors"] += 1
+            log.exception("the search index could not catch up; it will on the next record or restart")
 
     def handle_status(self, topic_name: str, payload: bytes, *, retained: bool = False) -> StatusOutcome:
         """Check one status message and keep it as its station's latest. Store failures propagate."""

@@ -163,6 +163,29 @@ class StoredTemplate:
 
 
 @dataclass(frozen=True)
+class SequencedTemplate:
+    """A template with its store sequence number (the search index's id for it)."""
+
+    seq: int
+    record_id: str
+    model: str
+    vector: bytes
+
+
+@dataclass(frozen=True)
+class TemplateOwner:
+    """The record behind a template sequence number: what a search result shows."""
+
+    seq: int
+    record_id: str
+    pose: str
+    station: str
+    ori: str
+    booking_number: str
+    captured_at: datetime
+
+
+@dataclass(frozen=True)
 class StationStatus:
     """The latest health report of one station, as the gallery last received it.
 
@@ -297,6 +320,16 @@ _SCHEMA = [
         received_at {ts} NOT NULL,
         body TEXT NOT NULL
     )""",
+    # One increasing number per template, given in the transaction that stores it: the search index's
+    # watermark (what it has taken in) and the integer id the search engines hold. Added after schema 1
+    # shipped: created on open, and filled once for the templates an older gallery already holds.
+    """CREATE TABLE IF NOT EXISTS template_seq (
+        seq {serial},
+        record_id TEXT NOT NULL,
+        capture_index INTEGER NOT NULL,
+        UNIQUE (record_id, capture_index),
+        FOREIGN KEY (record_id, capture_index) REFERENCES templates (record_id, capture_index) ON DELETE CASCADE
+    )""",
 ]
 
 _RECORD_COLUMNS = (
@@ -346,6 +379,11 @@ class GalleryStore(ABC):
                 self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise GalleryStoreError(f"gallery database schema {row[0]} is not {SCHEMA_VERSION}; migrate it first")
+            if self._exec(cur, "SELECT 1 FROM meta WHERE key = 'template_seq'").fetchone() is None:
+                self._exec(cur, "INSERT INTO template_seq (record_id, capture_index) SELECT t.record_id, "
+                                "t.capture_index FROM templates t JOIN records r ON r.record_id = t.record_id "
+                                "ORDER BY r.received_at, t.record_id, t.capture_index")
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('template_seq', '1')")
 
     # -- devices
     def register_device(self, station: str, county: str, public_key: bytes, *, now: datetime | None = None) -> Device:
@@ -456,6 +494,8 @@ class GalleryStore(ABC):
                             capture.template.values,
                         ),
                     )
+                    self._exec(cur, "INSERT INTO template_seq (record_id, capture_index) VALUES (?, ?)",
+                               (rec.record_id, index))
                 return "stored"
             row = self._exec(cur, "SELECT content_sha256 FROM records WHERE record_id = ?", (rec.record_id,)).fetchone()
         if row is not None and bytes(row[0]) == verified.content_sha256:
@@ -586,6 +626,83 @@ class GalleryStore(ABC):
                 [*params, int(limit)],
             ).fetchall()
         return [AuditEntry(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    # -- the search index's feed (see sync.county.search.index)
+    def _template_filter(self, pose: str, dim: int, model: str | None) -> tuple[str, list[Any]]:
+        where, params = "t.pose = ? AND t.dim = ?", [pose, int(dim)]
+        if model is not None:
+            where, params = where + " AND t.model = ?", [*params, model]
+        return where, params
+
+    def templates_after(
+        self, after: int, *, limit: int = 10_000, pose: str = "frontal", dim: int = 128, model: str | None = None
+    ) -> list[SequencedTemplate]:
+        """Templates of ``pose`` with a sequence number above ``after``, in sequence order."""
+        where, params = self._template_filter(pose, dim, model)
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT s.seq, t.record_id, t.model, t.vector FROM template_seq s JOIN templates t ON "
+                f"t.record_id = s.record_id AND t.capture_index = s.capture_index WHERE s.seq > ? AND {where} "
+                "ORDER BY s.seq LIMIT ?",
+                [int(after), *params, int(limit)],
+            ).fetchall()
+        return [SequencedTemplate(int(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+
+    def template_seqs(self, *, pose: str = "frontal", dim: int = 128, model: str | None = None) -> list[int]:
+        """Every sequence number of a stored template of ``pose``, ascending."""
+        where, params = self._template_filter(pose, dim, model)
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT s.seq FROM template_seq s JOIN templates t ON t.record_id = s.record_id AND "
+                f"t.capture_index = s.capture_index WHERE {where} ORDER BY s.seq",
+                params,
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def templates_by_seq(self, seqs: Sequence[int]) -> list[SequencedTemplate]:
+        """The stored templates behind ``seqs`` (unknown ones are left out)."""
+        found: list[SequencedTemplate] = []
+        for start in range(0, len(seqs), 500):
+            chunk = [int(s) for s in seqs[start : start + 500]]
+            with self._lock, self._transaction(write=False) as cur:
+                rows = self._exec(
+                    cur,
+                    "SELECT s.seq, t.record_id, t.model, t.vector FROM template_seq s JOIN templates t ON "
+                    "t.record_id = s.record_id AND t.capture_index = s.capture_index "
+                    f"WHERE s.seq IN ({', '.join('?' * len(chunk))}) ORDER BY s.seq",
+                    chunk,
+                ).fetchall()
+            found += [SequencedTemplate(int(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+        return found
+
+    def max_template_seq(self) -> int:
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(cur, "SELECT MAX(seq) FROM template_seq").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def record_template_seqs(self, record_id: str) -> list[int]:
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(cur, "SELECT seq FROM template_seq WHERE record_id = ? ORDER BY seq",
+                              (record_id,)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def template_owners(self, seqs: Sequence[int]) -> dict[int, TemplateOwner]:
+        """The records still stored behind ``seqs``: a purged record's templates are simply absent."""
+        if not seqs:
+            return {}
+        chunk = [int(s) for s in seqs]
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT s.seq, r.record_id, t.pose, r.station, r.ori, r.booking_number, r.captured_at "
+                "FROM template_seq s JOIN templates t ON t.record_id = s.record_id AND t.capture_index = "
+                "s.capture_index JOIN records r ON r.record_id = s.record_id "
+                f"WHERE s.seq IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return {int(r[0]): TemplateOwner(int(r[0]), r[1], r[2], r[3], r[4], r[5], self._from_ts(r[6])) for r in rows}
 
     # -- rejections
     def log_rejection(
