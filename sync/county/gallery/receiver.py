@@ -219,6 +219,8 @@ class IndexFeed(Protocol):
 
     def catch_up(self, store: GalleryStore) -> int: ...
 
+    def reconcile(self, store: GalleryStore) -> tuple[int, int]: ...
+
 
 class GalleryReceiver:
     """Subscribes to ``$share/{group}/booking/v1/{county}/+/records`` and handles each record.
@@ -242,6 +244,7 @@ class GalleryReceiver:
         self.client: mqtt.Client | None = None
         #: The search index to bring up to date after each stored record (None: no search index).
         self.index: IndexFeed | None = None
+        self._purged_seen: int | None = None  # the store's purge count the index last reconciled with
 
     # -------------------------------------------------------------------------- the decision
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
@@ -277,7 +280,12 @@ class GalleryReceiver:
         if self.index is None:
             return
         try:
-            self.index.catch_up(self.store)
+            purged = self.store.purged_count()
+            if purged != self._purged_seen:  # `booking-gallery purge` ran: drop its templates from this copy too
+                self.index.reconcile(self.store)
+                self._purged_seen = purged
+            else:
+                self.index.catch_up(self.store)
         except Exception:
             self.stats.counts["index_errors"] += 1
             log.exception("the search index could not catch up; it will on the next record or restart")

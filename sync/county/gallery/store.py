@@ -598,6 +598,11 @@ class GalleryStore(ABC):
             ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def purged_count(self) -> int:
+        """How many record ids were ever purged: a search index compares it to know when to reconcile."""
+        with self._lock, self._transaction(write=False) as cur:
+            return int(self._exec(cur, "SELECT COUNT(*) FROM purged").fetchone()[0])
+
     def is_purged(self, record_id: str) -> bool:
         with self._lock, self._transaction(write=False) as cur:
             return self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (record_id,)).fetchone() is not None

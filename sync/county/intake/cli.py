@@ -9,8 +9,9 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,11 +19,13 @@ from sync.county.config import current_config
 from sync.county.gallery.cli import _store, ca_dir_option, db_option
 from sync.county.gallery.devices import CommandError, publish_commands
 from sync.county.gallery.receiver import ReceiverConfig, ReceiverConfigError
-from sync.county.gallery.store import GalleryStore
 from sync.county.intake.identity import ImportIdentityError, load_signer
 from sync.county.intake.legacy import DEFAULT_OPERATOR, Importer, ImportSummary
 from sync.county.intake.purge import PurgeError, PurgeResult, purge_booking
 from sync.county.intake.sources import SourceError, read_sources
+from sync.county.search.engine import SearchEngineError
+from sync.county.search.index import SearchIndex, open_index
+from sync.county.search.settings import SearchConfigError
 from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
@@ -30,11 +33,21 @@ EXIT_PARTIAL = 1
 EXIT_INPUT = 2
 
 
-def search_index(store: GalleryStore) -> Any | None:
-    """The gallery's search index (``catch_up(store)``, ``remove(record_id)``), when it has one.
-
-    INDEX HOOK: the one place the search index is opened for import and purge."""
-    return None
+@contextmanager
+def _search_index(db_url: str) -> Iterator[SearchIndex | None]:
+    """The gallery's search index ([search] of county.toml), or None with a warning when it cannot be
+    opened: the purge goes on (no search returns a record the store no longer holds)."""
+    try:
+        index = open_index(current_config().search, db_url)
+    except (SearchEngineError, SearchConfigError, OSError) as exc:
+        click.echo(f"warning: the search index cannot be opened ({exc}); it drops the booking when its worker "
+                   "next starts", err=True)
+        yield None
+        return
+    try:
+        yield index
+    finally:
+        index.close()
 
 
 def _print_summary(summary: ImportSummary) -> None:
@@ -60,6 +73,8 @@ def import_cmd(sources: tuple[Path, ...], db_url: str, ca_dir: Path, bundle_dir:
     Each photo becomes a gallery record signed by the county key (station county-import) with its template
     from the model bundle. Importing the same photo of the same booking again stores nothing new, and a
     killed import resumes where it stopped when run again. A bad row is named, the rest imported.
+    `booking-gallery search` finds the imported photos at once; a running gallery worker adds them to its
+    search index with the next record it stores (or when it starts).
     """
     from appliance.vision.bundle import Bundle, BundleError
 
@@ -80,9 +95,6 @@ def import_cmd(sources: tuple[Path, ...], db_url: str, ca_dir: Path, bundle_dir:
             except ImportIdentityError as exc:
                 raise click.ClickException(str(exc)) from None
             summary = importer.run(items, refused)
-        index = search_index(store)
-        if index is not None:
-            index.catch_up(store)
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
     else:
@@ -131,11 +143,11 @@ def purge_cmd(booking_number: str, ori: str, reason: str, db_url: str, ca_dir: P
         raise click.UsageError("give --config (publish the station command now) or --out (write it), one of them")
     actor = actor or getpass.getuser()
     export_dir = export_dir or current_config().export.folder
-    with _store(db_url, create=False) as store:
+    with _store(db_url, create=False) as store, _search_index(db_url) as index:
         try:
             result = purge_booking(store, ori, booking_number, reason, actor=actor, ca_dir=ca_dir,
-                                   export_folder=export_dir, index=search_index(store))
-        except (PurgeError, CommandError) as exc:
+                                   export_folder=export_dir, index=index)
+        except (PurgeError, CommandError, SearchEngineError) as exc:
             raise click.ClickException(str(exc)) from None
         notes = _deliver(result, config_path, out_dir)
         for signed, note in zip(result.commands, notes, strict=True):

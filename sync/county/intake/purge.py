@@ -7,8 +7,11 @@ Order, so that a failure never leaves the booking half gone without saying so:
 2. one store transaction deletes the records and their templates, leaves a tombstone per record id
    (a station that still holds the booking in its outbox cannot bring it back: the receiver refuses it
    with reason ``purged``) and writes the audit row;
-3. the search index forgets the ids, and ``{record_id}.eft`` with its export marker leaves the export
-   folder;
+3. the search index forgets the records' templates (just before the store deletes them: the index finds
+   them by the store's template sequence numbers), and ``{record_id}.eft`` with its export marker leaves
+   the export folder. A search never returns a record the store no longer holds in any case (every hit
+   is checked against the store), and a running worker drops the templates from its own copy of the
+   index with its next record (it reconciles when the store's purge count moves);
 4. the commands are published (or written to files). A repeated purge of the same booking finds the
    tombstones and signs fresh commands, so a station that was offline can be sent them again.
 
@@ -27,6 +30,7 @@ from sync.county.gallery.export import MARKER_DIR, export_path
 from sync.county.gallery.store import GalleryStore
 from sync.county.intake import IMPORT_STATION
 from sync.county.intake.sources import RowError, check_booking
+from sync.county.search.index import SearchIndex
 
 
 class PurgeError(ValueError):
@@ -56,9 +60,9 @@ def _remove_export(folder: Path, record_id: str) -> list[Path]:
 
 def purge_booking(store: GalleryStore, ori: str, booking_number: str, reason: str, *, actor: str,
                   ca_dir: str | PathLike[str] | None, export_folder: Path | None = None,
-                  index: object | None = None, lifetime: timedelta = DEFAULT_COMMAND_LIFETIME) -> PurgeResult:
+                  index: SearchIndex | None = None, lifetime: timedelta = DEFAULT_COMMAND_LIFETIME) -> PurgeResult:
     """Purge one booking everywhere the county holds it (see the module docstring); ``index`` is the
-    search index (anything with ``remove(record_id)``), when the gallery has one."""
+    gallery's search index, when it has one."""
     try:
         booking_number, ori = check_booking(booking_number, ori)
     except RowError as exc:
@@ -83,11 +87,12 @@ def purge_booking(store: GalleryStore, ori: str, booking_number: str, reason: st
             commands += sign_commands(ca, key, station, "purge",
                                       [{"record_id": i, "reason": reason.strip()[:256]} for i in ids],
                                       lifetime=lifetime)
+    if index is not None:
+        for rec in stored:
+            index.remove_record(store, rec.record_id)
     removed = store.purge_records(stored, actor=actor, reason=reason.strip()) if stored else []
     result = PurgeResult(ori, booking_number, sorted(targets), removed, commands=commands)
     for record_id in result.record_ids:
-        if index is not None:
-            index.remove(record_id)  # type: ignore[attr-defined]
         if export_folder is not None:
             result.exports_removed += _remove_export(Path(export_folder), record_id)
     return result

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import tomli_w
 from click.testing import CliRunner
@@ -21,6 +22,8 @@ from sync.county.enroll.ca import CountyCA
 from sync.county.gallery.export import MARKER_DIR, drop_export, export_path
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
 from sync.county.gallery.store import RecordPurgedError, SQLiteStore
+from sync.county.search.index import open_index
+from sync.county.search.settings import SearchSettings
 from sync.protocol import wire
 from tests.sync import factory
 from tests.sync.broker import PKI, MosquittoBroker, mosquitto_binary
@@ -51,6 +54,7 @@ def _gallery_record(store: SQLiteStore, booking: str, record_id: str | None = No
 
 def test_purge_leaves_store_export_folder_and_sends_a_signed_command(tmp_path: Path) -> None:
     ca = CountyCA.init(tmp_path / "ca", COUNTY)
+    probe = np.frombuffer(factory.template().values, "<f4")  # the factory's frontal template
     db, exports, cmds = tmp_path / "g.db", tmp_path / "eft", tmp_path / "cmds"
     with SQLiteStore(db) as store:
         store.register_device("st-01", COUNTY, _raw(factory.key(1)))
@@ -59,6 +63,10 @@ def test_purge_leaves_store_export_folder_and_sends_a_signed_command(tmp_path: P
         for rid in (sealed, kept):
             drop_export(wire.decode_record(store.get_payload(rid) or b"", lambda k: factory.key(1).public_key()),
                         exports)
+        index = open_index(SearchSettings(), str(db))  # the default: search/ beside the gallery, as purge opens it
+        assert index.rebuild(store) == 2
+        assert {c.record_id for c in index.search(store, probe, k=5).candidates} == {sealed, kept}
+        index.close()
     args = ("--booking", "2026-000777", "--ori", ORI, "--reason", REASON, "--db", db, "--ca-dir", ca.directory,
             "--export-dir", exports, "--actor", "clerk-7")
     result = _purge(*args, "--out", cmds, "--json")
@@ -83,6 +91,11 @@ def test_purge_leaves_store_export_folder_and_sends_a_signed_command(tmp_path: P
         assert store.get_record(sealed) is None
         with pytest.raises(RecordPurgedError):
             store.insert_record(wire.verify_record(payload, lambda kid: factory.key(1).public_key()), payload)
+        # no search returns it, and the index file itself no longer holds its template
+        index = open_index(SearchSettings(), str(db))
+        assert [c.record_id for c in index.search(store, probe, k=5).candidates] == [kept]
+        assert index.verify(store).ok and index.engine.count() == 1
+        index.close()
 
     [path] = list(cmds.iterdir())
     command = wire.decode_command(path.read_bytes(),
