@@ -214,6 +214,15 @@ def parse_status(payload: bytes, *, county: str, station: str) -> dict[str, Any]
     return body
 
 
+class CheckAnswerer(Protocol):
+    """What the receiver needs of the booking-time check (:mod:`sync.county.search.booking_check`)."""
+
+    content_type: str
+
+    def handle(self, topic_name: str, payload: bytes, *, response_topic: str | None,
+               correlation: bytes | None) -> Any: ...
+
+
 class IndexFeed(Protocol):
     """What the receiver needs of the search index (:class:`sync.county.search.index.SearchIndex`)."""
 
@@ -245,6 +254,8 @@ class GalleryReceiver:
         #: The search index to bring up to date after each stored record (None: no search index).
         self.index: IndexFeed | None = None
         self._purged_seen: int | None = None  # the store's purge count the index last reconciled with
+        #: Answers the stations' booking-time checks when set before :meth:`start` (None: not subscribed).
+        self.checks: CheckAnswerer | None = None
 
     # -------------------------------------------------------------------------- the decision
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
@@ -399,6 +410,9 @@ class GalleryReceiver:
             if topic_name.endswith("/status"):
                 self.handle_status(topic_name, message.payload, retained=message.retain)
                 return
+            if topic_name.endswith("/checks"):
+                self._on_check(message)
+                return
             outcome = self.handle(topic_name, message.payload)
             if outcome.ack is not None and outcome.ack_topic is not None:
                 self._publish_ack(message.client, outcome.ack_topic, outcome.ack, message)
@@ -406,6 +420,17 @@ class GalleryReceiver:
             self.stats.counts["errors"] += 1
             log.exception("could not handle a message on %s; no ack sent, the station will retry",
                           _clean(message.topic, 200))
+
+    def _on_check(self, message: mqtt.Message) -> None:
+        if self.checks is None:
+            return
+        reply = self.checks.handle(message.topic, message.payload, response_topic=message.response_topic,
+                                   correlation=message.correlation_data)
+        if reply is not None:
+            # An answer nobody waits for any more is worthless: it expires with the request (MQTT 5).
+            message.client.publish(reply.topic, reply.payload, qos=1, retain=False,
+                                   content_type=self.checks.content_type, expiry=300,
+                                   correlation_data=reply.correlation)
 
     def _publish_ack(self, client: mqtt.Client, ack_topic: str, ack: Ack, message: mqtt.Message) -> None:
         # A lost ack costs nothing: the station retries and gets "duplicate". So acks may expire (MQTT 5)
@@ -420,6 +445,9 @@ class GalleryReceiver:
         if reasons and reasons[0].is_failure:
             log.error("broker refused the gallery subscription: %s", [str(r) for r in reasons])
             return
+        if len(reasons) > 2 and reasons[2].is_failure:
+            log.error("broker refused the booking-check subscription (%s): stations' checks go unanswered; "
+                      "regenerate the ACL with `booking-gallery broker-config`", reasons[2])
         if len(reasons) > 1 and reasons[1].is_failure:
             # Records still flow; only the fleet view goes stale. Say so rather than refuse to work.
             log.error("broker refused the station status subscription (%s): `booking-gallery fleet` will not "
@@ -435,7 +463,8 @@ class GalleryReceiver:
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             protocol=cfg.protocol, keepalive=cfg.keepalive, clean_start=False, session_expiry=cfg.session_expiry,
             subscriptions=((topics.gallery_subscription(cfg.county, cfg.share_group), 1),
-                           (status_subscription(cfg.county), 1)),
+                           (status_subscription(cfg.county), 1))
+            + (((topics.checks_subscription(cfg.county, cfg.share_group), 1),) if self.checks is not None else ()),
             reconnect_min=1, reconnect_max=30,
         )  # fmt: skip
 

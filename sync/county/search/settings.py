@@ -10,6 +10,8 @@
     ivf_threshold = 200000      # faiss: templates from which the inverted file replaces exact search
     url = "postgresql://..."    # pgvector: the database (default: the gallery's, when it is PostgreSQL)
     ef_search = 100             # pgvector HNSW: candidates kept while walking the graph
+    booking_check = false       # answer the stations' booking-time checks (a gallery worker; off by default)
+    booking_check_threshold = 0.6   # largest template distance reported as a possible prior booking
 
 Defaults come from the measurements in ``tests/bench/search.py`` (``make bench``).
 """
@@ -49,6 +51,9 @@ class SearchSettings:
     m: int = 16
     ef_construction: int = 64
     probes: int = 32
+    # the booking-time check (sync.county.search.booking_check)
+    booking_check: bool = False
+    booking_check_threshold: float = 0.6
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -62,6 +67,11 @@ class SearchSettings:
         if isinstance(self.save_interval, bool) or not isinstance(self.save_interval, (int, float)) \
                 or self.save_interval < 0:
             raise SearchConfigError(f"[search] save_interval must be seconds >= 0, not {self.save_interval!r}")
+        if not isinstance(self.booking_check, bool):
+            raise SearchConfigError(f"[search] booking_check must be true or false, not {self.booking_check!r}")
+        t = self.booking_check_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 2:
+            raise SearchConfigError(f"[search] booking_check_threshold must be a distance in (0, 2], not {t!r}")
 
     @classmethod
     def keys(cls) -> set[str]:
