@@ -437,7 +437,9 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
             logging.getLogger(__name__).info("exporting each committed record to %s", export_folder)
         index = None if no_index else _start_index(store, db_url or config.db)
         receiver.index = index
-        receiver.checks = _booking_checks(store, index, config.county)
+        from sync.county.search.booking_check import responder_from_config
+
+        receiver.checks = responder_from_config(store, index, config.county)
         try:
             receiver.run_forever(stop)
         except (OSError, ValueError) as exc:
@@ -445,35 +447,6 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
         finally:
             if index is not None:
                 index.close()
-
-
-def _booking_checks(store: GalleryStore, index: Any, county: str) -> Any:
-    """The booking-time check responder when ``[search] booking_check`` is on (it needs the index and the
-    county command key of ``[ca] dir`` to sign its answers); None, logged, when it cannot run."""
-    settings = current_config().search
-    if not settings.booking_check:
-        return None
-    logger = logging.getLogger(__name__)
-    ca_dir = current_config().ca_dir
-    if index is None or ca_dir is None:
-        logger.error("[search] booking_check is on, but %s: stations' checks go unanswered",
-                     "there is no search index" if index is None else "[ca] dir is not set (its key signs answers)")
-        return None
-    from sync.county.search.booking_check import BookingCheckResponder
-    from sync.protocol.enroll import default_command_kid
-
-    try:
-        ca, key = device_registry.load_command_key(ca_dir)
-    except device_registry.CommandError as exc:
-        logger.error("booking checks are off: %s", exc)
-        return None
-    if ca.county != county:
-        logger.error("booking checks are off: the CA in %s is county %s, this worker serves %s", ca_dir, ca.county,
-                     county)
-        return None
-    logger.info("answering booking-time checks (threshold %.2f)", settings.booking_check_threshold)
-    return BookingCheckResponder(store, index, county=county, key=key, kid=default_command_kid(county),
-                                 threshold=settings.booking_check_threshold)
 
 
 def _start_index(store: GalleryStore, db_url: str) -> Any:

@@ -132,3 +132,31 @@ class BookingCheckResponder:
                 break
         return CheckAnswer(request.request_id, request.county, request.station, "answered", self.clock(),
                            searched=found.searched, priors=tuple(priors))
+
+
+def responder_from_config(store: GalleryStore, index: SearchIndex | None, county: str) -> BookingCheckResponder | None:
+    """The responder a gallery worker runs when ``[search] booking_check`` is on (it needs the search index and
+    the county command key of ``[ca] dir``); None, logged, when it is off or cannot run."""
+    from sync.county.config import current_config
+    from sync.county.gallery.devices import CommandError, load_command_key
+    from sync.protocol.enroll import default_command_kid
+
+    config = current_config()
+    if not config.search.booking_check:
+        return None
+    if index is None or config.ca_dir is None:
+        log.error("[search] booking_check is on, but %s: stations' checks go unanswered",
+                  "there is no search index" if index is None else "[ca] dir is not set (its key signs answers)")
+        return None
+    try:
+        ca, key = load_command_key(config.ca_dir)
+    except CommandError as exc:
+        log.error("booking checks are off: %s", exc)
+        return None
+    if ca.county != county:
+        log.error("booking checks are off: the CA in %s is county %s, this worker serves %s", config.ca_dir,
+                  ca.county, county)
+        return None
+    log.info("answering booking-time checks (threshold %.2f)", config.search.booking_check_threshold)
+    return BookingCheckResponder(store, index, county=county, key=key, kid=default_command_kid(county),
+                                 threshold=config.search.booking_check_threshold)
