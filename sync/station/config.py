@@ -80,6 +80,11 @@ class SyncConfig:
     enroll_url: str = ""
     #: Seconds between attempts of a certificate rotation that failed (network, server), until it expires.
     rotate_retry: float = 300.0
+    #: Ask the county gallery for prior bookings of the face once the frontal is accepted (advice, never a
+    #: block; the county must answer them too: ``[search] booking_check`` in county.toml).
+    booking_check: bool = False
+    #: Seconds the officer's screen waits for that answer before it says the check was not done.
+    booking_check_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -105,8 +110,10 @@ class SyncConfig:
         _int_range("max_record_bytes", self.max_record_bytes, 1024, 256 * 1024 * 1024)
         if not isinstance(self.enroll_url, str):
             raise SyncConfigError("[sync] enroll_url must be text (an https:// URL)")
+        if not isinstance(self.booking_check, bool):
+            raise SyncConfigError(f"[sync] booking_check must be true or false, not {self.booking_check!r}")
         for name in ("ack_timeout", "retry_base", "retry_cap", "reconnect_min", "reconnect_max", "status_interval",
-                     "rotate_retry"):
+                     "rotate_retry", "booking_check_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 7 * 24 * 3600:
                 raise SyncConfigError(f"[sync] {name} must be a number of seconds above 0, not {value!r}")
