@@ -257,9 +257,28 @@ function renderBooking(b) {
   if (live.camera_error) $("preview-empty").textContent = "Camera stopped";
   else $("preview-empty").textContent = "Waiting for the camera\u2026";
 
+  renderPriorCheck(b.prior_check);
   drawFaceBox(live, kind === "ready");
   $("capture-btn").disabled = ui.busy || live.phase !== "live" || !live.camera;
   $("save-btn").disabled = ui.busy || !b.can_save || live.phase === "processing";
+}
+
+// The booking-time check of the accepted frontal: advice for the officer, never a block.
+function renderPriorCheck(pc) {
+  const box = $("prior-check");
+  box.hidden = !pc;
+  if (!pc) return;
+  box.className = `prior-check ${pc.state}${pc.priors.length ? " found" : ""}`;
+  $("prior-check-message").textContent = pc.message;
+  const list = $("prior-check-list");
+  const key = JSON.stringify(pc.priors);
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  list.replaceChildren(...pc.priors.map((p) => {
+    const li = document.createElement("li");
+    li.textContent = `Booking ${p.booking_number} – ${p.ori} – ${p.captured_on}`;
+    return li;
+  }));
 }
 
 function drawFaceBox(live, ready) {
