@@ -88,7 +88,9 @@ def enrol(store: GalleryStore, vector: np.ndarray, n: int, **kwargs: object) -> 
 
 
 @pytest.fixture(params=["faiss+sqlite", "pgvector+postgresql"])
-def gallery(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., tuple[GalleryStore, SearchIndex]]]:
+def gallery(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., tuple[GalleryStore, SearchIndex]]]:
     """``gallery(**settings)``: an empty store with the device registered, and an index over it: FAISS over
     SQLite, or pgvector in the same private PostgreSQL as a PostgreSQL gallery store."""
     from sync.county.search.index import open_index

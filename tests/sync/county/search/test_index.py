@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sync.county.gallery.store import GalleryStore, SQLiteStore
 from sync.county.search.index import SearchIndex
