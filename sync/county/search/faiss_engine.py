@@ -214,19 +214,38 @@ class FaissEngine(SearchEngine):
     def train(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the index by an inverted file trained on ``vectors`` (every one of them then added)."""
         lists = self.settings.lists_for(ids.size)
-        quantizer = faiss.IndexFlatL2(DIM)
-        index = faiss.IndexIVFFlat(quantizer, DIM, lists, faiss.METRIC_L2)
-        index.own_fields = True
-        quantizer.this.disown()
         sample = vectors
         if vectors.shape[0] > 64 * lists:
             pick = np.random.default_rng(0).choice(vectors.shape[0], 64 * lists, replace=False)
             sample = vectors[np.sort(pick)]
+        index = self._new_ivf(sample, lists)
+        index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        self._index, self._trained_at, self._dirty = index, int(ids.size), True
+
+    def _new_ivf(self, sample: np.ndarray, lists: int) -> faiss.IndexIVFFlat:
+        """An empty inverted file with ``lists`` lists trained on ``sample``, reconstructable by id (the
+        re-ranking reads the stored vectors back)."""
+        quantizer = faiss.IndexFlatL2(DIM)
+        index = faiss.IndexIVFFlat(quantizer, DIM, lists, faiss.METRIC_L2)
+        index.own_fields = True
+        quantizer.this.disown()
         index.train(np.ascontiguousarray(sample))
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        index.add_with_ids(np.ascontiguousarray(vectors), ids)
         index.nprobe = self.settings.nprobe
-        self._index, self._trained_at, self._dirty = index, int(ids.size), True
+        return index
+
+    def prepare_ivf(self, sample: object, expected: int) -> None:
+        """Empty the engine and train an inverted file for about ``expected`` templates on ``sample``, for a
+        gallery loaded in pieces (too large to hold twice in memory); then :meth:`add` the pieces."""
+        vecs = as_vectors(sample)
+        self.clear()
+        lists = self.settings.lists_for(expected)
+        self._index, self._trained_at = self._new_ivf(vecs[: 64 * lists], lists), int(expected)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Lists scanned per query from now on (benchmarks compare several on one trained index)."""
+        if isinstance(self._index, faiss.IndexIVFFlat):
+            self._index.nprobe = int(nprobe)
 
     def bulk_load(self, ids: object, vectors: object) -> None:
         """Empty the engine and load a whole gallery at once (rebuild, benchmarks): one training pass."""

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 ENGINES = ("faiss", "pgvector")
 DEFAULT_FOLDER = Path("/var/lib/booking-gallery/search")
@@ -111,5 +111,7 @@ class SearchSettings:
             return self.url
         parts = urlsplit(os.fspath(db_url))
         if parts.scheme in ("postgresql", "postgres"):
-            return os.fspath(db_url).split("?", 1)[0]
+            query = parse_qs(parts.query, keep_blank_values=True)
+            query.pop("schema", None)  # the gallery store's schema; the index has its own
+            return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         raise SearchConfigError("the pgvector engine needs [search] url (the gallery database is not PostgreSQL)")
