@@ -93,6 +93,15 @@ def test_import_twice_stores_once_and_a_bad_row_is_named(tmp_path: Path, ca: Cou
     assert (summary["imported"], summary["duplicates"]) == (0, 4)
     with SQLiteStore(db) as store:
         assert store.count_records() == 3
+        angelina = next(r.record_id for r in store.list_records() if r.booking_number == "L-0")
+
+    # the imported mug shots are searchable: another photo of the same person finds hers first
+    found = CliRunner().invoke(main, ["search", str(factory.FACES / "img2.jpg"), "--db", str(db), "--json"],
+                               catch_exceptions=False)
+    assert found.exit_code == 0, found.output
+    candidates = _json(found.output)["candidates"]
+    assert candidates[0]["record_id"] == angelina and candidates[0]["station"] == IMPORT_STATION
+    assert candidates[0]["distance"] < 0.6
 
 
 def test_a_station_may_not_enrol_as_the_import_identity(ca: CountyCA) -> None:
