@@ -20,7 +20,7 @@ from sync.county.gallery.cli import _store, ca_dir_option, db_option
 from sync.county.gallery.devices import CommandError, publish_commands
 from sync.county.gallery.receiver import ReceiverConfig, ReceiverConfigError
 from sync.county.intake.identity import ImportIdentityError, load_signer
-from sync.county.intake.legacy import DEFAULT_OPERATOR, Importer, ImportSummary
+from sync.county.intake.legacy import DEFAULT_OPERATOR, ImportAborted, Importer, ImportSummary
 from sync.county.intake.purge import PurgeError, PurgeResult, purge_booking
 from sync.county.intake.sources import SourceError, read_sources
 from sync.county.search.engine import SearchEngineError
@@ -94,7 +94,10 @@ def import_cmd(sources: tuple[Path, ...], db_url: str, ca_dir: Path, bundle_dir:
                                     progress=bar.update)
             except ImportIdentityError as exc:
                 raise click.ClickException(str(exc)) from None
-            summary = importer.run(items, refused)
+            try:
+                summary = importer.run(items, refused)
+            except ImportAborted as exc:
+                raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
     else:

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -44,6 +45,10 @@ from sync.protocol.wire import (
 )
 
 IN_FLIGHT_PER_WORKER = 4
+
+
+class ImportAborted(RuntimeError):
+    """The import stopped (a worker process died); every record committed so far is kept."""
 DEFAULT_OPERATOR = "legacy-import"
 
 
@@ -117,7 +122,12 @@ class Importer:
         summary = ImportSummary(refused=list(refused), workers=self.workers)
         todo = self._not_stored(items, summary)
         if todo:
-            self._embed_all(todo, summary)
+            try:
+                self._embed_all(todo, summary)
+            except BrokenProcessPool:
+                raise ImportAborted(
+                    f"a worker process died (out of memory?) after {summary.imported} new record(s); they are kept: "
+                    "run the same import again to go on (fewer --jobs if memory is short)") from None
         summary.seconds = time.monotonic() - started
         summary.refused.sort(key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r.source)])
         self.store.audit(self.operator, "import", IMPORT_STATION, {
