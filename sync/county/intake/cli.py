@@ -142,14 +142,15 @@ def purge_cmd(booking_number: str, ori: str, reason: str, db_url: str, ca_dir: P
 
     Run it again to re-send the station's command (e.g. the station was offline).
     """
-    if (config_path is None) == (out_dir is None):
-        raise click.UsageError("give --config (publish the station command now) or --out (write it), one of them")
+    if config_path is not None and out_dir is not None:
+        raise click.UsageError("give --config (publish the station command now) or --out (write it), not both")
     actor = actor or getpass.getuser()
     export_dir = export_dir or current_config().export.folder
     with _store(db_url, create=False) as store, _search_index(db_url) as index:
         try:
             result = purge_booking(store, ori, booking_number, reason, actor=actor, ca_dir=ca_dir,
-                                   export_folder=export_dir, index=index)
+                                   export_folder=export_dir, index=index,
+                                   can_deliver=config_path is not None or out_dir is not None)
         except (PurgeError, CommandError, SearchEngineError) as exc:
             raise click.ClickException(str(exc)) from None
         notes = _deliver(result, config_path, out_dir)

@@ -60,9 +60,11 @@ def _remove_export(folder: Path, record_id: str) -> list[Path]:
 
 def purge_booking(store: GalleryStore, ori: str, booking_number: str, reason: str, *, actor: str,
                   ca_dir: str | PathLike[str] | None, export_folder: Path | None = None,
-                  index: SearchIndex | None = None, lifetime: timedelta = DEFAULT_COMMAND_LIFETIME) -> PurgeResult:
+                  index: SearchIndex | None = None, lifetime: timedelta = DEFAULT_COMMAND_LIFETIME,
+                  can_deliver: bool = True) -> PurgeResult:
     """Purge one booking everywhere the county holds it (see the module docstring); ``index`` is the
-    gallery's search index, when it has one."""
+    gallery's search index, when it has one; ``can_deliver`` False refuses a booking a station captured
+    (its command would have nowhere to go)."""
     try:
         booking_number, ori = check_booking(booking_number, ori)
     except RowError as exc:
@@ -78,6 +80,9 @@ def purge_booking(store: GalleryStore, ori: str, booking_number: str, reason: st
         if station != IMPORT_STATION:
             by_station.setdefault(station, []).append(record_id)
     commands: list[SignedCommand] = []
+    if by_station and not can_deliver:
+        raise PurgeError(f"the booking was captured by {', '.join(sorted(by_station))}: give --config (publish its "
+                         "purge command now) or --out DIR (write it)")
     if by_station:
         if ca_dir is None:
             raise PurgeError("the booking was captured by a station: give --ca-dir (the county key signs the "

@@ -109,8 +109,10 @@ def test_purge_leaves_store_export_folder_and_sends_a_signed_command(tmp_path: P
     unknown = _purge("--booking", "NOPE-1", "--ori", ORI, "--reason", REASON, "--db", db, "--ca-dir", ca.directory,
                      "--out", cmds)
     assert unknown.exit_code == 1 and "no booking NOPE-1" in unknown.output
-    neither = _purge(*args)
-    assert neither.exit_code == 2 and "--config" in neither.output
+    neither = _purge(*args)  # a station captured it: its command needs somewhere to go
+    assert neither.exit_code == 1 and "--config" in neither.output
+    both = _purge(*args, "--out", cmds, "--config", tmp_path / "g.db")
+    assert both.exit_code == 2 and "not both" in both.output
 
 
 def test_the_station_that_captured_it_purges_it_too(tmp_path: Path, pki: PKI) -> None:
@@ -154,3 +156,29 @@ def test_the_station_that_captured_it_purges_it_too(tmp_path: Path, pki: PKI) ->
             agent.close()
         store.close()
         broker.stop()
+
+
+def test_an_imported_booking_is_purged_without_a_station_command(tmp_path: Path) -> None:
+    from sync.county.intake.embedding import Photo
+    from sync.county.intake.identity import ensure_registered, load_signer, verify_key_lookup
+    from sync.county.intake.legacy import build_record, import_record_id
+    from sync.county.intake.sources import ImportItem
+
+    ca = CountyCA.init(tmp_path / "ca", COUNTY)
+    signer = load_signer(ca.directory)
+    db = tmp_path / "g.db"
+    item = ImportItem("legacy.csv line 2", "1998-0042", ORI, factory.T0, "frontal")
+    jpeg, width, height = factory.small_face()
+    with SQLiteStore(db) as store:
+        device = ensure_registered(store, signer)
+        record_id = import_record_id(item, b"\x01" * 32)
+        photo = Photo(jpeg, width, height, factory.template().values, "dlib-resnet-v1@1")
+        payload = wire.encode_record(build_record(item, record_id, photo, signer, "legacy-import"), signer.key)
+        store.insert_record(wire.verify_record(payload, verify_key_lookup(device)), payload)
+    result = _purge("--booking", "1998-0042", "--ori", ORI, "--reason", REASON, "--db", db, "--ca-dir", ca.directory,
+                    "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert (out["removed"], out["commands"]) == ([record_id], [])
+    with SQLiteStore(db) as store:
+        assert store.get_record(record_id) is None and store.is_purged(record_id)
