@@ -203,3 +203,30 @@ def test_a_forged_or_misaddressed_answer_is_not_spooled(tmp_path: Path) -> None:
     assert carrier.on_answer(check.encode_answer(good, factory.key(77), kid=default_command_kid(COUNTY)))
     status = CheckSpool(tmp_path).status(request_id, asked_at=time.time(), timeout=5)
     assert (status.state, status.priors) == ("answered", [])
+
+
+def test_a_worker_answers_checks_only_when_county_toml_says_so(tmp_path: Path, monkeypatch: Any) -> None:
+    from sync.county.config import CONFIG_ENV, CountyConfigError, load_county_config
+    from sync.county.enroll.ca import CountyCA
+    from sync.county.search.booking_check import responder_from_config
+
+    ca = CountyCA.init(tmp_path / "ca", COUNTY)
+    store = SQLiteStore(tmp_path / "g.db")
+    index = open_index(SearchSettings(folder=tmp_path / "search"), str(tmp_path / "g.db"))
+    toml = tmp_path / "county.toml"
+    monkeypatch.setenv(CONFIG_ENV, str(toml))
+    try:
+        toml.write_text('[ca]\ndir = "ca"\n')
+        assert responder_from_config(store, index, COUNTY) is None  # off by default
+        toml.write_text('[ca]\ndir = "ca"\n[search]\nbooking_check = true\nbooking_check_threshold = 0.5\n')
+        responder = responder_from_config(store, index, COUNTY)
+        assert responder is not None and (responder.kid, responder.threshold) == (f"county:{COUNTY}", 0.5)
+        assert responder_from_config(store, None, COUNTY) is None  # no index: nothing to answer from
+        assert responder_from_config(store, index, "pierce") is None  # another county's CA
+        toml.write_text("[search]\nbooking_check = true\nbooking_check_threshold = 3\n")
+        with pytest.raises(CountyConfigError, match="booking_check_threshold"):
+            load_county_config(toml)
+        assert ca.county == COUNTY
+    finally:
+        index.close()
+        store.close()
