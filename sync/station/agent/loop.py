@@ -17,7 +17,14 @@ from firmware.provision import ProvisionError, finish_rotation, rotate_certifica
 from sync.protocol import check, mqtt, sdnotify, wire
 from sync.protocol.files import make_private_dir
 from sync.protocol.tls import tls_context
-from sync.station.agent.common import ALARM_BROKER_REFUSING, ALARM_GALLERY_REFUSING, POLL_SECONDS, SyncSetupError, log
+from sync.station.agent.common import (
+    ALARM_BROKER_REFUSING,
+    ALARM_GALLERY_REFUSING,
+    CHECK_POLL_SECONDS,
+    POLL_SECONDS,
+    SyncSetupError,
+    log,
+)
 from sync.station.agent.connection import ConnectionMixin
 from sync.station.agent.incoming import IncomingMixin
 from sync.station.agent.records import load_signing_key
@@ -106,7 +113,7 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
         try:
             while not stop.is_set():
                 try:
-                    self.step()
+                    self.step(CHECK_POLL_SECONDS if self._checks is not None else POLL_SECONDS)
                 except (StationStoreError, sqlite3.Error) as exc:
                     # The database was busy past its timeout, or the disk is full: nothing was lost (the
                     # outbox row is unchanged), so pause and go on. The watchdog is fed only by steps
