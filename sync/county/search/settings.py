@@ -42,7 +42,7 @@ class SearchSettings:
     nprobe: int = 32
     rerank: int = 64
     save_interval: float = 30.0
-    threads: int = 0
+    threads: int = 1  # faiss: threads per query (0: every core)
     # pgvector
     url: str | None = None
     schema: str = "search"

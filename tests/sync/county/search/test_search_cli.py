@@ -129,3 +129,19 @@ def test_index_status_verify_rebuild(gallery_db: dict, labelled_faces: list[Face
     code, out, _ = _run("search", str(_probe(labelled_faces, HELD_OUT, 1).path), "--json", "--threshold", "0.6")
     assert code == 0 and json.loads(out)["candidates"][0]["booking_number"] == "2026-000999"
     assert _run("index", "verify")[0] == 1
+
+
+def test_the_pgvector_engine_from_county_toml(gallery_db: dict, labelled_faces: list[Face], pg_uri: str) -> None:
+    toml = gallery_db["dir"] / "county.toml"
+    toml.write_text(f'[gallery]\ndb = "{gallery_db["db"]}"\n[search]\nengine = "pgvector"\nurl = "{pg_uri}"\n'
+                    'schema = "cli_test"\n')
+    code, out, _ = _run("index", "rebuild", "--json")
+    assert code == 0 and json.loads(out)["engine"] == "pgvector" and json.loads(out)["indexed"] == gallery_db["total"]
+    assert _run("index", "verify")[0] == 0
+    code, out, _ = _run("search", str(_probe(labelled_faces, "Scarlett", 2).path), "--json", "--top", "1")
+    assert code == 0 and json.loads(out)["candidates"][0]["record_id"] == gallery_db["booked"]["Scarlett"][0][0]
+    code, out, _ = _run("index", "status", "--engine", "faiss", "--json")  # the flag wins over the file
+    assert code == 0 and json.loads(out)["engine"] == "faiss"
+    toml.write_text(f'[gallery]\ndb = "{gallery_db["db"]}"\n[search]\nengine = "pgvector"\n')
+    code, _, err = _run("index", "status")
+    assert code == 1 and "needs [search] url" in err
