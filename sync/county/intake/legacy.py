@@ -18,12 +18,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -120,10 +121,11 @@ class Importer:
     def run(self, items: Iterable[ImportItem], refused: Iterable[Refusal] = ()) -> ImportSummary:
         started = time.monotonic()
         summary = ImportSummary(refused=list(refused), workers=self.workers)
-        todo = self._not_stored(items, summary)
-        if todo:
+        todo = self._not_stored(items, summary)  # lazily: hashing overlaps the pool's start and work
+        first = next(todo, None)
+        if first is not None:
             try:
-                self._embed_all(todo, summary)
+                self._embed_all(itertools.chain([first], todo), summary)
             except BrokenProcessPool:
                 raise ImportAborted(
                     f"a worker process died (out of memory?) after {summary.imported} new record(s); they are kept: "
@@ -135,9 +137,8 @@ class Importer:
         })
         return summary
 
-    def _not_stored(self, items: Iterable[ImportItem], summary: ImportSummary) -> list[tuple[ImportItem, str]]:
+    def _not_stored(self, items: Iterable[ImportItem], summary: ImportSummary) -> Iterator[tuple[ImportItem, str]]:
         """Items whose record is not stored yet (each photo once), with their record ids."""
-        todo: list[tuple[ImportItem, str]] = []
         seen: set[str] = set()
         for item in items:
             try:
@@ -153,14 +154,13 @@ class Importer:
                 summary.refused.append(Refusal(item.source, "this photo of this booking was purged; not imported"))
                 self.progress(1)
             else:
-                todo.append((item, record_id))
+                yield item, record_id
             seen.add(record_id)
-        return todo
 
-    def _embed_all(self, todo: list[tuple[ImportItem, str]], summary: ImportSummary) -> None:
+    def _embed_all(self, todo: Iterator[tuple[ImportItem, str]], summary: ImportSummary) -> None:
         context = multiprocessing.get_context("spawn")  # no models or database handles cross a fork
         limit = self.workers * IN_FLIGHT_PER_WORKER
-        queue = iter(todo)
+        queue = todo
         with ProcessPoolExecutor(self.workers, mp_context=context, initializer=init_worker,
                                  initargs=(self.bundle_dir,)) as pool:
             pending: dict[Future[Photo | PhotoRefused], tuple[ImportItem, str]] = {}
