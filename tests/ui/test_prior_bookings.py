@@ -71,51 +71,7 @@ def test_the_screen_shows_possible_prior_bookings(page, start_server, tmp_path: 
     assert actions[0]["priors"] == ["VA0290000/2019-004711", "VA0290000/2022-000017"]
 
 
-def test_the_booking_api_reports_the_check_and_the_booking_is_saved(start_server, tmp_path: Path) -> None:
-    """The same without a browser: the booking state carries ``prior_check``; save never waits for it."""
-    import http.cookiejar
-    import urllib.request
-
-    from tests.ui.conftest import api_call
-
-    headers = {"X-Booking-Station": "1"}
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    carrier = _carrier(data_dir)
-    carrier.enable(30.0)
-    server = start_server(data_dir=data_dir)
-    officer = add_officer(server.data_dir, "o.kim")
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    status, body, _ = api_call(server, "POST", "/api/v1/session", {"officer_id": officer.officer_id,
-                                                                   "pin": officer.pin, "code": officer.code()},
-                               headers, opener)
-    assert status == 200, body
-    assert api_call(server, "POST", "/api/v1/bookings", {"booking_number": "2026-000901"}, headers, opener)[0] == 201
-    api_call(server, "POST", "/api/v1/booking/pose", {"pose": "frontal", "auto": False}, headers, opener)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        body = api_call(server, "GET", "/api/v1/booking", opener=opener)[1]
-        if body["booking"]["review"] is not None:
-            break
-        if body["booking"]["live"].get("ready"):
-            api_call(server, "POST", "/api/v1/booking/capture", None, headers, opener)
-        time.sleep(0.2)
-    assert body["booking"]["review"] is not None and body["booking"]["prior_check"] is None  # nothing asked yet
-    status, body, _ = api_call(server, "POST", "/api/v1/booking/accept", {"override_reason": "test"}, headers, opener)
-    assert status == 200, body
-    pending = api_call(server, "GET", "/api/v1/booking", opener=opener)[1]["booking"]["prior_check"]
-    assert pending["state"] == "pending"
-    question = _question(data_dir, carrier, seen=set())
-    assert question.request_id == pending["request_id"] and question.template.dim == 128
-
-    # saving does not wait for the answer
-    status, body, _ = api_call(server, "POST", "/api/v1/booking/save", None, headers, opener)
-    assert status == 200 and body["record_id"], body
-    actions = [a for _, a, _ in audit_actions(data_dir)]
-    assert "booking_check_answered" not in actions and "booking_check_not_done" not in actions
-
-
-def test_an_answer_shows_up_in_the_booking_state(start_server, tmp_path: Path) -> None:
+def test_the_booking_state_reports_the_check_and_saving_never_waits(start_server, tmp_path: Path) -> None:
     import http.cookiejar
     import urllib.request
 
@@ -158,7 +114,10 @@ def test_an_answer_shows_up_in_the_booking_state(start_server, tmp_path: Path) -
 
     seen: set[str] = set()
     accept_frontal()
-    _question(data_dir, carrier, seen=seen)
+    pending = api_call(server, "GET", "/api/v1/booking", opener=opener)[1]["booking"]["prior_check"]
+    assert pending["state"] == "pending"
+    question = _question(data_dir, carrier, seen=seen)
+    assert question.request_id == pending["request_id"] and question.template.dim == 128
     first = final()  # no answer within 2 s
     assert first["state"] == "not_done" and "was not done" in first["message"] and first["priors"] == []
 
@@ -172,3 +131,6 @@ def test_an_answer_shows_up_in_the_booking_state(start_server, tmp_path: Path) -
     assert "Possible prior bookings" in shown["message"]
     actions = [(a, d) for _, a, d in audit_actions(data_dir) if a.startswith("booking_check")]
     assert [a for a, _ in actions] == ["booking_check_not_done", "booking_check_answered"]
+    # advice only: saving never waited for it
+    status, body, _ = api_call(server, "POST", "/api/v1/booking/save", None, headers, opener)
+    assert status == 200 and body["record_id"], body
