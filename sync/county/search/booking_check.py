@@ -9,13 +9,16 @@ gallery store. The answer is signed by the county command key: the worker needs 
 
 Refused without an answer (the station then says the check was not done): a request that does not verify
 (unknown, revoked or other-county station, bad signature, a signer that is not the topic's station), one
-older than :data:`~sync.protocol.check.MAX_REQUEST_AGE`, or one that names a response topic other than
-the station's own ``answers`` topic.
+older than :data:`~sync.protocol.check.MAX_REQUEST_AGE`, one that names a response topic other than
+the station's own ``answers`` topic, and a station's requests beyond ``max_per_minute`` (a booking desk
+asks once per accepted frontal; a station asking far more is searching the gallery, not booking).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +45,7 @@ from sync.protocol.wire import WireError
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.6  # dlib's same-person distance, the bundle's match threshold
+DEFAULT_MAX_PER_MINUTE = 30
 ACTOR = "booking-check"
 
 
@@ -61,7 +65,8 @@ class BookingCheckResponder:
     content_type = ANSWER_CONTENT_TYPE
 
     def __init__(self, store: GalleryStore, index: SearchIndex, *, county: str, key: Any, kid: str,
-                 threshold: float = DEFAULT_THRESHOLD, clock: Callable[[], datetime] | None = None) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, max_per_minute: int = DEFAULT_MAX_PER_MINUTE,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.index = index
         self.county = county
@@ -69,6 +74,8 @@ class BookingCheckResponder:
         self.kid = kid
         self.threshold = threshold
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.max_per_minute = max_per_minute
+        self._recent: defaultdict[str, deque[float]] = defaultdict(deque)
 
     def _verified(self, topic_name: str, payload: bytes) -> CheckRequest:
         parsed = topics.parse_topic(topic_name)
@@ -86,6 +93,12 @@ class BookingCheckResponder:
             raise WireError("wrong_target", "the request names another station than its topic")
         if self.clock() - request.asked_at > MAX_REQUEST_AGE:
             raise WireError("expired", "the request is too old to answer")
+        recent, now = self._recent[request.station], time.monotonic()
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= self.max_per_minute:
+            raise WireError("rate_limited", f"more than {self.max_per_minute} checks in a minute")
+        recent.append(now)
         return request
 
     def handle(self, topic_name: str, payload: bytes, *, response_topic: str | None,

@@ -230,3 +230,26 @@ def test_a_worker_answers_checks_only_when_county_toml_says_so(tmp_path: Path, m
     finally:
         index.close()
         store.close()
+
+
+def test_a_station_asking_far_more_than_a_desk_does_is_refused(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.db")
+    store.register_device("st-01", COUNTY, factory.key(1).public_key().public_bytes(serialization.Encoding.Raw,
+                                                                                     serialization.PublicFormat.Raw))
+    index = open_index(SearchSettings(folder=tmp_path / "search"), str(tmp_path / "g.db"))
+    responder = BookingCheckResponder(store, index, county=COUNTY, key=factory.key(77), kid=f"county:{COUNTY}",
+                                      max_per_minute=2)
+    try:
+        replies = []
+        for _ in range(3):
+            req = check.CheckRequest(wire.uuid7(), COUNTY, "st-01", wire.WireTemplate(MODEL, 128, PROBE.tobytes()),
+                                     dt.datetime.now(dt.timezone.utc))
+            payload = check.encode_request(req, factory.key(1))
+            replies.append(responder.handle(topics.checks_topic(COUNTY, "st-01"), payload,
+                                            response_topic=topics.answers_topic(COUNTY, "st-01"), correlation=b"x"))
+        assert [r is not None for r in replies] == [True, True, False]
+        assert replies[0].answer.status == "answered" and replies[0].answer.priors == ()  # an empty gallery
+        assert store.list_audit(action="booking_check_refused")[0].details["reason"] == "rate_limited"
+    finally:
+        index.close()
+        store.close()
