@@ -26,6 +26,7 @@ from sync.county.intake.sources import SourceError, read_sources
 from sync.county.search.engine import SearchEngineError
 from sync.county.search.index import SearchIndex, open_index
 from sync.county.search.settings import SearchConfigError
+from sync.protocol import record as rules
 from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
@@ -78,6 +79,9 @@ def import_cmd(sources: tuple[Path, ...], db_url: str, ca_dir: Path, bundle_dir:
     """
     from appliance.vision.bundle import Bundle, BundleError
 
+    if not operator.strip() or len(operator) > rules.OPERATOR_ID.max_len or not operator.isprintable():
+        click.echo(f"error: --operator must be 1-{rules.OPERATOR_ID.max_len} printable characters", err=True)
+        sys.exit(EXIT_INPUT)
     try:
         items, refused = read_sources(list(sources))
         signer = load_signer(ca_dir)
