@@ -104,6 +104,16 @@ def build_record(item: ImportItem, record_id: str, photo: Photo, signer: ImportS
     )
 
 
+def _result(future: Future[Photo | PhotoRefused]) -> Photo | PhotoRefused:
+    """The worker's answer; a photo that made the vision code fail is refused by name, not the whole import."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise
+    except Exception as exc:  # e.g. an OpenCV error on a strange image: one row, not the run
+        return PhotoRefused(f"could not be processed ({type(exc).__name__}: {str(exc)[:200]})")
+
+
 class Importer:
     """Imports items into ``store``; ``progress(n)`` is called as items finish (a progress bar)."""
 
@@ -172,7 +182,7 @@ class Importer:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     item, record_id = pending.pop(future)
-                    self._store_one(item, record_id, future.result(), summary)
+                    self._store_one(item, record_id, _result(future), summary)
                     self.progress(1)
 
     def _store_one(self, item: ImportItem, record_id: str, result: Photo | PhotoRefused,
