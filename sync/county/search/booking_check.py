@@ -149,17 +149,45 @@ class BookingCheckResponder:
 
 def responder_from_config(store: GalleryStore, index: SearchIndex | None, county: str) -> BookingCheckResponder | None:
     """The responder a gallery worker runs when ``[search] booking_check`` is on (it needs the search index and
-    the county command key of ``[ca] dir``); None, logged, when it is off or cannot run."""
+    the county command key: ``[search] booking_check_key``, a copy the worker's user may read, else the one in
+    ``[ca] dir``); None, logged, when it is off or cannot run."""
     from sync.county.config import current_config
-    from sync.county.gallery.devices import CommandError, load_command_key
     from sync.protocol.enroll import default_command_kid
 
     config = current_config()
     if not config.search.booking_check:
         return None
-    if index is None or config.ca_dir is None:
-        log.error("[search] booking_check is on, but %s: stations' checks go unanswered",
-                  "there is no search index" if index is None else "[ca] dir is not set (its key signs answers)")
+    if index is None:
+        log.error("[search] booking_check is on, but there is no search index: stations' checks go unanswered")
+        return None
+    key = _answer_key(config, county)
+    if key is None:
+        return None
+    log.info("answering booking-time checks (threshold %.2f)", config.search.booking_check_threshold)
+    return BookingCheckResponder(store, index, county=county, key=key, kid=default_command_kid(county),
+                                 threshold=config.search.booking_check_threshold)
+
+
+def _answer_key(config: Any, county: str) -> Any:
+    """The Ed25519 key that signs answers, or None (logged)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sync.county.gallery.devices import CommandError, load_command_key
+
+    path = config.search.booking_check_key
+    if path is not None:
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("booking checks are off: cannot read [search] booking_check_key %s: %s", path, exc)
+            return None
+        if not isinstance(key, Ed25519PrivateKey):
+            log.error("booking checks are off: %s is not an Ed25519 key", path)
+            return None
+        return key
+    if config.ca_dir is None:
+        log.error("booking checks are off: set [search] booking_check_key or [ca] dir (the key signs answers)")
         return None
     try:
         ca, key = load_command_key(config.ca_dir)
@@ -170,6 +198,4 @@ def responder_from_config(store: GalleryStore, index: SearchIndex | None, county
         log.error("booking checks are off: the CA in %s is county %s, this worker serves %s", config.ca_dir,
                   ca.county, county)
         return None
-    log.info("answering booking-time checks (threshold %.2f)", config.search.booking_check_threshold)
-    return BookingCheckResponder(store, index, county=county, key=key, kid=default_command_kid(county),
-                                 threshold=config.search.booking_check_threshold)
+    return key

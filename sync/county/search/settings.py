@@ -12,6 +12,8 @@
     ef_search = 100             # pgvector HNSW: candidates kept while walking the graph
     booking_check = false       # answer the stations' booking-time checks (a gallery worker; off by default)
     booking_check_threshold = 0.6   # largest template distance reported as a possible prior booking
+    booking_check_key = "/etc/booking-gallery/command-signing.key"   # the county key that signs the answers
+                                # (a copy the worker may read; default: command-signing.key in [ca] dir)
 
 Defaults come from the measurements in ``tests/bench/search.py`` (``make bench``).
 """
@@ -54,6 +56,7 @@ class SearchSettings:
     # the booking-time check (sync.county.search.booking_check)
     booking_check: bool = False
     booking_check_threshold: float = 0.6
+    booking_check_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -81,11 +84,12 @@ class SearchSettings:
     def from_mapping(cls, data: dict[str, Any], base: Path) -> SearchSettings:
         """The ``[search]`` table; ``folder`` relative to the file's folder ``base``."""
         values = dict(data)
-        for key in ("folder", "url", "model", "engine", "schema", "method"):
+        for key in ("folder", "url", "model", "engine", "schema", "method", "booking_check_key"):
             if key in values and (not isinstance(values[key], str) or not values[key].strip()):
                 raise SearchConfigError(f"[search] {key} must be a non-empty string")
-        if "folder" in values:
-            values["folder"] = base / values["folder"]
+        for key in ("folder", "booking_check_key"):
+            if key in values:
+                values[key] = base / values[key]
         try:
             return cls(**values)
         except TypeError as exc:

@@ -223,6 +223,13 @@ def test_a_worker_answers_checks_only_when_county_toml_says_so(tmp_path: Path, m
         assert responder is not None and (responder.kid, responder.threshold) == (f"county:{COUNTY}", 0.5)
         assert responder_from_config(store, None, COUNTY) is None  # no index: nothing to answer from
         assert responder_from_config(store, index, "pierce") is None  # another county's CA
+        # a copy of the key the worker's user may read, when the CA folder is not readable to it
+        (tmp_path / "answers.key").write_bytes((ca.directory / "command-signing.key").read_bytes())
+        toml.write_text('[search]\nbooking_check = true\nbooking_check_key = "answers.key"\n')
+        responder = responder_from_config(store, index, COUNTY)
+        assert responder is not None and responder.key.public_key() == ca.command_public_key
+        toml.write_text('[search]\nbooking_check = true\nbooking_check_key = "missing.key"\n')
+        assert responder_from_config(store, index, COUNTY) is None
         toml.write_text("[search]\nbooking_check = true\nbooking_check_threshold = 3\n")
         with pytest.raises(CountyConfigError, match="booking_check_threshold"):
             load_county_config(toml)
