@@ -136,10 +136,10 @@ def bench_faiss(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: 
     ivf = n >= 200_000
     engine = FaissEngine(FaissSettings(folder, ivf_threshold=200_000 if ivf else 10**12, threads=threads))
     if ivf:
-        sample_ids = np.random.default_rng(3).choice(min(n, 2 * CHUNK), size=min(n, 64 * engine.settings.lists_for(n)),
-                                                     replace=False)
-        first = np.concatenate([v for _, (_, v) in zip(range(2), gallery.chunks(), strict=False)])
-        engine.prepare_ivf(first[np.sort(sample_ids)], n)
+        # train on 64 templates per list (FAISS's advice is 39-256), drawn from the first chunks
+        first = np.concatenate([v for _, (_, v) in zip(range(3), gallery.chunks(), strict=False)])
+        wanted = min(first.shape[0], 64 * engine.settings.lists_for(n))
+        engine.prepare_ivf(first[np.sort(np.random.default_rng(3).choice(first.shape[0], wanted, replace=False))], n)
         del first
     for ids, vecs in gallery.chunks():
         engine.add(ids, vecs)

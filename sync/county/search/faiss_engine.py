@@ -68,7 +68,8 @@ class FaissEngine(SearchEngine):
         self.path = Path(settings.folder) / INDEX_FILE
         self._watermark = 0
         self._trained_at = 0
-        self._ids = np.empty(0, dtype=np.int64)
+        self._idbuf = np.empty(0, dtype=np.int64)  # sorted ids in the first _count places, room after
+        self._count = 0
         self._index: faiss.Index = self._new_flat()
         self._dirty = False
         self._saved_at = time.monotonic()
@@ -103,7 +104,8 @@ class FaissEngine(SearchEngine):
             raise SearchEngineError(f"the search index {self.path} is inconsistent (rebuild it)")
         if isinstance(index, faiss.IndexIVFFlat):
             index.nprobe = self.settings.nprobe
-        self._index, self._ids = index, ids
+        self._index = index
+        self._set_ids(ids)
         self._watermark = int(head["watermark"])
         self._trained_at = int(head.get("trained_at", 0))
 
@@ -116,6 +118,26 @@ class FaissEngine(SearchEngine):
                                                self._ids.astype("<i8").tobytes(), blob.tobytes())), FILE_MODE)
         self._dirty = False
         self._saved_at = time.monotonic()
+
+    # ------------------------------------------------------------------ ids
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._idbuf[: self._count]
+
+    def _set_ids(self, ids: np.ndarray) -> None:
+        self._idbuf = np.ascontiguousarray(ids, dtype=np.int64).copy()
+        self._count = int(self._idbuf.size)
+
+    def _append_ids(self, keys: np.ndarray) -> None:
+        """Append ascending ids above every held one in amortised O(len(keys)): a worker adds one template
+        per record, and copying 15 M ids each time would cost more than the add itself."""
+        end = self._count + keys.size
+        if end > self._idbuf.size:
+            grown = np.empty(max(end, 2 * self._idbuf.size, 1024), dtype=np.int64)
+            grown[: self._count] = self._ids
+            self._idbuf = grown
+        self._idbuf[self._count : end] = keys
+        self._count = end
 
     # ------------------------------------------------------------------ contract
     def _contains(self, ids: np.ndarray) -> np.ndarray:
@@ -135,10 +157,10 @@ class FaissEngine(SearchEngine):
             return 0
         keys, vecs = keys[fresh], vecs[fresh]
         self._index.add_with_ids(vecs, keys)
-        if self._ids.size and keys[0] < self._ids[-1]:
-            self._ids = np.sort(np.concatenate((self._ids, keys)))
+        if self._count and keys[0] < self._ids[-1]:
+            self._set_ids(np.sort(np.concatenate((self._ids, keys))))
         else:
-            self._ids = np.concatenate((self._ids, keys))
+            self._append_ids(keys)
         self._dirty = True
         self._maybe_retrain()
         return int(keys.size)
@@ -149,7 +171,7 @@ class FaissEngine(SearchEngine):
         if not keys.size:
             return 0
         self._index.remove_ids(keys)
-        self._ids = self._ids[~np.isin(self._ids, keys)]
+        self._set_ids(self._ids[~np.isin(self._ids, keys)])
         self._dirty = True
         return int(keys.size)
 
@@ -188,7 +210,7 @@ class FaissEngine(SearchEngine):
 
     def clear(self) -> None:
         self._index = self._new_flat()
-        self._ids = np.empty(0, dtype=np.int64)
+        self._set_ids(np.empty(0, dtype=np.int64))
         self._watermark = 0
         self._trained_at = 0
         self._dirty = True
@@ -265,7 +287,7 @@ class FaissEngine(SearchEngine):
         keys, vecs = keys[order], vecs[order]
         self.clear()
         if keys.size >= self.settings.ivf_threshold:
-            self._ids = keys
+            self._set_ids(keys)
             self.train(vecs, keys)
         else:
             self.add(keys, vecs)
