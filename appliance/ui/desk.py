@@ -292,6 +292,7 @@ class BookingDesk:
         current.session.close()
         self.hub.clear()
         self.drafts.clear()
+        self._drop_prior_check(current)
         b = current.session.booking
         self.audit(officer_id, "booking_discard", {"booking_number": b.booking_number, "agency_ori": b.agency_ori,
                                                    "accepted": [a.pose for a in current.session.accepted()],
@@ -364,6 +365,11 @@ class BookingDesk:
             return
         current.prior_check = PriorCheck(request_id, spool.clock(), timeout)
 
+    def _drop_prior_check(self, current: OpenBooking) -> None:
+        """The booking is closed: its question and any answer leave the spool (the template with them)."""
+        if current.prior_check is not None and self.checks is not None:
+            self.checks.forget(current.prior_check.request_id)
+
     def _prior_check_json(self, current: OpenBooking) -> dict[str, Any] | None:
         with self._lock:  # one poll finishes the check (and audits it) once
             check, spool = current.prior_check, self.checks
@@ -431,6 +437,7 @@ class BookingDesk:
         self.drafts.clear()
         current.session.close()
         self.hub.clear()
+        self._drop_prior_check(current)
         return record_id
 
     # --- JMS requests ------------------------------------------------------------------------------

@@ -134,3 +134,4 @@ def test_the_booking_state_reports_the_check_and_saving_never_waits(start_server
     # advice only: saving never waited for it
     status, body, _ = api_call(server, "POST", "/api/v1/booking/save", None, headers, opener)
     assert status == 200 and body["record_id"], body
+    assert [p.name for p in spool_dir(data_dir).iterdir()] == ["enabled.json"]  # no template left behind
