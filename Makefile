@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
 THREADS ?= 1 2
 
-.PHONY: install demo test bench lint soak clean help install-systemd system-packages lock targets drift-check
+.PHONY: install demo test bench bench-scale lint soak clean help install-systemd system-packages lock targets drift-check
 
 SIDE ?= device
 
@@ -24,6 +24,7 @@ help:
 	@echo "               a provisioned station capturing bookings, delivery, acks and .eft exports"
 	@echo "make test      run the test suite (installs first when needed)"
 	@echo "make bench     per-stage latency table (written to bench-results/)"
+	@echo "make bench-scale  face search at 1 M and 15 M templates (hours; bench-results/search-scale.md)"
 	@echo "make lint      ruff and the import contracts (lint-imports)"
 	@echo "make soak      long fault-injection runs (not part of make test)"
 	@echo "make lock      refresh the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
@@ -64,6 +65,9 @@ test: system-packages install
 
 bench: install
 	$(PY) -m tests.bench --threads $(THREADS) --out bench-results
+
+bench-scale: install
+	$(PY) -m tests.bench.search_scale --out bench-results
 
 # ruff, then the import contracts of pyproject.toml's [tool.importlinter] (the station/county boundary).
 lint: install

@@ -19,6 +19,7 @@ from appliance.ui.desk import BookingDesk
 from appliance.ui.drafts import DraftStore
 from appliance.ui.preview import PreviewHub
 from appliance.ui.settings import UISettings
+from sync.station.checks import CheckSpool
 
 
 @dataclass
@@ -52,7 +53,8 @@ def build_context(settings: UISettings, config: Any) -> Context:
     with open_accounts():
         pass  # creates accounts.db (0600) now rather than at the first sign-in
     auth = Authenticator(open_accounts, open_store, idle_seconds=settings.idle_seconds)
-    desk = BookingDesk(station, open_store, DraftStore(data_dir, cipher), hub, auth.audit)
+    desk = BookingDesk(station, open_store, DraftStore(data_dir, cipher), hub, auth.audit,
+                       checks=CheckSpool(data_dir))
     return Context(settings, auth, desk, open_store)
 
 

@@ -14,7 +14,11 @@ The desk adds what the capture session does not do itself:
   (`appliance.ui.drafts`); after a restart the booking is reopened from it (`CaptureStation.resume_booking`);
 * **the preview picture** (`appliance.ui.preview`) and the words for the review's quality checks;
 * **booking requests from the jail management system**: the JMS can announce a booking (number and
-  agency) that the next officer at the desk opens with one touch.
+  agency) that the next officer at the desk opens with one touch;
+* **the booking-time check**: when the sync agent carries checks (``[sync] booking_check``), accepting the
+  frontal asks the county gallery for prior bookings of the face (`sync.station.checks`); the screen shows
+  "Possible prior bookings" when the answer comes, or that the check was not done when it does not come in
+  time. It is advice: nothing waits for it and nothing is refused because of it.
 
 Every method raises `DeskError` with a message for the officer and a short code for the page.
 """
@@ -48,6 +52,7 @@ from appliance.store import (
 from appliance.store.clock import to_text, utc_now
 from appliance.ui.drafts import Draft, DraftError, DraftStore
 from appliance.ui.preview import PreviewHub
+from sync.station.checks import CheckSpool, CheckStatus
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,17 @@ class OpenBooking:
     opened_at: datetime
     restored: bool = False
     camera_problem: str | None = None  # why the camera could not be opened (the session reports losses)
+    prior_check: PriorCheck | None = None  # the booking-time check of the accepted frontal
+
+
+@dataclass
+class PriorCheck:
+    """The question about the accepted frontal, and its answer once there is one."""
+
+    request_id: str
+    asked_at: float
+    timeout: float
+    result: CheckStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -140,12 +156,13 @@ class BookingDesk:
     """See the module docstring. Thread-safe: HTTP handlers call it from a thread pool."""
 
     def __init__(self, station: CaptureStation, open_store: Callable[[], Store], drafts: DraftStore,
-                 hub: PreviewHub, audit: AuditFn) -> None:
+                 hub: PreviewHub, audit: AuditFn, checks: CheckSpool | None = None) -> None:
         self.station = station
         self.open_store = open_store
         self.drafts = drafts
         self.hub = hub
         self.audit = audit
+        self.checks = checks
         self._lock = threading.RLock()
         self._open: OpenBooking | None = None
         self._requests: dict[tuple[str, str], BookingRequest] = {}
@@ -275,6 +292,7 @@ class BookingDesk:
         current.session.close()
         self.hub.clear()
         self.drafts.clear()
+        self._drop_prior_check(current)
         b = current.session.booking
         self.audit(officer_id, "booking_discard", {"booking_number": b.booking_number, "agency_ori": b.agency_ori,
                                                    "accepted": [a.pose for a in current.session.accepted()],
@@ -323,7 +341,54 @@ class BookingDesk:
         except (CaptureError, ValidationError) as exc:
             raise DeskError(_sentence(str(exc)), "capture_error") from None
         self._write_draft()
+        if accepted.pose == "frontal":
+            self._ask_prior_bookings(accepted)
         return accepted
+
+    def _ask_prior_bookings(self, accepted: AcceptedCapture) -> None:
+        """Queue the booking-time check of a newly accepted frontal (never raises: it is advice)."""
+        spool, p = self.checks, accepted.processed
+        with self._lock:
+            current = self._open
+        if spool is None or current is None:
+            return
+        if current.prior_check is not None:
+            spool.forget(current.prior_check.request_id)
+            current.prior_check = None
+        timeout = spool.timeout()
+        if timeout is None or p.template is None or p.template_model is None:
+            return
+        try:
+            request_id = spool.ask(p.template, p.template_model)
+        except OSError as exc:
+            log.warning("booking-time check not asked: %s", exc)
+            return
+        current.prior_check = PriorCheck(request_id, spool.clock(), timeout)
+
+    def _drop_prior_check(self, current: OpenBooking) -> None:
+        """The booking is closed: its question and any answer leave the spool (the template with them)."""
+        if current.prior_check is not None and self.checks is not None:
+            self.checks.forget(current.prior_check.request_id)
+
+    def _prior_check_json(self, current: OpenBooking) -> dict[str, Any] | None:
+        with self._lock:  # one poll finishes the check (and audits it) once
+            check, spool = current.prior_check, self.checks
+            if check is None or spool is None:
+                return None
+            return self._finish_check(current, check, spool)
+
+    def _finish_check(self, current: OpenBooking, check: PriorCheck, spool: CheckSpool) -> dict[str, Any]:
+        if check.result is None:
+            status = spool.status(check.request_id, asked_at=check.asked_at, timeout=check.timeout)
+            if not status.final:
+                return status.to_json()
+            check.result = status
+            spool.forget(check.request_id)
+            booking = current.session.booking
+            self.audit("station", "booking_check_" + status.state, {
+                "request_id": check.request_id, "booking_number": booking.booking_number,
+                "priors": [f"{p.get('ori')}/{p.get('booking_number')}" for p in status.priors]})
+        return check.result.to_json()
 
     def remove_smt(self, index: int) -> None:
         try:
@@ -372,6 +437,7 @@ class BookingDesk:
         self.drafts.clear()
         current.session.close()
         self.hub.clear()
+        self._drop_prior_check(current)
         return record_id
 
     # --- JMS requests ------------------------------------------------------------------------------
@@ -456,6 +522,7 @@ class BookingDesk:
             "live": status, "accepted_items": accepted,
             "review": None if review is None else review_json(review),
             "saving_blocked_reason": None if summary["can_save"] else "Accept a frontal photo first.",
+            "prior_check": self._prior_check_json(current),
         }
         return out
 

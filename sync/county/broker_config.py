@@ -200,6 +200,10 @@ def render_acl(cfg: BrokerConfig) -> str:
         f"pattern write {base}/%u/status",
         f"pattern read {base}/%u/acks",
         f"pattern read {base}/%u/commands",
+        "# Booking-time check: a station asks on its own checks topic and hears the answer on its own",
+        "# answers topic (the gallery answers nowhere else, whatever response topic a request names).",
+        f"pattern write {base}/%u/checks",
+        f"pattern read {base}/%u/answers",
         "",
     ]
     for identity in cfg.gallery_identities:
@@ -211,6 +215,9 @@ def render_acl(cfg: BrokerConfig) -> str:
             f"topic read {base}/+/status",
             f"topic write {base}/+/acks",
             f"topic write {base}/+/commands",
+            f"topic read {base}/+/checks",
+            f"topic read $share/{cfg.share_group}/{base}/+/checks",
+            f"topic write {base}/+/answers",
             "",
         ]
     for station in cfg.revoked_stations:

@@ -11,6 +11,8 @@ from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, lo
 from sync.county.enroll.cli import ca, enroll_server, tokens
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
+from sync.county.intake.cli import import_cmd, purge_cmd
+from sync.county.search.search_cli import index_group, search_cmd
 
 EXIT_SETUP = 2
 
@@ -55,6 +57,10 @@ main.add_command(ca)
 main.add_command(tokens)
 main.add_command(enroll_server)
 main.add_command(fleet)
+main.add_command(import_cmd)
+main.add_command(purge_cmd)
+main.add_command(search_cmd)
+main.add_command(index_group)
 
 if __name__ == "__main__":
     main()

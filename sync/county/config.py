@@ -10,6 +10,8 @@
     dir = "/var/lib/booking-enroll"
     [export]
     folder = "/var/spool/booking-gallery/eft"
+    [search]
+    engine = "faiss"                             # or "pgvector"; see sync/county/search/settings.py
 
 A command-line flag wins over its environment variable, which wins over this file, which wins over the
 built-in default. A missing default file means defaults; a missing file named with ``--config`` is an
@@ -30,6 +32,7 @@ from click.core import ParameterSource
 
 from sync.county.gallery.export import ExportConfigError, ExportSettings
 from sync.county.gallery.receiver import ReceiverConfig
+from sync.county.search.settings import SearchConfigError, SearchSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +55,7 @@ class CountyConfig:
     db: str | None = None  # [gallery] db
     ca_dir: Path | None = None  # [ca] dir
     export: ExportSettings = field(default_factory=ExportSettings)  # [export]
+    search: SearchSettings = field(default_factory=SearchSettings)  # [search]
 
 
 def _receiver_keys() -> set[str]:
@@ -60,7 +64,7 @@ def _receiver_keys() -> set[str]:
 
 # [broker] and [gallery] are the receiver's tables: their keys are ReceiverConfig's (as its loader reads them).
 SECTIONS: dict[str, Any] = {"broker": _receiver_keys, "gallery": _receiver_keys, "ca": lambda: {"dir"},
-                            "export": None}
+                            "export": None, "search": SearchSettings.keys}
 
 
 def _path_value(path: Path, section: str, key: str, value: Any) -> str:
@@ -102,13 +106,15 @@ def load_county_config(path: str | os.PathLike[str] | None = None) -> CountyConf
     ca_dir = data.get("ca", {}).get("dir")
     try:
         export = ExportSettings.from_mapping(data.get("export", {}), base)
-    except ExportConfigError as exc:
+        search = SearchSettings.from_mapping(data.get("search", {}), base)
+    except (ExportConfigError, SearchConfigError) as exc:
         raise CountyConfigError(f"{path}: {exc}") from None
     return CountyConfig(
         source=path,
         db=db,
         ca_dir=None if ca_dir is None else base / _path_value(path, "ca", "dir", ca_dir),
         export=export,
+        search=search,
     )
 
 

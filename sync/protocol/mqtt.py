@@ -189,6 +189,12 @@ class Message(Event):
         value = getattr(self.properties, "CorrelationData", None) if self.properties is not None else None
         return bytes(value) if isinstance(value, (bytes, bytearray)) else None
 
+    @property
+    def response_topic(self) -> str | None:
+        """MQTT 5 response topic (request/response), or None."""
+        value = getattr(self.properties, "ResponseTopic", None) if self.properties is not None else None
+        return value if isinstance(value, str) else None
+
 
 Sink = Union[Callable[[Event], None], "queue.Queue[Event]"]
 
@@ -274,8 +280,9 @@ class Client:
 
     # ----------------------------------------------------------------------------------- traffic
     def _properties(self, packet: int, *, content_type: str | None = None, correlation_data: bytes | None = None,
-                    expiry: int | None = None) -> Properties | None:
-        if not self.v5 or (content_type is None and correlation_data is None and expiry is None):
+                    expiry: int | None = None, response_topic: str | None = None) -> Properties | None:
+        if not self.v5 or (content_type is None and correlation_data is None and expiry is None
+                           and response_topic is None):
             return None
         props = Properties(packet)
         if content_type is not None:
@@ -284,14 +291,16 @@ class Client:
             props.CorrelationData = correlation_data
         if expiry is not None:
             props.MessageExpiryInterval = expiry
+        if response_topic is not None:
+            props.ResponseTopic = response_topic
         return props
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                 content_type: str | None = None, correlation_data: bytes | None = None,
-                expiry: int | None = None) -> mqtt.MQTTMessageInfo:
+                expiry: int | None = None, response_topic: str | None = None) -> mqtt.MQTTMessageInfo:
         """Publish; the MQTT 5 properties are left out over 3.1.1. ``info.rc`` says whether paho took it."""
         props = self._properties(PacketTypes.PUBLISH, content_type=content_type,
-                                 correlation_data=correlation_data, expiry=expiry)
+                                 correlation_data=correlation_data, expiry=expiry, response_topic=response_topic)
         return self.paho.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
     def ack(self, mid: int, qos: int) -> None:

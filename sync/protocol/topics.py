@@ -17,8 +17,8 @@ from typing import Literal
 PREFIX = "booking/v1"
 SHARE_GROUP = "gallery"
 
-TopicKind = Literal["records", "acks", "status", "commands"]
-KINDS: tuple[TopicKind, ...] = ("records", "acks", "status", "commands")
+TopicKind = Literal["records", "acks", "status", "commands", "checks", "answers"]
+KINDS: tuple[TopicKind, ...] = ("records", "acks", "status", "commands", "checks", "answers")
 
 #: 1-63 characters; starts and ends with a letter or digit; hyphens only inside.
 SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -65,6 +65,22 @@ def status_topic(county: str, station: str) -> str:
 def commands_topic(county: str, station: str) -> str:
     """County to device: signed commands with an expiry."""
     return topic(county, station, "commands")
+
+
+def checks_topic(county: str, station: str) -> str:
+    """Device to gallery: signed booking-time check requests ("was this face booked before?"), QoS 1."""
+    return topic(county, station, "checks")
+
+
+def answers_topic(county: str, station: str) -> str:
+    """Gallery to device: the signed answers to the station's checks (the request's response topic)."""
+    return topic(county, station, "answers")
+
+
+def checks_subscription(county: str, group: str = SHARE_GROUP) -> str:
+    """The shared subscription of the gallery workers that answer booking-time checks."""
+    check_slug(group, "share group")
+    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/checks"
 
 
 def gallery_subscription(county: str, group: str = SHARE_GROUP) -> str:

@@ -77,6 +77,11 @@ class SyncConfig(ConfigSection):
     enroll_url: str = ""
     #: Seconds between attempts of a certificate rotation that failed (network, server), until it expires.
     rotate_retry: Seconds = 300.0
+    #: Ask the county gallery for prior bookings of the face once the frontal is accepted (advice, never a
+    #: block; the county must answer them too: ``[search] booking_check`` in county.toml).
+    booking_check: bool = False
+    #: Seconds the officer's screen waits for that answer before it says the check was not done.
+    booking_check_timeout: Seconds = 5.0
 
     @field_validator("county", "station")
     @classmethod

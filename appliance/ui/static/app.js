@@ -149,6 +149,7 @@ function routeBooking() {
   if (b.live.phase === "review" && b.review) {
     if (ui.screen !== "review") show("review");
     renderReview(b);
+    renderPriorCheck(b.prior_check);
   } else {
     if (ui.screen !== "booking") show("booking");
     renderBooking(b);
@@ -257,9 +258,30 @@ function renderBooking(b) {
   if (live.camera_error) $("preview-empty").textContent = "Camera stopped";
   else $("preview-empty").textContent = "Waiting for the camera\u2026";
 
+  renderPriorCheck(b.prior_check);
   drawFaceBox(live, kind === "ready");
   $("capture-btn").disabled = ui.busy || live.phase !== "live" || !live.camera;
   $("save-btn").disabled = ui.busy || !b.can_save || live.phase === "processing";
+}
+
+// The booking-time check of the accepted frontal: advice for the officer, never a block. Shown on the
+// booking screen and on the review screen (the next view is often being reviewed already).
+function renderPriorCheck(pc) {
+  for (const box of document.querySelectorAll(".prior-check")) {
+    box.hidden = !pc;
+    if (!pc) continue;
+    box.className = `prior-check ${pc.state}${pc.priors.length ? " found" : ""}`;
+    box.querySelector(".prior-check-message").textContent = pc.message;
+    const list = box.querySelector(".prior-check-list");
+    const key = JSON.stringify(pc.priors);
+    if (list.dataset.key === key) continue;
+    list.dataset.key = key;
+    list.replaceChildren(...pc.priors.map((p) => {
+      const li = document.createElement("li");
+      li.textContent = `Booking ${p.booking_number} \u2013 ${p.ori} \u2013 ${p.captured_on}`;
+      return li;
+    }));
+  }
 }
 
 function drawFaceBox(live, ready) {

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync.county.intake import IMPORT_STATION
+
 TOKEN_PREFIX = "bst1"
 TOKEN_BYTES = 20
 DEFAULT_TTL = dt.timedelta(hours=24)
@@ -188,6 +190,8 @@ class TokenStore:
         """Create a token for one station. Its clear text is returned once and never stored."""
         if ttl <= dt.timedelta(0):
             raise ValueError("a token's lifetime must be positive")
+        if station == IMPORT_STATION:
+            raise ValueError(f"{IMPORT_STATION!r} is reserved for the county's own imported records")
         now = now or _utcnow()
         token = new_token()
         digest = token_hash(token)

@@ -409,8 +409,10 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
     type=click.Path(file_okay=False, path_type=Path),
     help="Drop each committed record here as {record_id}.eft (ANSI/NIST-ITL); overrides [export] folder.",
 )
-def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path | None) -> None:
-    """Run a gallery worker until SIGTERM or Ctrl-C: verify, store and ack records."""
+@click.option("--no-index", "no_index", is_flag=True,
+              help="Do not keep the search index ([search] of county.toml) up to date in this worker.")
+def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path | None, no_index: bool) -> None:
+    """Run a gallery worker until SIGTERM or Ctrl-C: verify, store and ack records (and index them)."""
     config_path = config_path or current_config().source
     if config_path is None:
         raise click.UsageError("give --config FILE (the receiver's settings), or write them in county.toml")
@@ -433,10 +435,40 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
             except (OSError, NistCodecMissing) as exc:
                 raise click.ClickException(f"cannot export to {export_folder}: {exc}") from None
             logging.getLogger(__name__).info("exporting each committed record to %s", export_folder)
+        index = None if no_index else _start_index(store, db_url or config.db)
+        receiver.index = index
+        from sync.county.search.booking_check import responder_from_config
+
+        receiver.checks = responder_from_config(store, index, config.county)
         try:
             receiver.run_forever(stop)
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"receiver stopped: {exc}") from None
+        finally:
+            if index is not None:
+                index.close()
+
+
+def _start_index(store: GalleryStore, db_url: str) -> Any:
+    """The worker's search index, brought level with the store (a crash may have left it behind or holding
+    a purged record). A broken index must not stop records flowing: logged, and the worker runs without."""
+    from sync.county.search.engine import SearchEngineError
+    from sync.county.search.index import open_index
+    from sync.county.search.settings import SearchConfigError
+
+    logger = logging.getLogger(__name__)
+    try:
+        index = open_index(current_config().search, db_url)
+    except (SearchEngineError, SearchConfigError, OSError) as exc:
+        logger.error("search index unavailable, records are stored but not indexed: %s", exc)
+        return None
+    try:
+        added, removed = index.reconcile(store)
+    except (SearchEngineError, GalleryStoreError, OSError) as exc:
+        logger.error("search index could not catch up on start (%s); it will with the next record", exc)
+    else:
+        logger.info("search index (%s) caught up: %d added, %d removed", index.engine.name, added, removed)
+    return index
 
 
 @click.command("broker-config")

@@ -301,19 +301,12 @@ class SignedCommand:
         return commands_topic(self.command.county, self.command.station)
 
 
-def sign_rotate(ca_dir: str | PathLike[str], store: GalleryStore | None, station: str, targets: list[str], *,
-                lifetime: timedelta = DEFAULT_COMMAND_LIFETIME, now: datetime | None = None) -> list[SignedCommand]:
-    """One signed ``rotate`` command per target for ``station``, with the county key of ``ca_dir``.
-
-    With a ``store``, the station must be registered, active and of the CA's county: rotating the keys
-    of a revoked or unknown station would only hand an attacker who holds it a fresh identity.
-    """
+def load_command_key(ca_dir: str | PathLike[str]) -> tuple[Any, Any]:
+    """The county CA of ``ca_dir`` and its Ed25519 command-signing private key, or :class:`CommandError`."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from sync.county.enroll.ca import COMMAND_KEY, CAError, CountyCA
-    from sync.protocol.enroll import default_command_kid
-    from sync.protocol.wire import MAX_COMMAND_LIFETIME, ROTATE_TARGETS, WireCommand, WireError, encode_command, uuid7
 
     try:
         ca = CountyCA.load(ca_dir)
@@ -324,10 +317,42 @@ def sign_rotate(ca_dir: str | PathLike[str], store: GalleryStore | None, station
         raise CommandError(f"cannot read the county command key {Path(ca_dir) / COMMAND_KEY}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise CommandError(f"{Path(ca_dir) / COMMAND_KEY} is not an Ed25519 key")
-    if not targets or any(t not in ROTATE_TARGETS for t in targets):
-        raise CommandError(f"rotate targets must be among {', '.join(ROTATE_TARGETS)}")
+    return ca, key
+
+
+def sign_commands(ca: Any, key: Any, station: str, action: str, args_list: list[dict[str, Any]], *,
+                  lifetime: timedelta = DEFAULT_COMMAND_LIFETIME, now: datetime | None = None) -> list[SignedCommand]:
+    """One signed ``action`` command per entry of ``args_list`` for ``station`` (county ``ca.county``)."""
+    from sync.protocol.enroll import default_command_kid
+    from sync.protocol.wire import MAX_COMMAND_LIFETIME, WireCommand, WireError, encode_command, uuid7
+
     if not timedelta(minutes=1) <= lifetime <= MAX_COMMAND_LIFETIME:
         raise CommandError(f"a command must live between 1 minute and {MAX_COMMAND_LIFETIME.days} days")
+    now = now or datetime.now(timezone.utc)
+    kid = default_command_kid(ca.county)
+    signed = []
+    for args in args_list:
+        command = WireCommand(command_id=uuid7(), county=ca.county, station=station, action=action,
+                              issued_at=now, expires_at=now + lifetime, args=args)
+        try:
+            signed.append(SignedCommand(command, encode_command(command, key, kid=kid), kid))
+        except WireError as exc:
+            raise CommandError(f"cannot sign the command: {exc}") from None
+    return signed
+
+
+def sign_rotate(ca_dir: str | PathLike[str], store: GalleryStore | None, station: str, targets: list[str], *,
+                lifetime: timedelta = DEFAULT_COMMAND_LIFETIME, now: datetime | None = None) -> list[SignedCommand]:
+    """One signed ``rotate`` command per target for ``station``, with the county key of ``ca_dir``.
+
+    With a ``store``, the station must be registered, active and of the CA's county: rotating the keys
+    of a revoked or unknown station would only hand an attacker who holds it a fresh identity.
+    """
+    from sync.protocol.wire import ROTATE_TARGETS
+
+    ca, key = load_command_key(ca_dir)
+    if not targets or any(t not in ROTATE_TARGETS for t in targets):
+        raise CommandError(f"rotate targets must be among {', '.join(ROTATE_TARGETS)}")
     if store is not None:
         device = store.get_device(station)
         if device is None:
@@ -336,17 +361,8 @@ def sign_rotate(ca_dir: str | PathLike[str], store: GalleryStore | None, station
             raise CommandError(f"station {station!r} is revoked; a revoked station gets no new keys")
         if device.county != ca.county:
             raise CommandError(f"station {station!r} belongs to county {device.county!r}, this CA to {ca.county!r}")
-    now = now or datetime.now(timezone.utc)
-    kid = default_command_kid(ca.county)
-    signed = []
-    for target in dict.fromkeys(targets):
-        command = WireCommand(command_id=uuid7(), county=ca.county, station=station, action="rotate",
-                              issued_at=now, expires_at=now + lifetime, args={"target": target})
-        try:
-            signed.append(SignedCommand(command, encode_command(command, key, kid=kid), kid))
-        except WireError as exc:
-            raise CommandError(f"cannot sign the command: {exc}") from None
-    return signed
+    return sign_commands(ca, key, station, "rotate", [{"target": t} for t in dict.fromkeys(targets)],
+                         lifetime=lifetime, now=now)
 
 
 def publish_commands(config: Any, commands: list[SignedCommand], *, timeout: float = 15.0) -> list[str]:

@@ -52,9 +52,16 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
+from sync.county.gallery.store import (
+    DEFAULT_DB,
+    GalleryStore,
+    RecordConflictError,
+    RecordPurgedError,
+    StationStatus,
+    parse_iso,
+)
 from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
 
@@ -207,6 +214,23 @@ def parse_status(payload: bytes, *, county: str, station: str) -> dict[str, Any]
     return body
 
 
+class CheckAnswerer(Protocol):
+    """What the receiver needs of the booking-time check (:mod:`sync.county.search.booking_check`)."""
+
+    content_type: str
+
+    def handle(self, topic_name: str, payload: bytes, *, response_topic: str | None,
+               correlation: bytes | None) -> Any: ...
+
+
+class IndexFeed(Protocol):
+    """What the receiver needs of the search index (:class:`sync.county.search.index.SearchIndex`)."""
+
+    def catch_up(self, store: GalleryStore) -> int: ...
+
+    def reconcile(self, store: GalleryStore) -> tuple[int, int]: ...
+
+
 class GalleryReceiver:
     """Subscribes to ``$share/{group}/booking/v1/{county}/+/records`` and handles each record.
 
@@ -227,6 +251,11 @@ class GalleryReceiver:
         self.stats = ReceiverStats()
         self.subscribed = threading.Event()
         self.client: mqtt.Client | None = None
+        #: The search index to bring up to date after each stored record (None: no search index).
+        self.index: IndexFeed | None = None
+        self._purged_seen: int | None = None  # the store's purge count the index last reconciled with
+        #: Answers the stations' booking-time checks when set before :meth:`start` (None: not subscribed).
+        self.checks: CheckAnswerer | None = None
 
     # -------------------------------------------------------------------------- the decision
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
@@ -252,7 +281,25 @@ class GalleryReceiver:
         else:
             self.stats.counts[ack.status] += 1
             log.info("record %s from %s: %s", ack.record_id, station, ack.status)
+            if ack.status == "stored":
+                self._update_index()
         return Outcome(topic_name, station, ack, ack_topic)
+
+    def _update_index(self) -> None:
+        """The record is committed and is acked whatever happens here: the index is derived from the store,
+        and what a failed catch-up missed, the next record's catch-up (or the next start) adds."""
+        if self.index is None:
+            return
+        try:
+            purged = self.store.purged_count()
+            if purged != self._purged_seen:  # `booking-gallery purge` ran: drop its templates from this copy too
+                self.index.reconcile(self.store)
+                self._purged_seen = purged
+            else:
+                self.index.catch_up(self.store)
+        except Exception:
+            self.stats.counts["index_errors"] += 1
+            log.exception("the search index could not catch up; it will on the next record or restart")
 
     def handle_status(self, topic_name: str, payload: bytes, *, retained: bool = False) -> StatusOutcome:
         """Check one status message and keep it as its station's latest. Store failures propagate."""
@@ -311,6 +358,9 @@ class GalleryReceiver:
             status = self.store.insert_record(verified, payload, received_at=received_at)
         except RecordConflictError as exc:
             raise WireError("replay", str(exc), record_id=record.record_id) from None
+        except RecordPurgedError as exc:
+            # A sealed booking a station still had in its outbox: refused, and its own purge command removes it.
+            raise WireError("purged", str(exc), record_id=record.record_id) from None
         return Ack(record.record_id, status)
 
     def _reject(
@@ -360,6 +410,9 @@ class GalleryReceiver:
             if topic_name.endswith("/status"):
                 self.handle_status(topic_name, message.payload, retained=message.retain)
                 return
+            if topic_name.endswith("/checks"):
+                self._on_check(message)
+                return
             outcome = self.handle(topic_name, message.payload)
             if outcome.ack is not None and outcome.ack_topic is not None:
                 self._publish_ack(message.client, outcome.ack_topic, outcome.ack, message)
@@ -367,6 +420,17 @@ class GalleryReceiver:
             self.stats.counts["errors"] += 1
             log.exception("could not handle a message on %s; no ack sent, the station will retry",
                           _clean(message.topic, 200))
+
+    def _on_check(self, message: mqtt.Message) -> None:
+        if self.checks is None:
+            return
+        reply = self.checks.handle(message.topic, message.payload, response_topic=message.response_topic,
+                                   correlation=message.correlation_data)
+        if reply is not None:
+            # An answer nobody waits for any more is worthless: it expires with the request (MQTT 5).
+            message.client.publish(reply.topic, reply.payload, qos=1, retain=False,
+                                   content_type=self.checks.content_type, expiry=300,
+                                   correlation_data=reply.correlation)
 
     def _publish_ack(self, client: mqtt.Client, ack_topic: str, ack: Ack, message: mqtt.Message) -> None:
         # A lost ack costs nothing: the station retries and gets "duplicate". So acks may expire (MQTT 5)
@@ -381,6 +445,9 @@ class GalleryReceiver:
         if reasons and reasons[0].is_failure:
             log.error("broker refused the gallery subscription: %s", [str(r) for r in reasons])
             return
+        if len(reasons) > 2 and reasons[2].is_failure:
+            log.error("broker refused the booking-check subscription (%s): stations' checks go unanswered; "
+                      "regenerate the ACL with `booking-gallery broker-config`", reasons[2])
         if len(reasons) > 1 and reasons[1].is_failure:
             # Records still flow; only the fleet view goes stale. Say so rather than refuse to work.
             log.error("broker refused the station status subscription (%s): `booking-gallery fleet` will not "
@@ -396,7 +463,8 @@ class GalleryReceiver:
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             protocol=cfg.protocol, keepalive=cfg.keepalive, clean_start=False, session_expiry=cfg.session_expiry,
             subscriptions=((topics.gallery_subscription(cfg.county, cfg.share_group), 1),
-                           (status_subscription(cfg.county), 1)),
+                           (status_subscription(cfg.county), 1))
+            + (((topics.checks_subscription(cfg.county, cfg.share_group), 1),) if self.checks is not None else ()),
             reconnect_min=1, reconnect_max=30,
         )  # fmt: skip
 

@@ -20,6 +20,11 @@ Rules the implementations keep:
   ack goes out) and ``secure_delete`` (purged images are overwritten, CJIS media rules).
 * Rejections keep the payload's hash and size, never its bytes: a rejected payload may still be
   criminal-justice information and has no business sitting in a log table.
+* ``purge_records`` removes records and their templates in one transaction with a tombstone per record id
+  (``purged``: the id, booking and reason, never the images) and an ``audit`` row; ``insert_record``
+  refuses a purged id with :class:`RecordPurgedError`, so a station that still holds a sealed booking in
+  its outbox cannot bring it back. ``audit`` is a plain append-only log of county-side actions (who,
+  what, on which subject, JSON details); it has no chain of its own yet.
 * ``station_status`` keeps only the *latest* status body per station (fleet health, from the
   retained ``status`` topic); it is an operational view, not an audit trail. The table was added
   after schema 1 shipped and is created with ``IF NOT EXISTS`` on open, so an existing gallery
@@ -77,6 +82,10 @@ class UnknownDeviceError(GalleryStoreError):
 
 class RecordConflictError(GalleryStoreError):
     """A record with this id is already stored with different signed content: a replay."""
+
+
+class RecordPurgedError(GalleryStoreError):
+    """The record id was purged (a sealed or expunged booking): it is never stored again."""
 
 
 class RecordFieldError(GalleryStoreError):
@@ -154,6 +163,29 @@ class StoredTemplate:
 
 
 @dataclass(frozen=True)
+class SequencedTemplate:
+    """A template with its store sequence number (the search index's id for it)."""
+
+    seq: int
+    record_id: str
+    model: str
+    vector: bytes
+
+
+@dataclass(frozen=True)
+class TemplateOwner:
+    """The record behind a template sequence number: what a search result shows."""
+
+    seq: int
+    record_id: str
+    pose: str
+    station: str
+    ori: str
+    booking_number: str
+    captured_at: datetime
+
+
+@dataclass(frozen=True)
 class StationStatus:
     """The latest health report of one station, as the gallery last received it.
 
@@ -168,6 +200,19 @@ class StationStatus:
     reported_at: datetime | None
     received_at: datetime
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One county-side action: ``actor`` (an operator or a tool), ``action`` (``purge``, ``import``,
+    ``booking_check``...), ``subject`` (a record id, a booking) and free ``details``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -250,6 +295,23 @@ _SCHEMA = [
     # No foreign key to devices: a status from a station the registry does not know (a certificate
     # the county CA issued, a device table restored from an old backup) is exactly what the fleet
     # view must be able to show.
+    # Added after schema 1, like station_status: created on open, so an older database gains them.
+    """CREATE TABLE IF NOT EXISTS audit (
+        id {serial},
+        at {ts} NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        details TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS purged (
+        record_id TEXT PRIMARY KEY,
+        station TEXT NOT NULL,
+        ori TEXT NOT NULL,
+        booking_number TEXT NOT NULL,
+        purged_at {ts} NOT NULL,
+        reason TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS station_status (
         station TEXT PRIMARY KEY,
         county TEXT NOT NULL,
@@ -257,6 +319,16 @@ _SCHEMA = [
         reported_at {ts},
         received_at {ts} NOT NULL,
         body TEXT NOT NULL
+    )""",
+    # One increasing number per template, given in the transaction that stores it: the search index's
+    # watermark (what it has taken in) and the integer id the search engines hold. Added after schema 1
+    # shipped: created on open, and filled once for the templates an older gallery already holds.
+    """CREATE TABLE IF NOT EXISTS template_seq (
+        seq {serial},
+        record_id TEXT NOT NULL,
+        capture_index INTEGER NOT NULL,
+        UNIQUE (record_id, capture_index),
+        FOREIGN KEY (record_id, capture_index) REFERENCES templates (record_id, capture_index) ON DELETE CASCADE
     )""",
 ]
 
@@ -307,6 +379,11 @@ class GalleryStore(ABC):
                 self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
                 raise GalleryStoreError(f"gallery database schema {row[0]} is not {SCHEMA_VERSION}; migrate it first")
+            if self._exec(cur, "SELECT 1 FROM meta WHERE key = 'template_seq'").fetchone() is None:
+                self._exec(cur, "INSERT INTO template_seq (record_id, capture_index) SELECT t.record_id, "
+                                "t.capture_index FROM templates t JOIN records r ON r.record_id = t.record_id "
+                                "ORDER BY r.received_at, t.record_id, t.capture_index")
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('template_seq', '1')")
 
     # -- devices
     def register_device(self, station: str, county: str, public_key: bytes, *, now: datetime | None = None) -> Device:
@@ -379,6 +456,8 @@ class GalleryStore(ABC):
         check_record_fields(rec)
         received = received_at or _utcnow()
         with self._lock, self._transaction() as cur:
+            if self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (rec.record_id,)).fetchone():
+                raise RecordPurgedError(f"record {rec.record_id} was purged; it is not stored again")
             cur = self._exec(
                 cur,
                 f"INSERT INTO records ({_RECORD_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -415,6 +494,8 @@ class GalleryStore(ABC):
                             capture.template.values,
                         ),
                     )
+                    self._exec(cur, "INSERT INTO template_seq (record_id, capture_index) VALUES (?, ?)",
+                               (rec.record_id, index))
                 return "stored"
             row = self._exec(cur, "SELECT content_sha256 FROM records WHERE record_id = ?", (rec.record_id,)).fetchone()
         if row is not None and bytes(row[0]) == verified.content_sha256:
@@ -471,6 +552,162 @@ class GalleryStore(ABC):
                 (record_id,),
             ).fetchall()
         return [StoredTemplate(r[0], int(r[1]), r[2], r[3], int(r[4]), bytes(r[5])) for r in rows]
+
+    def find_booking(self, ori: str, booking_number: str) -> list[GalleryRecord]:
+        """Every stored record of one booking (an agency's booking number is unique within its ORI)."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE ori = ? AND booking_number = ? ORDER BY record_id",
+                (ori, booking_number),
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def purge_records(
+        self, records: Sequence[GalleryRecord], *, actor: str, reason: str, now: datetime | None = None
+    ) -> list[str]:
+        """Delete ``records`` (templates cascade), leave a tombstone each and one audit row, in one
+        transaction; returns the ids that were still stored. ``secure_delete`` overwrites the pages."""
+        at = self._to_ts(now or _utcnow())
+        removed: list[str] = []
+        with self._lock, self._transaction() as cur:
+            for rec in records:
+                cur = self._exec(cur, "DELETE FROM templates WHERE record_id = ?", (rec.record_id,))
+                cur = self._exec(cur, "DELETE FROM records WHERE record_id = ?", (rec.record_id,))
+                if cur.rowcount == 1:
+                    removed.append(rec.record_id)
+                self._exec(
+                    cur,
+                    "INSERT INTO purged (record_id, station, ori, booking_number, purged_at, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING",
+                    (rec.record_id, rec.station, rec.ori, rec.booking_number, at, reason[:1000]),
+                )
+            subject = f"{records[0].ori}/{records[0].booking_number}" if records else ""
+            self._add_audit(cur, at, actor, "purge", subject,
+                            {"reason": reason[:1000], "record_ids": [r.record_id for r in records], "removed": removed})
+        return removed
+
+    def purged_booking(self, ori: str, booking_number: str) -> list[tuple[str, str]]:
+        """``(record_id, station)`` of every purged record of one booking (a repeated purge re-sends its
+        station commands)."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT record_id, station FROM purged WHERE ori = ? AND booking_number = ? ORDER BY record_id",
+                (ori, booking_number),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def purged_count(self) -> int:
+        """How many record ids were ever purged: a search index compares it to know when to reconcile."""
+        with self._lock, self._transaction(write=False) as cur:
+            return int(self._exec(cur, "SELECT COUNT(*) FROM purged").fetchone()[0])
+
+    def is_purged(self, record_id: str) -> bool:
+        with self._lock, self._transaction(write=False) as cur:
+            return self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (record_id,)).fetchone() is not None
+
+    # -- audit
+    def _add_audit(self, cur: Any, at: Any, actor: str, action: str, subject: str, details: dict[str, Any]) -> None:
+        self._exec(
+            cur,
+            "INSERT INTO audit (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
+            (at, actor[:200], action[:64], subject[:200], json.dumps(details, sort_keys=True, default=str)),
+        )
+
+    def audit(self, actor: str, action: str, subject: str, details: dict[str, Any] | None = None, *,
+              now: datetime | None = None) -> None:
+        """Append one county-side action to the audit log."""
+        with self._lock, self._transaction() as cur:
+            self._add_audit(cur, self._to_ts(now or _utcnow()), actor, action, subject, details or {})
+
+    def list_audit(self, *, action: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first, optionally of one action."""
+        where, params = ("WHERE action = ?", [action]) if action else ("", [])
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT id, at, actor, action, subject, details FROM audit {where} ORDER BY id DESC LIMIT ?",
+                [*params, int(limit)],
+            ).fetchall()
+        return [AuditEntry(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    # -- the search index's feed (see sync.county.search.index)
+    def _template_filter(self, pose: str, dim: int, model: str | None) -> tuple[str, list[Any]]:
+        where, params = "t.pose = ? AND t.dim = ?", [pose, int(dim)]
+        if model is not None:
+            where, params = where + " AND t.model = ?", [*params, model]
+        return where, params
+
+    def templates_after(
+        self, after: int, *, limit: int = 10_000, pose: str = "frontal", dim: int = 128, model: str | None = None
+    ) -> list[SequencedTemplate]:
+        """Templates of ``pose`` with a sequence number above ``after``, in sequence order."""
+        where, params = self._template_filter(pose, dim, model)
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT s.seq, t.record_id, t.model, t.vector FROM template_seq s JOIN templates t ON "
+                f"t.record_id = s.record_id AND t.capture_index = s.capture_index WHERE s.seq > ? AND {where} "
+                "ORDER BY s.seq LIMIT ?",
+                [int(after), *params, int(limit)],
+            ).fetchall()
+        return [SequencedTemplate(int(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+
+    def template_seqs(self, *, pose: str = "frontal", dim: int = 128, model: str | None = None) -> list[int]:
+        """Every sequence number of a stored template of ``pose``, ascending."""
+        where, params = self._template_filter(pose, dim, model)
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT s.seq FROM template_seq s JOIN templates t ON t.record_id = s.record_id AND "
+                f"t.capture_index = s.capture_index WHERE {where} ORDER BY s.seq",
+                params,
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def templates_by_seq(self, seqs: Sequence[int]) -> list[SequencedTemplate]:
+        """The stored templates behind ``seqs`` (unknown ones are left out)."""
+        found: list[SequencedTemplate] = []
+        for start in range(0, len(seqs), 500):
+            chunk = [int(s) for s in seqs[start : start + 500]]
+            with self._lock, self._transaction(write=False) as cur:
+                rows = self._exec(
+                    cur,
+                    "SELECT s.seq, t.record_id, t.model, t.vector FROM template_seq s JOIN templates t ON "
+                    "t.record_id = s.record_id AND t.capture_index = s.capture_index "
+                    f"WHERE s.seq IN ({', '.join('?' * len(chunk))}) ORDER BY s.seq",
+                    chunk,
+                ).fetchall()
+            found += [SequencedTemplate(int(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+        return found
+
+    def max_template_seq(self) -> int:
+        with self._lock, self._transaction(write=False) as cur:
+            row = self._exec(cur, "SELECT MAX(seq) FROM template_seq").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def record_template_seqs(self, record_id: str) -> list[int]:
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(cur, "SELECT seq FROM template_seq WHERE record_id = ? ORDER BY seq",
+                              (record_id,)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def template_owners(self, seqs: Sequence[int]) -> dict[int, TemplateOwner]:
+        """The records still stored behind ``seqs``: a purged record's templates are simply absent."""
+        if not seqs:
+            return {}
+        chunk = [int(s) for s in seqs]
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT s.seq, r.record_id, t.pose, r.station, r.ori, r.booking_number, r.captured_at "
+                "FROM template_seq s JOIN templates t ON t.record_id = s.record_id AND t.capture_index = "
+                "s.capture_index JOIN records r ON r.record_id = s.record_id "
+                f"WHERE s.seq IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return {int(r[0]): TemplateOwner(int(r[0]), r[1], r[2], r[3], r[4], r[5], self._from_ts(r[6])) for r in rows}
 
     # -- rejections
     def log_rejection(

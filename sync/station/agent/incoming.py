@@ -25,6 +25,8 @@ class IncomingMixin(DeliveryMixin):
         try:
             if topic == self.acks_topic:
                 self._on_ack(message.payload, message.correlation_data)
+            elif topic == self.answers_topic and self._checks is not None:
+                self._checks.on_answer(message.payload)
             elif topic == self.commands_topic:
                 assert self._commands is not None
                 outcome = self._commands.handle(message.payload)

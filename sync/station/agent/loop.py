@@ -14,13 +14,21 @@ from typing import Any
 
 from appliance.store import StationStoreError, Store
 from firmware.provision import ProvisionError, finish_rotation, rotate_certificate
-from sync.protocol import mqtt, sdnotify, wire
+from sync.protocol import check, mqtt, sdnotify, wire
 from sync.protocol.files import make_private_dir
 from sync.protocol.tls import tls_context
-from sync.station.agent.common import ALARM_BROKER_REFUSING, ALARM_GALLERY_REFUSING, POLL_SECONDS, SyncSetupError, log
+from sync.station.agent.common import (
+    ALARM_BROKER_REFUSING,
+    ALARM_GALLERY_REFUSING,
+    CHECK_POLL_SECONDS,
+    POLL_SECONDS,
+    SyncSetupError,
+    log,
+)
 from sync.station.agent.connection import ConnectionMixin
 from sync.station.agent.incoming import IncomingMixin
 from sync.station.agent.records import load_signing_key
+from sync.station.checks import CheckCarrier
 from sync.station.remote import CommandHandler, RotationFailed, load_command_keys, load_remote_settings, state_dir
 
 
@@ -85,6 +93,14 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
             on_settings=self._apply_settings,
             rotator=self._rotate_certificate if self.config.enroll_url else None,
         )
+        if self.config.booking_check:
+            store = self._store
+            self._checks = CheckCarrier(self.data_dir, county=self.county, station=self.station, key=self._key,
+                                        command_keys=keys, v5=self.config.v5, clock=time.time,
+                                        audit=lambda action, details: store.append_audit("sync", action, details))
+            self._checks.enable(self.config.booking_check_timeout)
+        else:
+            CheckCarrier.disable(self.data_dir)
         active = {a.name for a in self._store.active_alarms()}
         self._refusing_alarm = ALARM_GALLERY_REFUSING in active
         self._broker_alarm = ALARM_BROKER_REFUSING in active
@@ -97,7 +113,7 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
         try:
             while not stop.is_set():
                 try:
-                    self.step()
+                    self.step(CHECK_POLL_SECONDS if self._checks is not None else POLL_SECONDS)
                 except (StationStoreError, sqlite3.Error) as exc:
                     # The database was busy past its timeout, or the disk is full: nothing was lost (the
                     # outbox row is unchanged), so pause and go on. The watchdog is fed only by steps
@@ -139,6 +155,7 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
         self._reconnect_if_requested()
         self._expire()
         self._fill()
+        self._send_checks()
         self._maybe_status()
         self._watchdog.ping_if_due()
         try:
@@ -181,6 +198,22 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
             self._on_puback(gen, event.mid, event.reason)
         elif isinstance(event, mqtt.Message):
             self._on_message(gen, event)
+
+    def _send_checks(self) -> None:
+        """Publish the booking-time checks the UI spooled (the answers come on the answers topic). Not
+        connected: they wait, and the officer's screen says the check was not done when its time is up."""
+        client = self._pub_client
+        if self._checks is None or client is None or not self.ready.is_set():
+            return
+        for out in self._checks.outgoing():
+            info = client.publish(out.topic, out.payload, qos=1, content_type=check.CHECK_CONTENT_TYPE,
+                                  correlation_data=out.request_id.encode(), response_topic=out.response_topic,
+                                  expiry=int(self.config.booking_check_timeout) + 1)
+            if mqtt.publish_ok(info):
+                self._checks.sent(out.request_id)
+        if time.monotonic() >= self._checks_swept + 60:
+            self._checks_swept = time.monotonic()
+            self._checks.sweep()
 
     # ------------------------------------------------------------------------ certificate rotation
     def _rotate_certificate(self, command: wire.WireCommand, payload: bytes) -> dict[str, Any]:

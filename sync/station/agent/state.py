@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.store import Store
 from sync.protocol import mqtt, sdnotify, topics
+from sync.station.checks import CheckCarrier
 from sync.station.config import SyncConfig
 from sync.station.remote import CommandHandler, CommandOutcome
 
@@ -53,6 +54,7 @@ class AgentState:
         self.acks_topic = topics.acks_topic(self.county, self.station)
         self.commands_topic = topics.commands_topic(self.county, self.station)
         self.status_topic = topics.status_topic(self.county, self.station)
+        self.answers_topic = topics.answers_topic(self.county, self.station)
         self.status_interval = config.status_interval
         self.stats: Counter[str] = Counter()
         self.ready = threading.Event()  # set while subscribed (tests and the CLI wait on it)
@@ -77,6 +79,8 @@ class AgentState:
         self._store: Store | None = None
         self._key: Ed25519PrivateKey | None = None
         self._commands: CommandHandler | None = None
+        self._checks: CheckCarrier | None = None  # booking-time checks ([sync] booking_check)
+        self._checks_swept = 0.0
         self._reconnect_requested = False  # set by a certificate rotation: the next connection uses new files
         self._rotate_retry_at = 0.0  # monotonic time of the next retry of a failed rotation (0: at start)
         self._watchdog = sdnotify.Watchdog.from_environment()

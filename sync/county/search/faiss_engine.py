@@ -1,0 +1,293 @@
+"""The embedded engine: FAISS in the gallery worker's own process, persisted as one file in the index folder.
+
+One query at a time runs on one thread by default (``threads``): a single query gains little from OpenMP,
+and OpenMP threads spinning for a core on a busy two-core server made a 100 k exact search five times
+slower (23 ms on one thread, 110-130 ms on two, measured beside other work). Training uses every core.
+
+Small galleries get exact search (``IndexFlatL2`` behind ``IndexIDMap2``): every template is compared,
+which at a few hundred thousand templates is still a few milliseconds. From ``ivf_threshold`` templates on,
+an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists, ``nprobe`` of them scanned per query) keeps
+a query to a small share of the gallery; the lists hold the float32 vectors themselves, and a short list
+of ``rerank`` candidates is re-ranked exactly (float64) against them, so distances are exact and only the
+choice of lists is approximate. The inverted file is retrained when the gallery has grown fourfold since
+it was trained (the lists would otherwise grow long and slow).
+
+Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
+watermark and the id list inside it, so the three can never disagree. Saving a large index costs a
+second or more, so :meth:`FaissEngine.checkpoint` saves at most every ``save_interval`` seconds (and on
+``force``/close); after a crash the index reloads its last save and the caller catches up from the
+store from that watermark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from sync.county.search.engine import DIM, Hit, SearchEngine, SearchEngineError, as_ids, as_vectors, exact_hits
+from sync.protocol.files import write_file_atomic
+
+MAGIC = b"BGFAISS1"
+INDEX_FILE = "faiss.index"
+FILE_MODE = 0o600  # templates are biometric data
+
+
+@dataclass(frozen=True)
+class FaissSettings:
+    """Where the index lives and how it searches (``[search]`` of county.toml)."""
+
+    folder: Path
+    ivf_threshold: int = 200_000
+    nprobe: int = 32
+    rerank: int = 64
+    save_interval: float = 30.0
+    threads: int = 1  # for queries; 0: FAISS's default (every core). Training always uses every core.
+    read_only: bool = False  # a command beside the running worker: catch up in memory, never write the file
+
+    def lists_for(self, count: int) -> int:
+        return max(16, min(int(4 * math.sqrt(max(count, 1))), count // 39))
+
+
+class FaissEngine(SearchEngine):
+    """See the module docstring."""
+
+    name = "faiss"
+
+    def __init__(self, settings: FaissSettings) -> None:
+        self.settings = settings
+        if settings.threads > 0:
+            faiss.omp_set_num_threads(settings.threads)
+        self.path = Path(settings.folder) / INDEX_FILE
+        self._watermark = 0
+        self._trained_at = 0
+        self._idbuf = np.empty(0, dtype=np.int64)  # sorted ids in the first _count places, room after
+        self._count = 0
+        self._index: faiss.Index = self._new_flat()
+        self._dirty = False
+        self._saved_at = time.monotonic()
+        if self.path.exists():
+            self._load()
+
+    # ------------------------------------------------------------------ persistence
+    @staticmethod
+    def _new_flat() -> faiss.Index:
+        return faiss.IndexIDMap2(faiss.IndexFlatL2(DIM))
+
+    @property
+    def kind(self) -> str:
+        return "ivf" if isinstance(self._index, faiss.IndexIVFFlat) else "flat"
+
+    def _load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+            if data[: len(MAGIC)] != MAGIC:
+                raise ValueError("not a gallery search index")
+            (head_len,) = struct.unpack_from("<Q", data, len(MAGIC))
+            start = len(MAGIC) + 8
+            head = json.loads(data[start : start + head_len])
+            start += head_len
+            count = int(head["count"])
+            ids = np.frombuffer(data, dtype="<i8", count=count, offset=start).astype(np.int64)
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=start + 8 * count))
+        except (OSError, ValueError, KeyError, RuntimeError, struct.error) as exc:
+            raise SearchEngineError(f"cannot read the search index {self.path}: {exc} (rebuild it: "
+                                    "booking-gallery index rebuild)") from None
+        if index.ntotal != count or index.d != DIM:
+            raise SearchEngineError(f"the search index {self.path} is inconsistent (rebuild it)")
+        if isinstance(index, faiss.IndexIVFFlat):
+            index.nprobe = self.settings.nprobe
+        self._index = index
+        self._set_ids(ids)
+        self._watermark = int(head["watermark"])
+        self._trained_at = int(head.get("trained_at", 0))
+
+    def _save(self) -> None:
+        head = json.dumps({"watermark": self._watermark, "count": int(self._ids.size), "kind": self.kind,
+                           "trained_at": self._trained_at}).encode()
+        blob = faiss.serialize_index(self._index)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        write_file_atomic(self.path, b"".join((MAGIC, struct.pack("<Q", len(head)), head,
+                                               self._ids.astype("<i8").tobytes(), blob.tobytes())), FILE_MODE)
+        self._dirty = False
+        self._saved_at = time.monotonic()
+
+    # ------------------------------------------------------------------ ids
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._idbuf[: self._count]
+
+    def _set_ids(self, ids: np.ndarray) -> None:
+        self._idbuf = np.ascontiguousarray(ids, dtype=np.int64).copy()
+        self._count = int(self._idbuf.size)
+
+    def _append_ids(self, keys: np.ndarray) -> None:
+        """Append ascending ids above every held one in amortised O(len(keys)): a worker adds one template
+        per record, and copying 15 M ids each time would cost more than the add itself."""
+        end = self._count + keys.size
+        if end > self._idbuf.size:
+            grown = np.empty(max(end, 2 * self._idbuf.size, 1024), dtype=np.int64)
+            grown[: self._count] = self._ids
+            self._idbuf = grown
+        self._idbuf[self._count : end] = keys
+        self._count = end
+
+    # ------------------------------------------------------------------ contract
+    def _contains(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self._ids, ids)
+        found = np.zeros(ids.size, dtype=bool)
+        inside = pos < self._ids.size
+        found[inside] = self._ids[pos[inside]] == ids[inside]
+        return found
+
+    def add(self, ids: object, vectors: object) -> int:
+        vecs = as_vectors(vectors)
+        keys = as_ids(ids, vecs.shape[0])
+        keys, first = np.unique(keys, return_index=True)
+        vecs = vecs[first]
+        fresh = ~self._contains(keys)
+        if not fresh.any():
+            return 0
+        keys, vecs = keys[fresh], vecs[fresh]
+        self._index.add_with_ids(vecs, keys)
+        if self._count and keys[0] < self._ids[-1]:
+            self._set_ids(np.sort(np.concatenate((self._ids, keys))))
+        else:
+            self._append_ids(keys)
+        self._dirty = True
+        self._maybe_retrain()
+        return int(keys.size)
+
+    def remove(self, ids: object) -> int:
+        keys = as_ids(ids)
+        keys = np.unique(keys[self._contains(keys)])
+        if not keys.size:
+            return 0
+        self._index.remove_ids(keys)
+        self._set_ids(self._ids[~np.isin(self._ids, keys)])
+        self._dirty = True
+        return int(keys.size)
+
+    def search(self, query: object, k: int) -> list[Hit]:
+        q = as_vectors(query)
+        if q.shape[0] != 1:
+            raise SearchEngineError("search takes one template")
+        if k <= 0 or self._ids.size == 0:
+            return []
+        wanted = min(max(k, self.settings.rerank), int(self._ids.size))
+        _, found = self._index.search(q, wanted)
+        keys = found[0][found[0] >= 0]
+        if not keys.size:
+            return []
+        return exact_hits(q[0], keys, self._index.reconstruct_batch(keys), k)
+
+    def count(self) -> int:
+        return int(self._ids.size)
+
+    def ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    @property
+    def watermark(self) -> int:
+        return self._watermark
+
+    def checkpoint(self, watermark: int, *, force: bool = False) -> bool:
+        if watermark != self._watermark:
+            self._watermark = int(watermark)
+            self._dirty = True
+        due = time.monotonic() - self._saved_at >= self.settings.save_interval
+        if self._dirty and not self.settings.read_only and (force or due or not self.path.exists()):
+            self._save()
+            return True
+        return False
+
+    def clear(self) -> None:
+        self._index = self._new_flat()
+        self._set_ids(np.empty(0, dtype=np.int64))
+        self._watermark = 0
+        self._trained_at = 0
+        self._dirty = True
+
+    def describe(self) -> dict[str, object]:
+        info = super().describe()
+        info.update(kind=self.kind, file=str(self.path))
+        if isinstance(self._index, faiss.IndexIVFFlat):
+            info.update(lists=int(self._index.nlist), nprobe=int(self._index.nprobe))
+        return info
+
+    def close(self) -> None:
+        if self._dirty and not self.settings.read_only:
+            self._save()
+
+    # ------------------------------------------------------------------ flat -> inverted file
+    def _all_vectors(self) -> np.ndarray:
+        return self._index.reconstruct_batch(self._ids)
+
+    def _maybe_retrain(self) -> None:
+        count = int(self._ids.size)
+        if count < self.settings.ivf_threshold:
+            return
+        if self.kind == "ivf" and count < 4 * self._trained_at:
+            return
+        self.train(self._all_vectors(), self._ids)
+
+    def train(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Replace the index by an inverted file trained on ``vectors`` (every one of them then added)."""
+        lists = self.settings.lists_for(ids.size)
+        sample = vectors
+        if vectors.shape[0] > 64 * lists:
+            pick = np.random.default_rng(0).choice(vectors.shape[0], 64 * lists, replace=False)
+            sample = vectors[np.sort(pick)]
+        index = self._new_ivf(sample, lists)
+        index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        self._index, self._trained_at, self._dirty = index, int(ids.size), True
+
+    def _new_ivf(self, sample: np.ndarray, lists: int) -> faiss.IndexIVFFlat:
+        """An empty inverted file with ``lists`` lists trained on ``sample``, reconstructable by id (the
+        re-ranking reads the stored vectors back)."""
+        quantizer = faiss.IndexFlatL2(DIM)
+        index = faiss.IndexIVFFlat(quantizer, DIM, lists, faiss.METRIC_L2)
+        index.own_fields = True
+        quantizer.this.disown()
+        searching = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        try:
+            index.train(np.ascontiguousarray(sample))
+        finally:
+            faiss.omp_set_num_threads(searching)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        index.nprobe = self.settings.nprobe
+        return index
+
+    def prepare_ivf(self, sample: object, expected: int) -> None:
+        """Empty the engine and train an inverted file for about ``expected`` templates on ``sample``, for a
+        gallery loaded in pieces (too large to hold twice in memory); then :meth:`add` the pieces."""
+        vecs = as_vectors(sample)
+        self.clear()
+        lists = self.settings.lists_for(expected)
+        self._index, self._trained_at = self._new_ivf(vecs[: 64 * lists], lists), int(expected)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Lists scanned per query from now on (benchmarks compare several on one trained index)."""
+        if isinstance(self._index, faiss.IndexIVFFlat):
+            self._index.nprobe = int(nprobe)
+
+    def bulk_load(self, ids: object, vectors: object) -> None:
+        """Empty the engine and load a whole gallery at once (rebuild, benchmarks): one training pass."""
+        vecs = as_vectors(vectors)
+        keys = as_ids(ids, vecs.shape[0])
+        order = np.argsort(keys, kind="stable")
+        keys, vecs = keys[order], vecs[order]
+        self.clear()
+        if keys.size >= self.settings.ivf_threshold:
+            self._set_ids(keys)
+            self.train(vecs, keys)
+        else:
+            self.add(keys, vecs)

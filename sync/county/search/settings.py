@@ -1,0 +1,121 @@
+"""The ``[search]`` table of county.toml: which engine, where its index lives, and how hard it searches.
+
+::
+
+    [search]
+    engine = "faiss"            # or "pgvector"
+    folder = "/var/lib/booking-gallery/search"   # faiss: the index file's folder (default: beside the
+                                                  # SQLite gallery, else /var/lib/booking-gallery/search)
+    nprobe = 32                 # faiss: inverted lists scanned per query, once the gallery is large
+    ivf_threshold = 200000      # faiss: templates from which the inverted file replaces exact search
+    url = "postgresql://..."    # pgvector: the database (default: the gallery's, when it is PostgreSQL)
+    ef_search = 100             # pgvector HNSW: candidates kept while walking the graph
+    booking_check = false       # answer the stations' booking-time checks (a gallery worker; off by default)
+    booking_check_threshold = 0.6   # largest template distance reported as a possible prior booking
+    booking_check_key = "/etc/booking-gallery/command-signing.key"   # the county key that signs the answers
+                                # (a copy the worker may read; default: command-signing.key in [ca] dir)
+
+Defaults come from the measurements in ``tests/bench/search.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+ENGINES = ("faiss", "pgvector")
+DEFAULT_FOLDER = Path("/var/lib/booking-gallery/search")
+
+
+class SearchConfigError(ValueError):
+    """A ``[search]`` setting that cannot work; the message names it."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    engine: str = "faiss"
+    model: str | None = None  # index only templates of this model (default: every 128-D template)
+    # faiss
+    folder: Path | None = None
+    ivf_threshold: int = 200_000
+    nprobe: int = 32
+    rerank: int = 64
+    save_interval: float = 30.0
+    threads: int = 1  # faiss: threads per query (0: every core)
+    # pgvector
+    url: str | None = None
+    schema: str = "search"
+    method: str = "hnsw"
+    ef_search: int = 100
+    m: int = 16
+    ef_construction: int = 64
+    probes: int = 32
+    # the booking-time check (sync.county.search.booking_check)
+    booking_check: bool = False
+    booking_check_threshold: float = 0.6
+    booking_check_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise SearchConfigError(f"[search] engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        for name in ("ivf_threshold", "nprobe", "rerank", "ef_search", "m", "ef_construction", "probes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SearchConfigError(f"[search] {name} must be a positive whole number, not {value!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise SearchConfigError(f"[search] threads must be 0 (every core) or more, not {self.threads!r}")
+        if isinstance(self.save_interval, bool) or not isinstance(self.save_interval, (int, float)) \
+                or self.save_interval < 0:
+            raise SearchConfigError(f"[search] save_interval must be seconds >= 0, not {self.save_interval!r}")
+        if not isinstance(self.booking_check, bool):
+            raise SearchConfigError(f"[search] booking_check must be true or false, not {self.booking_check!r}")
+        t = self.booking_check_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 2:
+            raise SearchConfigError(f"[search] booking_check_threshold must be a distance in (0, 2], not {t!r}")
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], base: Path) -> SearchSettings:
+        """The ``[search]`` table; ``folder`` relative to the file's folder ``base``."""
+        values = dict(data)
+        for key in ("folder", "url", "model", "engine", "schema", "method", "booking_check_key"):
+            if key in values and (not isinstance(values[key], str) or not values[key].strip()):
+                raise SearchConfigError(f"[search] {key} must be a non-empty string")
+        for key in ("folder", "booking_check_key"):
+            if key in values:
+                values[key] = base / values[key]
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise SearchConfigError(f"[search] {exc}") from None
+
+    def with_overrides(self, **changes: Any) -> SearchSettings:
+        """These settings with the given flags (None: not given) laid over them."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def index_folder(self, db_url: str) -> Path:
+        """The FAISS index folder: ``folder``, else ``search/`` beside a SQLite gallery, else the default."""
+        if self.folder is not None:
+            return Path(self.folder)
+        parts = urlsplit(os.fspath(db_url))
+        if parts.scheme in ("postgresql", "postgres"):
+            return DEFAULT_FOLDER
+        path = Path(parts.path if parts.scheme == "sqlite" else os.fspath(db_url))
+        return path.parent / "search"
+
+    def database_url(self, db_url: str) -> str:
+        """The pgvector database: ``url``, else the gallery's own when it is PostgreSQL."""
+        if self.url:
+            return self.url
+        parts = urlsplit(os.fspath(db_url))
+        if parts.scheme in ("postgresql", "postgres"):
+            query = parse_qs(parts.query, keep_blank_values=True)
+            query.pop("schema", None)  # the gallery store's schema; the index has its own
+            return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        raise SearchConfigError("the pgvector engine needs [search] url (the gallery database is not PostgreSQL)")

@@ -1,0 +1,255 @@
+"""Face search at county scale (`make bench`: 100 k templates; `make bench-scale`: 1 M and 15 M).
+
+For one synthetic gallery (``tests/bench/search_data.py``: fitted to real dlib templates) and one set of
+mated probes (a second capture of a random gallery identity), in the same run:
+
+* numpy exact search (one query at a time: ``|x|^2 - 2 x.q`` over the whole gallery, argpartition), the
+  reference for the hit rates and the floor for latency;
+* FAISS through :class:`~sync.county.search.faiss_engine.FaissEngine` as the gallery worker runs it
+  (exact below its threshold; an inverted file with ``4 * sqrt(N)`` lists above it, at several nprobe),
+  including the exact re-ranking;
+* pgvector HNSW through :class:`~sync.county.search.pgvector_engine.PgvectorEngine` in a private
+  PostgreSQL (100 k only by default: its graph build is the slow part).
+
+Reported per engine: query latency p50 (the median column) and p99, mated hit rate at rank 1 and 10 next
+to exact search's, build time, memory added by the index (resident set growth), and the ingest rate with
+the index maintained (single-template adds into the built index, as the worker does per record).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tests.bench import Result
+from tests.bench.search_data import CHUNK, DIM, GalleryModel, chunk_sizes, mated_probes, real_distances
+
+GROUP = "search"
+PROBES = 1000
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _label(n: int) -> str:
+    return f"{n // 1_000_000} M" if n >= 1_000_000 else f"{n // 1000} k"
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    return statistics.median(samples), float(np.percentile(samples, 99))
+
+
+class Gallery:
+    """The generated gallery: held in memory up to ``hold`` templates, regenerated chunk by chunk beyond."""
+
+    def __init__(self, model: GalleryModel, n: int, hold: int = 2_000_000) -> None:
+        self.model, self.n = model, n
+        self.sizes = chunk_sizes(n)
+        self.matrix = np.concatenate([model.chunk(c, s) for c, s in enumerate(self.sizes)]) if n <= hold else None
+
+    def chunks(self) -> list[tuple[np.ndarray, np.ndarray]] | object:
+        for c, size in enumerate(self.sizes):
+            ids = np.arange(c * CHUNK + 1, c * CHUNK + size + 1, dtype=np.int64)
+            vecs = self.matrix[c * CHUNK : c * CHUNK + size] if self.matrix is not None else self.model.chunk(c, size)
+            yield ids, vecs
+
+
+def exact_reference(gallery: Gallery, probes: np.ndarray, k: int = 10) -> np.ndarray:
+    """Top-``k`` ids per probe by exact float64-checked L2 (batched over chunks)."""
+    best_d = np.full((probes.shape[0], 0), np.inf)
+    best_i = np.zeros((probes.shape[0], 0), dtype=np.int64)
+    pq = (probes.astype(np.float64) ** 2).sum(1)[:, None]
+    for ids, vecs in gallery.chunks():
+        d = pq + (vecs.astype(np.float64) ** 2).sum(1)[None, :] - 2 * probes.astype(np.float64) @ vecs.T.astype(
+            np.float64)
+        part = np.argpartition(d, min(k, d.shape[1] - 1), axis=1)[:, :k]
+        best_d = np.concatenate((best_d, np.take_along_axis(d, part, 1)), axis=1)
+        best_i = np.concatenate((best_i, ids[part]), axis=1)
+        order = np.argsort(best_d, axis=1)[:, :k]
+        best_d, best_i = np.take_along_axis(best_d, order, 1), np.take_along_axis(best_i, order, 1)
+    return best_i
+
+
+def numpy_latency(gallery: Gallery, probes: np.ndarray, count: int) -> list[float]:
+    """One query at a time, as a search command would run exact search without an index."""
+    samples = []
+    norms = None if gallery.matrix is None else (gallery.matrix.astype(np.float32) ** 2).sum(1)
+    for q in probes[:count]:
+        t0 = time.perf_counter()
+        if gallery.matrix is not None:
+            d = norms - 2 * (gallery.matrix @ q)
+            top = np.argpartition(d, 10)[:10]
+            top[np.argsort(d[top])]
+        else:
+            for _, vecs in gallery.chunks():
+                d = (vecs**2).sum(1) - 2 * (vecs @ q)
+                np.argpartition(d, 10)[:10]
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def hit_rates(found: list[list[int]], mates: np.ndarray) -> tuple[float, float]:
+    r1 = np.mean([bool(f) and f[0] == m for f, m in zip(found, mates, strict=True)])
+    r10 = np.mean([m in f[:10] for f, m in zip(found, mates, strict=True)])
+    return float(r1), float(r10)
+
+
+def timed_search(search: Callable[[np.ndarray], list[int]], probes: np.ndarray) -> tuple[list[list[int]], list[float]]:
+    found, samples = [], []
+    for q in probes[:3]:
+        search(q)  # warm-up
+    for q in probes:
+        t0 = time.perf_counter()
+        found.append(search(q))
+        samples.append((time.perf_counter() - t0) * 1000)
+    return found, samples
+
+
+def _row(n: int, stage: str, threads: int, samples: list[float], found: list[list[int]], mates: np.ndarray,
+         exact: tuple[float, float], extra: str) -> Result:
+    p50, p99 = _percentiles(samples)
+    r1, r10 = hit_rates(found, mates)
+    note = (f"p99 {p99:.2f} ms; mate rank 1 {100 * r1:.1f}%, top 10 {100 * r10:.1f}% "
+            f"(exact {100 * exact[0]:.1f}% / {100 * exact[1]:.1f}%){'; ' + extra if extra else ''}")
+    return Result(GROUP, f"{_label(n)} {stage}", threads, p50, "ms", len(samples), note)
+
+
+def bench_faiss(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: tuple[float, float], threads: int,
+                nprobes: tuple[int, ...], folder: Path) -> list[Result]:
+    from sync.county.search.faiss_engine import FaissEngine, FaissSettings
+
+    n = gallery.n
+    results = []
+    gc.collect()
+    before = rss_mib()
+    t0 = time.perf_counter()
+    ivf = n >= 200_000
+    engine = FaissEngine(FaissSettings(folder, ivf_threshold=200_000 if ivf else 10**12, threads=threads))
+    if ivf:
+        # train on 64 templates per list (FAISS's advice is 39-256), drawn from the first chunks
+        first = np.concatenate([v for _, (_, v) in zip(range(3), gallery.chunks(), strict=False)])
+        wanted = min(first.shape[0], 64 * engine.settings.lists_for(n))
+        engine.prepare_ivf(first[np.sort(np.random.default_rng(3).choice(first.shape[0], wanted, replace=False))], n)
+        del first
+    for ids, vecs in gallery.chunks():
+        engine.add(ids, vecs)
+    build = time.perf_counter() - t0
+    memory = rss_mib() - before
+    t0 = time.perf_counter()
+    engine.checkpoint(n, force=True)
+    save = time.perf_counter() - t0
+    size = (folder / "faiss.index").stat().st_size / 2**20
+    kind = engine.kind
+    facts = f"build {build:.1f} s, +{memory:.0f} MiB resident, file {size:.0f} MiB saved in {save:.1f} s"
+
+    def search(q: np.ndarray) -> list[int]:
+        return [h.id for h in engine.search(q, 10)]
+
+    for nprobe in nprobes if kind == "ivf" else (0,):
+        engine.set_nprobe(nprobe)
+        found, samples = timed_search(search, probes)
+        stage = f"faiss ivf-flat {engine.describe().get('lists')} lists nprobe {nprobe}" if nprobe else "faiss exact"
+        results.append(_row(n, stage, threads, samples, found, mates, exact, facts))
+        facts = ""
+    # ingest with the index maintained: one template per add, as the worker adds each stored record
+    fresh = gallery.model.capture(gallery.model.centres(10_000, 500), 0, 10_000)
+    t0 = time.perf_counter()
+    for i, vec in enumerate(fresh):
+        engine.add([n + 1 + i], vec)
+    rate = len(fresh) / (time.perf_counter() - t0)
+    results.append(Result(GROUP, f"{_label(n)} faiss {kind}: ingest, one template per add", threads, rate,
+                          "/s", len(fresh), "the index kept current per record (saving is separate, see build)"))
+    engine.close()
+    return results
+
+
+def bench_pgvector(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: tuple[float, float],
+                   threads: int, ef_searches: tuple[int, ...]) -> list[Result]:
+    import pgserver
+
+    from sync.county.search.pgvector_engine import PgvectorEngine, PgvectorSettings
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as folder:
+        server = pgserver.get_server(folder, cleanup_mode="stop")
+        try:
+            engine = PgvectorEngine(PgvectorSettings(server.get_uri(), schema="bench"))
+            ids = np.concatenate([i for i, _ in gallery.chunks()])
+            vecs = np.concatenate([v for _, v in gallery.chunks()])
+            engine._conn.execute(f"SET maintenance_work_mem = '1GB'; SET max_parallel_maintenance_workers = {threads}")
+            t0 = time.perf_counter()
+            engine.bulk_load(ids, vecs)
+            build = time.perf_counter() - t0
+            facts = f"COPY + HNSW build (m 16, ef_construction 64) {build:.1f} s"
+            for ef in ef_searches:
+                engine.settings = PgvectorSettings(engine.settings.url, schema="bench", ef_search=ef, rerank=10)
+                found, samples = timed_search(lambda q: [h.id for h in engine.search(q, 10)], probes[:300])
+                results.append(_row(gallery.n, f"pgvector hnsw ef_search {ef}", threads, samples, found,
+                                    mates[:300], exact, facts))
+                facts = ""
+            fresh = gallery.model.capture(gallery.model.centres(10_001, 200), 0, 10_001)
+            t0 = time.perf_counter()
+            for i, vec in enumerate(fresh):
+                engine.add([gallery.n + 1 + i], vec)
+            rate = len(fresh) / (time.perf_counter() - t0)
+            results.append(Result(GROUP, f"{_label(gallery.n)} pgvector hnsw: ingest, one template per add", threads,
+                                  rate, "/s", len(fresh), "one committed transaction each"))
+            engine.drop()
+            engine.close()
+        finally:
+            server.cleanup()
+    return results
+
+
+def _generator_row(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, threads: int) -> Result:
+    """The generated distances beside the real ones (the generator's honesty check, every run)."""
+    assert gallery.matrix is not None
+    n = gallery.n
+    genuine = np.linalg.norm(probes[:500] - gallery.matrix[mates[:500] - 1], axis=1)
+    impostor = np.linalg.norm(probes[:500] - gallery.matrix[(mates[:500] + n // 2) % n], axis=1)
+    real_g, real_i = real_distances()
+
+    def spread(d: np.ndarray) -> str:
+        return f"{np.median(d):.2f} ({np.percentile(d, 5):.2f}-{np.percentile(d, 95):.2f})"
+
+    return Result(GROUP, f"{_label(n)} generator: genuine distance median", threads, float(np.median(genuine)), "",
+                  genuine.size, f"genuine {spread(genuine)}, impostor {spread(impostor)}; real templates: genuine "
+                  f"{spread(real_g)}, impostor {spread(real_i)} (median, 5th-95th percentile)")
+
+
+def measure(n: int, threads: int, *, nprobes: tuple[int, ...] = (8, 32, 128), pgvector: bool = True,
+            ef_searches: tuple[int, ...] = (40, 100), probes_count: int = PROBES) -> list[Result]:
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    model = GalleryModel.fit()
+    gallery = Gallery(model, n)
+    probes, mates = mated_probes(model, n, probes_count)
+    truth = exact_reference(gallery, probes)
+    exact = hit_rates([list(t) for t in truth], mates)
+    results = [] if gallery.matrix is None else [_generator_row(gallery, probes, mates, threads)]
+    samples = numpy_latency(gallery, probes, 50 if n <= 2_000_000 else 5)
+    p50, p99 = _percentiles(samples)
+    results.append(Result(GROUP, f"{_label(n)} numpy exact", threads, p50, "ms", len(samples),
+                          f"p99 {p99:.2f} ms; mate rank 1 {100 * exact[0]:.1f}%, top 10 {100 * exact[1]:.1f}%; raw "
+                          f"vectors {n * DIM * 4 / 2**20:.0f} MiB"))
+    with tempfile.TemporaryDirectory(prefix="bench-faiss-") as folder:
+        results += bench_faiss(gallery, probes, mates, exact, threads, nprobes, Path(folder))
+    if pgvector:
+        results += bench_pgvector(gallery, probes, mates, exact, threads, ef_searches)
+    return results
+
+
+def run(threads: int, repeats: int) -> list[Result]:
+    """`make bench`: 100 k templates (the 1 M and 15 M runs are `make bench-scale`)."""
+    return measure(100_000, threads, pgvector=threads == 1)  # pgvector once: its client is one thread
