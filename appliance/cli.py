@@ -17,7 +17,7 @@ import numpy as np
 from appliance import __version__
 from appliance.cli_support import EXIT_INPUT, fail
 from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
-from appliance.imageio import ImageError, read_image
+from appliance.imageio import ImageError, read_image, set_max_pixels
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing, RuntimeOptions
 from sync.protocol.files import write_file_atomic
@@ -80,6 +80,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         ctx.obj = {"config": load_config(config_path)}
     except StationConfigError as exc:
         fail(str(exc))
+    set_max_pixels(ctx.obj["config"].vision.max_pixels)
 
 
 def _county_dir(ctx: click.Context, profile_dir: Path | None) -> Path | None:

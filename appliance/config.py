@@ -72,6 +72,13 @@ class VisionConfig:
     delegate: str | None = None  # external delegate library path (e.g. GPU delegate on Jetson)
     detector_min_score_short: float = 0.5
     detector_min_score_full: float = 0.6
+    # Largest picture (width x height) read from a file, refused from its header before decoding; the
+    # device profile may lower it (appliance.imageio).
+    max_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if type(self.max_pixels) is not int or self.max_pixels < 1:
+            raise ValueError(f"max_pixels = {self.max_pixels!r} must be a positive whole number of pixels")
 
 
 @dataclass
@@ -184,6 +191,8 @@ def profile_layer(name: str) -> dict[str, dict]:
     except DeviceProfileError as exc:
         raise StationConfigError(f"[station] profile: {exc}") from exc
     vision: dict = {"threads": profile.vision.threads}
+    if profile.vision.max_pixels is not None:
+        vision["max_pixels"] = profile.vision.max_pixels
     if profile.vision.delegate:
         vision["delegate"] = profile.vision.delegate
     layer: dict[str, dict] = {"vision": vision}
