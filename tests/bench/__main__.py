@@ -11,7 +11,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-MODULES = ("vision", "quality", "store", "sync")
+MODULES = ("vision", "quality", "store", "sync", "inputs")
 
 
 def machine() -> str:

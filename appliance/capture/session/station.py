@@ -14,6 +14,7 @@ from appliance.capture.autocapture import MAX_REASON_CHARS
 from appliance.capture.processing import CaptureProcessor
 from appliance.capture.session.booking import BookingSession
 from appliance.capture.session.snapshots import AcceptedCapture, CaptureError
+from appliance.imageio import set_max_pixels
 from appliance.store import Booking, Store
 
 DEFAULT_PROFILE = "nist-sap30"  # until the station config names one
@@ -67,6 +68,7 @@ class CaptureStation:
         from appliance.vision.pipeline import FaceAnalyzer
         from appliance.vision.runtime import RuntimeOptions
 
+        set_max_pixels(config.vision.max_pixels)  # every image this station reads from a file
         bundle = bundle if bundle is not None else Bundle.load(config.vision.bundle)
         options = RuntimeOptions(threads=config.vision.threads, delegate=config.vision.delegate)
         analyzer = FaceAnalyzer(bundle, options)
