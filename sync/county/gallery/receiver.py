@@ -54,6 +54,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from sync.county.gallery.images import check_decoded_sizes
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
 from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
@@ -307,6 +308,7 @@ class GalleryReceiver:
         record = verified.record
         if record.county != parsed.county:
             raise WireError("county_mismatch", f"record is for county {record.county!r}", record_id=record.record_id)
+        check_decoded_sizes(verified)
         try:
             status = self.store.insert_record(verified, payload, received_at=received_at)
         except RecordConflictError as exc:
