@@ -92,6 +92,9 @@ class CameraConfig:
 @dataclass
 class CaptureConfig:
     stable_seconds: float = 0.5  # all live gates must pass this long before auto-capture fires
+    # A profile view is auto-captured only after the officer has asked the subject to turn and the turned
+    # pose has held this long (the countdown the officer and subject see).
+    profile_hold_seconds: float = 2.0
     max_gap: float = 0.3  # a longer pause between frames restarts the stable window
     override_reason_max: int = 200  # the officer's limit: a policy at most the record's (sync.protocol.record)
 

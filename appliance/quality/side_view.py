@@ -94,6 +94,7 @@ def check_side_view(pose: str, faces: list[Face], params: Mapping[str, float] | 
         fitted = estimate_pose(face.mesh)
         details["fit_rms"] = float(fitted.rms)
         if fitted.rms <= limits["max_fit_rms"]:
+            details.update(pitch=float(fitted.pitch), roll=float(fitted.roll))
             codes = _verdict_from_yaw(pose, float(fitted.yaw), limits) + extra
             return SideViewVerdict(pose, not codes, codes, "mesh yaw", float(fitted.yaw), len(faces), details)
     offset = nose_offset(face)

@@ -35,7 +35,7 @@ class CaptureStation:
 
     def __init__(self, processor: CaptureProcessor, *, station_id: str, store_opener: StoreOpener,
                  camera_spec: str | Mapping[str, Any] | None = None, camera_options: Mapping[str, Any] | None = None,
-                 stable_seconds: float = 0.5, max_gap: float | None = 0.3,
+                 stable_seconds: float = 0.5, max_gap: float | None = 0.3, profile_hold_seconds: float = 2.0,
                  max_reason_chars: int = MAX_REASON_CHARS, camera_factory: CameraFactory = create_camera,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.processor = processor
@@ -44,6 +44,7 @@ class CaptureStation:
         self.camera_spec = camera_spec
         self.camera_options = dict(camera_options or {})
         self.stable_seconds = stable_seconds
+        self.profile_hold_seconds = profile_hold_seconds
         self.max_gap = max_gap
         self.max_reason_chars = max_reason_chars
         self.camera_factory = camera_factory
@@ -92,6 +93,7 @@ class CaptureStation:
         settings: dict[str, Any] = {
             "camera_spec": config.camera.source, "camera_options": config.camera.options,
             "stable_seconds": config.capture.stable_seconds, "max_gap": config.capture.max_gap,
+            "profile_hold_seconds": config.capture.profile_hold_seconds,
             "max_reason_chars": config.capture.override_reason_max,
         }
         settings.update(overrides)
