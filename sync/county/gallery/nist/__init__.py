@@ -87,8 +87,9 @@ the same (the subject's side); its guidance asks the subject to turn to their ri
 Validation issues are ``(record_type, field, message)``; record type 0 means the file as a whole.
 
 Modules: ``codes`` (the code tables), ``model`` (records, issues, errors), ``config`` (:class:`NistConfig`),
-``jpeg`` (the frame header the Type-10 fields must agree with), ``pose`` (POS and SPA), ``builder`` (a wire record as records),
-``codec`` (bytes through ``nistitl``) and ``validate`` (the rule tables). Everything is importable from here.
+``jpeg`` (the frame header the Type-10 fields must agree with), ``pose`` (POS and SPA), ``builder`` (a wire
+record as records), ``codec`` (bytes through ``nistitl``) and ``validate`` (the rule tables). Everything is
+importable from here.
 """
 
 from __future__ import annotations
