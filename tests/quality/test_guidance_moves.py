@@ -14,6 +14,7 @@ measure could not assess: capture again) and `low_quality`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,9 +24,15 @@ import pytest
 
 from appliance.quality import QualityEngine, available_profiles, load_profile
 from appliance.quality.engine import OPPOSITES
+from appliance.quality.profile import GUIDANCE_FILE
 from appliance.vision import landmarks as lm
 from appliance.vision.types import Face
 from tests.quality import synth
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Scene:
 
 Knob = Callable[[np.ndarray, Face, float, Scene], np.ndarray]
 NOT_FROM_A_MEASURE = {"no_face", "not_checked", "low_quality"}
+SIDE_VIEW_CODES = {"turn_for_left_profile", "turn_for_right_profile", "wrong_profile_side"}
 
 
 def _t(face: Face) -> float:
@@ -217,6 +225,9 @@ def test_every_code_a_profile_can_give_has_a_case() -> None:
         for gate in load_profile(name).gates:
             codes |= {c for c in (gate.code_below, gate.code_above) if c}
     assert codes - NOT_FROM_A_MEASURE == {c.code for c in CASES}
+    # Every message in the catalogue is one of these, or a profile view's (test_side_view.py moves those).
+    catalogue = set(tomllib.loads(GUIDANCE_FILE.read_text(encoding="utf-8"))["messages"])
+    assert catalogue == {c.code for c in CASES} | NOT_FROM_A_MEASURE | SIDE_VIEW_CODES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.code for c in CASES])

@@ -85,3 +85,21 @@ def test_keypoints_judge_when_the_mesh_does_not_fit() -> None:
     k[2, 0] -= 0.8 * abs(k[1, 0] - k[0, 0])
     assert check_side_view(LEFT_PROFILE, [face]).passed  # nose far towards the image's left: turned right
     assert check_side_view(RIGHT_PROFILE, [face]).codes == ("wrong_profile_side",)
+
+
+@pytest.mark.parametrize("pose,turn", [(LEFT_PROFILE, 25.0), (RIGHT_PROFILE, -25.0)])
+def test_turning_as_the_message_says_moves_towards_the_profile(pose: str, turn: float, load, face_of, analyzer,
+                                                               engine) -> None:
+    """"Left profile: ask the subject to turn to their right": the real face turned 25 degrees to the
+    subject's right (yaw +) measures further towards the left profile; the mirror for the right."""
+    image = load("meds-aa-S001-01.jpg")
+    before = check_side_view(pose, _analyse(analyzer, image))
+    message = engine.profile.message(before.codes[0])
+    assert ("turn to their right" if turn > 0 else "turn to their left") in message
+    after = check_side_view(pose, _analyse(analyzer, synth.turn_head(image, face_of(image), yaw=turn)))
+    assert after.method == before.method == "mesh yaw"
+    assert (after.yaw - before.yaw) * turn > 10 * abs(turn) / 25  # at least 10 degrees the asked way
+    # Turned the wrong way round (the right-profile turn for a left profile) is called out as such.
+    wrong = check_side_view(pose, [_turned_template(-turn * 3)])
+    assert wrong.codes == ("wrong_profile_side",)
+    assert "other side" in engine.profile.message("wrong_profile_side")
