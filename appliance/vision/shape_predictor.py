@@ -1,0 +1,118 @@
+"""dlib's 5-point shape predictor (an ensemble of regression trees), run in numpy from the bundle's arrays.
+
+Why: dlib's face descriptor is only comparable with templates other dlib users hold if the chip is cut
+from the same five landmarks dlib's own predictor finds. FaceMesh's eye corners sit a few pixels from
+dlib's, enough to move a template 0.1 (a sixth of the 0.6 decision margin), so the template path uses
+this predictor; FaceMesh stays for the quality measures.
+
+The evaluation follows dlib's `shape_predictor::operator()` step for step so the points agree to the pixel:
+
+- the shape lives in the detection box's unit square (box corners (0, 0) and (1, 1), dlib's inclusive
+  `rectangle` convention: the right/bottom coordinate is the last pixel inside);
+- it starts as the mean shape; each cascade level reads its feature pixels at anchor-relative offsets,
+  turned by the similarity transform from the mean shape to the current shape, rounded to the nearest
+  pixel, grey value (r + g + b) // 3 and 0 outside the image;
+- every tree of the level descends by "feature a - feature b > threshold" (left child 2i+1, else 2i+2)
+  and the leaf's shape delta is added;
+- the final points are mapped into the image and rounded to whole pixels, as dlib returns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from appliance.vision.align import similarity_transform
+
+FORMAT_VERSION = 1
+_ARRAYS = ("initial_shape", "split_idx", "split_thresh", "leaf_values", "anchor_idx", "deltas")
+
+
+class ShapePredictorError(ValueError):
+    """The predictor file is not a usable shape predictor (wrong version, missing or inconsistent arrays)."""
+
+
+@dataclass(frozen=True)
+class ShapePredictor:
+    initial_shape: np.ndarray  # (P, 2) float32
+    split_idx: np.ndarray  # (C, T, S, 2) int
+    split_thresh: np.ndarray  # (C, T, S) float32
+    leaf_values: np.ndarray  # (C, T, S + 1, P, 2) float32
+    anchor_idx: np.ndarray  # (C, F) int
+    deltas: np.ndarray  # (C, F, 2) float32
+
+    @classmethod
+    def load(cls, path: Path | str) -> ShapePredictor:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                version = int(data["format_version"]) if "format_version" in data else None
+                missing = [k for k in _ARRAYS if k not in data]
+                if version != FORMAT_VERSION or missing:
+                    raise ShapePredictorError(
+                        f"{path}: not a shape predictor file of format {FORMAT_VERSION} "
+                        f"(format {version}, missing {missing or 'nothing'})"
+                    )
+                arrays = {k: data[k] for k in _ARRAYS}
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ShapePredictorError):
+                raise
+            raise ShapePredictorError(f"{path}: cannot read the shape predictor: {exc}") from exc
+        predictor = cls(**arrays)
+        predictor._check()
+        return predictor
+
+    def _check(self) -> None:
+        c, t, s, _ = self.split_idx.shape
+        p = self.initial_shape.shape[0]
+        f = self.anchor_idx.shape[1]
+        consistent = (
+            self.split_thresh.shape == (c, t, s)
+            and self.leaf_values.shape == (c, t, s + 1, p, 2)
+            and self.anchor_idx.shape == (c, f)
+            and self.deltas.shape == (c, f, 2)
+            and int(self.split_idx.max()) < f
+            and int(self.anchor_idx.max()) < p
+        )
+        if not consistent:
+            raise ShapePredictorError("shape predictor arrays have inconsistent shapes or indices")
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.initial_shape.shape[0])
+
+    def __call__(self, image_rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """(P, 2) landmark pixels (whole numbers, as floats) for the face in dlib rectangle `box`
+        = (left, top, right, bottom), right and bottom inclusive."""
+        left, top, right, bottom = (float(v) for v in box)
+        h, w = image_rgb.shape[:2]
+        origin = np.array([left, top])
+        extent = np.array([right - left, bottom - top])
+        shape = self.initial_shape.astype(np.float32).copy()
+        trees = np.arange(self.split_idx.shape[1])
+        depth = int(np.log2(self.leaf_values.shape[2]))
+        for level in range(self.split_idx.shape[0]):
+            rot = similarity_transform(self.initial_shape, shape)[:, :2].astype(np.float32)
+            unit = self.deltas[level] @ rot.T + shape[self.anchor_idx[level]]
+            pix = np.floor(unit.astype(np.float64) * extent + origin + 0.5).astype(np.int64)
+            inside = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
+            feats = np.zeros(len(pix), np.float32)
+            feats[inside] = _grey(image_rgb[pix[inside, 1], pix[inside, 0]])
+            node = np.zeros(len(trees), np.int64)
+            idx, thresh = self.split_idx[level], self.split_thresh[level]
+            for _ in range(depth):
+                a, b = idx[trees, node, 0], idx[trees, node, 1]
+                node = 2 * node + np.where(feats[a] - feats[b] > thresh[trees, node], 1, 2)
+            leaves = node - idx.shape[1]
+            # dlib adds the trees' deltas one by one in float32; summing in float64 then rounding once
+            # stays within a float32 step of that.
+            shape = (shape + self.leaf_values[level, trees, leaves].astype(np.float64).sum(axis=0)).astype(np.float32)
+        return np.floor(shape.astype(np.float64) * extent + origin + 0.5)
+
+
+def _grey(pixels: np.ndarray) -> np.ndarray:
+    """dlib's grey value of RGB pixels (N, 3): the integer mean of the three channels."""
+    if pixels.ndim == 1:
+        return pixels
+    return pixels.astype(np.uint16).sum(axis=-1) // 3
