@@ -27,7 +27,6 @@ from appliance.vision.align import DLIB_FIVE_POINT_TEMPLATE, similarity_transfor
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 _DOWN_OFFSET = np.array([1.25, 0.75])  # pyramid_down<2>::point_down(p) = p / 2 - this
-_KERNEL = np.array([1, 4, 6, 4, 1], dtype=np.int64)
 
 Rect = tuple[float, float, float, float]  # left, top, right, bottom (inclusive, dlib's drectangle)
 
@@ -47,10 +46,15 @@ def pyramid_down(image: np.ndarray) -> np.ndarray:
     oh, ow = (h - 3) // 2, (w - 3) // 2
     if oh < 1 or ow < 1:
         raise ValueError(f"image of {w}x{h} pixels is too small for a pyramid level")
-    src = image.astype(np.int64)
-    rows = sum(k * src[:, b : b + 2 * ow : 2] for b, k in enumerate(_KERNEL))
-    out = sum(k * rows[a : a + 2 * oh : 2] for a, k in enumerate(_KERNEL))
-    return (out // 256).astype(np.uint8)
+    # uint16 holds every partial sum: 16 * 255 after the rows, 16 * 16 * 255 = 65280 after the columns.
+    src = image[: 2 * oh + 3].astype(np.uint16)
+    rows = src[:, 0 : 2 * ow : 2] + src[:, 4 : 4 + 2 * ow : 2]
+    rows += 4 * (src[:, 1 : 1 + 2 * ow : 2] + src[:, 3 : 3 + 2 * ow : 2])
+    rows += 6 * src[:, 2 : 2 + 2 * ow : 2]
+    out = rows[0 : 2 * oh : 2] + rows[4 : 4 + 2 * oh : 2]
+    out += 4 * (rows[1 : 1 + 2 * oh : 2] + rows[3 : 3 + 2 * oh : 2])
+    out += 6 * rows[2 : 2 + 2 * oh : 2]
+    return (out >> 8).astype(np.uint8)
 
 
 def chip_details(points5: np.ndarray, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> tuple[Rect, float]:

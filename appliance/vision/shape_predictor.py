@@ -28,6 +28,7 @@ the variants we tried (raw BlazeFace box, a fitted offset, more refinements).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,18 @@ class ShapePredictor:
     def num_parts(self) -> int:
         return int(self.initial_shape.shape[0])
 
+    @cached_property
+    def _flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per level: split pixels a, b and thresholds as (C, T*S), leaf deltas as (C, T*L, P*2), so a
+        whole level's trees index one flat array (several times faster than multi-axis indexing)."""
+        c, t, s, _ = self.split_idx.shape
+        return (
+            np.ascontiguousarray(self.split_idx[..., 0].reshape(c, t * s)),
+            np.ascontiguousarray(self.split_idx[..., 1].reshape(c, t * s)),
+            np.ascontiguousarray(self.split_thresh.reshape(c, t * s)),
+            np.ascontiguousarray(self.leaf_values.reshape(c, t * (s + 1), -1)),
+        )
+
     def __call__(self, image_rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """(P, 2) landmark pixels (whole numbers, as floats) for the face in dlib rectangle `box`
         = (left, top, right, bottom), right and bottom inclusive."""
@@ -102,25 +115,28 @@ class ShapePredictor:
         origin = np.array([left, top])
         extent = np.array([right - left, bottom - top])
         shape = self.initial_shape.astype(np.float32).copy()
-        trees = np.arange(self.split_idx.shape[1])
-        depth = int(np.log2(self.leaf_values.shape[2]))
-        for level in range(self.split_idx.shape[0]):
+        split_a, split_b, thresh, leaves_flat = self._flat
+        levels, n_trees, n_splits = self.split_thresh.shape
+        first_split = np.arange(n_trees) * n_splits
+        first_leaf = np.arange(n_trees) * (n_splits + 1)
+        depth = int(np.log2(n_splits + 1))
+        for level in range(levels):
             rot = similarity_transform(self.initial_shape, shape)[:, :2].astype(np.float32)
             unit = self.deltas[level] @ rot.T + shape[self.anchor_idx[level]]
             pix = np.floor(unit.astype(np.float64) * extent + origin + 0.5).astype(np.int64)
             inside = (pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)
             feats = np.zeros(len(pix), np.float32)
             feats[inside] = _grey(image_rgb[pix[inside, 1], pix[inside, 0]])
-            node = np.zeros(len(trees), np.int64)
-            idx, thresh = self.split_idx[level], self.split_thresh[level]
+            node = np.zeros(n_trees, np.int64)
             for _ in range(depth):
-                a, b = idx[trees, node, 0], idx[trees, node, 1]
-                node = 2 * node + np.where(feats[a] - feats[b] > thresh[trees, node], 1, 2)
-            leaves = node - idx.shape[1]
+                at = first_split + node
+                go_left = feats[split_a[level, at]] - feats[split_b[level, at]] > thresh[level, at]
+                node = 2 * node + np.where(go_left, 1, 2)
+            leaf = first_leaf + node - n_splits
             # dlib adds the trees' deltas one by one in float32; a float32 cumulative sum does the same
             # additions in the same order (a pairwise sum would move points across rounding boundaries).
-            steps = np.concatenate([shape[None], self.leaf_values[level, trees, leaves]])
-            shape = np.cumsum(steps, axis=0, dtype=np.float32)[-1]
+            steps = np.concatenate([shape.reshape(1, -1), leaves_flat[level, leaf]])
+            shape = np.cumsum(steps, axis=0, dtype=np.float32)[-1].reshape(-1, 2)
         return np.floor(shape.astype(np.float64) * extent + origin + 0.5)
 
 
