@@ -87,20 +87,24 @@ def _bounding_box(r: Rect, angle: float, grow: float, h: int, w: int) -> tuple[i
 
 
 def _bilinear(source: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
-    grid = np.stack(np.meshgrid(np.arange(size, dtype=float), np.arange(size, dtype=float)), axis=-1)
-    pos = grid @ affine[:, :2].T + affine[:, 2]
-    x, y = pos[..., 0], pos[..., 1]
+    cols = np.arange(size, dtype=np.float64)[None, :]
+    rows = np.arange(size, dtype=np.float64)[:, None]
+    x = affine[0, 0] * cols + (affine[0, 1] * rows + affine[0, 2])
+    y = affine[1, 0] * cols + (affine[1, 1] * rows + affine[1, 2])
     left, top = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
     h, w = source.shape[:2]
     ok = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
     out = np.zeros((size, size, source.shape[2]), np.uint8)
     li, ti = left[ok], top[ok]
-    fx, fy = (x[ok] - li)[:, None], (y[ok] - ti)[:, None]
-    img = source.astype(np.float64)
-    value = (1 - fy) * ((1 - fx) * img[ti, li] + fx * img[ti, li + 1]) + fy * (
-        (1 - fx) * img[ti + 1, li] + fx * img[ti + 1, li + 1]
-    )
-    out[ok] = np.clip(value, 0, 255).astype(np.uint8)
+    fx, fy = x[ok] - li, y[ok] - ti
+    gx, gy = 1 - fx, 1 - fy
+
+    def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return source[rows, cols].T.astype(np.float64)  # (channels, n): contiguous along the pixels
+
+    top_row = gx * corner(ti, li) + fx * corner(ti, li + 1)
+    bottom_row = gx * corner(ti + 1, li) + fx * corner(ti + 1, li + 1)
+    out[ok] = np.clip(gy * top_row + fy * bottom_row, 0, 255).astype(np.uint8).T
     return out
 
 
