@@ -46,7 +46,7 @@ class FaissSettings:
 
     folder: Path
     ivf_threshold: int = 200_000
-    nprobe: int = 32
+    nprobe: int = 64
     rerank: int = 64
     save_interval: float = 30.0
     threads: int = 1  # for queries; 0: FAISS's default (every core). Training always uses every core.

@@ -6,12 +6,14 @@
     engine = "faiss"            # or "pgvector"
     folder = "/var/lib/booking-gallery/search"   # faiss: the index file's folder (default: beside the
                                                   # SQLite gallery, else /var/lib/booking-gallery/search)
-    nprobe = 32                 # faiss: inverted lists scanned per query, once the gallery is large
+    nprobe = 64                 # faiss: inverted lists scanned per query, once the gallery is large
     ivf_threshold = 200000      # faiss: templates from which the inverted file replaces exact search
     url = "postgresql://..."    # pgvector: the database (default: the gallery's, when it is PostgreSQL)
     ef_search = 100             # pgvector HNSW: candidates kept while walking the graph
 
-Defaults come from the measurements in ``tests/bench/search.py`` (``make bench``).
+Defaults come from ``make bench-scale`` (1 M templates from the fitted generator, 4,000 lists, one query at
+a time on a loaded 2-core machine): nprobe 32 found the mate in the top 10 for 99.4% of probes against
+exact search's 100% (p50 1.1 ms); nprobe 64 for 99.8%, within the 0.5% the county asked for.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class SearchSettings:
     # faiss
     folder: Path | None = None
     ivf_threshold: int = 200_000
-    nprobe: int = 32
+    nprobe: int = 64
     rerank: int = 64
     save_interval: float = 30.0
     threads: int = 1  # faiss: threads per query (0: every core)
