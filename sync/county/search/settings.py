@@ -41,7 +41,7 @@ class SearchSettings:
     ivf_threshold: int = 200_000
     nprobe: int = 64
     rerank: int = 64
-    save_interval: float = 30.0
+    save_interval: float = 300.0
     threads: int = 1  # faiss: threads per query (0: every core)
     # pgvector
     url: str | None = None
