@@ -15,8 +15,8 @@ it was trained (the lists would otherwise grow long and slow).
 Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
 watermark and the id list inside it, so the three can never disagree. Saving a large index costs
 seconds (1 M templates: a 0.5 GB file, 8 s on a busy 2-core machine), so :meth:`FaissEngine.checkpoint`
-saves at most every ``save_interval`` seconds (and on ``force``/close); after a crash the index reloads its last save and the caller catches up from the
-store from that watermark.
+saves at most every ``save_interval`` seconds (and on ``force``/close); after a crash the index reloads
+its last save and the caller catches up from the store from that watermark.
 """
 
 from __future__ import annotations
