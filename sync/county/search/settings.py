@@ -13,7 +13,7 @@
 
 Defaults come from ``make bench-scale`` (1 M templates from the fitted generator, 4,000 lists, one query at
 a time on a loaded 2-core machine): nprobe 32 found the mate in the top 10 for 99.4% of probes against
-exact search's 100% (p50 1.1 ms); nprobe 64 for 99.8%, within the 0.5% the county asked for.
+exact search's 100% (p50 0.8-1.1 ms); nprobe 64 for 99.8% (p50 1.4 ms), within the 0.5% asked for.
 """
 
 from __future__ import annotations
