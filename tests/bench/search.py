@@ -133,8 +133,8 @@ def bench_faiss(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: 
     gc.collect()
     before = rss_mib()
     t0 = time.perf_counter()
-    ivf = n >= 200_000
-    engine = FaissEngine(FaissSettings(folder, ivf_threshold=200_000 if ivf else 10**12, threads=threads))
+    engine = FaissEngine(FaissSettings(folder, threads=threads))
+    ivf = n >= engine.settings.ivf_threshold
     if ivf:
         # train on 64 templates per list (FAISS's advice is 39-256), drawn from the first chunks
         first = np.concatenate([v for _, (_, v) in zip(range(3), gallery.chunks(), strict=False)])
@@ -227,7 +227,7 @@ def _generator_row(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, thre
                   f"{spread(real_g)}, impostor {spread(real_i)} (median, 5th-95th percentile)")
 
 
-def measure(n: int, threads: int, *, nprobes: tuple[int, ...] = (8, 32, 128), pgvector: bool = True,
+def measure(n: int, threads: int, *, nprobes: tuple[int, ...] = (32, 64, 128), pgvector: bool = True,
             ef_searches: tuple[int, ...] = (40, 100), probes_count: int = PROBES) -> list[Result]:
     import faiss
 

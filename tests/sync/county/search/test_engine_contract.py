@@ -12,7 +12,7 @@ import pytest
 from sync.county.search.engine import SearchEngine, SearchEngineError
 from sync.county.search.faiss_engine import FaissEngine, FaissSettings
 
-N = 3000
+N = 1200
 
 
 def _open(kind: str, tmp_path: Path, request: pytest.FixtureRequest, schema: str) -> SearchEngine:
@@ -91,13 +91,13 @@ def test_add_is_idempotent_and_remove_forgets(engine: tuple[SearchEngine, object
 
 def test_watermark_and_contents_survive_reopening(engine: tuple[SearchEngine, object]) -> None:
     e, reopen = engine
-    vecs = _gallery(2)[:1500]
-    e.add(np.arange(1, 1501), vecs)
+    vecs = _gallery(2)[:1100]
+    e.add(np.arange(1, 1101), vecs)
     assert e.watermark == 0
-    e.checkpoint(1500, force=True)
+    e.checkpoint(1100, force=True)
     e.close()
     again = reopen()  # type: ignore[operator]
-    assert again.watermark == 1500 and again.count() == 1500
+    assert again.watermark == 1100 and again.count() == 1100
     assert again.search(vecs[42], 1)[0].id == 43
     again.clear()
     assert again.count() == 0 and again.watermark == 0 and again.search(vecs[0], 5) == []
@@ -139,7 +139,7 @@ def test_pgvector_ivfflat_after_a_bulk_load(pg_uri: str) -> None:
         vecs = _gallery(4)
         e.bulk_load(np.arange(1, N + 1), vecs)
         assert e.count() == N
-        assert [e.search(vecs[i], 1)[0].id for i in (0, 100, 2999)] == [1, 101, 3000]
+        assert [e.search(vecs[i], 1)[0].id for i in (0, 100, N - 1)] == [1, 101, N]
     finally:
         e.drop()
         e.close()
