@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from sync import __version__
 from sync.county.console import api, pages
-from sync.county.console.auth import AuthError, Authenticator
+from sync.county.console.auth import Authenticator, AuthError
 from sync.county.console.http import BadForm, BodyTooLarge, Console, GuardMiddleware
 from sync.county.console.service import ConsoleService, ServiceError
 

@@ -150,8 +150,9 @@ def search_form(request: Request, record_id: str | None = None, reason: str = ""
     probe = (f'<input type="hidden" name="record_id" value="{e(record_id)}">' if record_id else
              '<label>Photo to search with<input type="file" name="image" accept="image/jpeg,image/png" required>'
              '</label>')
-    return (f'<form method="post" action="/search" enctype="multipart/form-data" class="card search">{csrf_field(request)}'
-            f'{probe}<label>Reason or case number (required, recorded in the audit log)<input name="reason" '
+    return ('<form method="post" action="/search" enctype="multipart/form-data" class="card search">'
+            f'{csrf_field(request)}{probe}<label>Reason or case number (required, recorded in the audit log)'
+            '<input name="reason" '
             f'required minlength="{REASON_MIN}" maxlength="200" value="{e(reason)}"></label>'
             '<label>Candidates<input name="top" type="number" min="1" max="100" value="10"></label>'
             f'<button type="submit">{"Search with this face" if record_id else "Search"}</button></form>')

@@ -26,7 +26,8 @@ def quality_words(quality: dict[str, Any]) -> str:
     profile = report.get("profile") or quality.get("profile") or "the county profile"
     if report.get("passed"):
         return f"Passed every check of {profile}."
-    messages = [g.get("message") for g in report.get("guidance", []) if isinstance(g, dict) and g.get("message")]
+    messages = [str(g["message"]).strip().rstrip(".") for g in report.get("guidance", [])
+                if isinstance(g, dict) and g.get("message")]
     failed = "; ".join(dict.fromkeys(messages)) or "one or more checks did not pass"
     return f"Did not pass {profile}: {failed}."
 

@@ -109,8 +109,9 @@ def gallery(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Gall
     assert len(chosen) == IDENTITIES, f"the shared data has too few people with two photos: {chosen}"
     db, accounts = folder / "gallery.db", folder / "console-accounts.db"
     config = folder / "county.toml"
-    config.write_text(f'[gallery]\ndb = "{db.name}"\n[search]\nengine = "faiss"\nfolder = "idx"\n'
-                      f'[console]\ncounty = "Test County"\naccounts = "{accounts.name}"\nmax_upload_mb = 1\n', encoding="utf-8")
+    config.write_text(f'[gallery]\ndb = "{db}"\n[search]\nengine = "faiss"\nfolder = "idx"\n'
+                      f'[console]\ncounty = "Test County"\naccounts = "{accounts.name}"\nmax_upload_mb = 1\n',
+                      encoding="utf-8")
     ca = CountyCA.init(folder / "ca", "king")
     manifest = folder / "legacy.csv"
     with manifest.open("w", newline="", encoding="utf-8") as fh:

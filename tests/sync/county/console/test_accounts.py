@@ -37,9 +37,10 @@ def test_pin_rules_single_use_code_and_sealed_secret(tmp_path: Path) -> None:
     assert secret.secret.encode() not in raw  # sealed, not stored in clear
     assert (tmp_path / "acc.db").stat().st_mode & 0o077 == 0
     assert (tmp_path / "acc.db.key").stat().st_mode & 0o077 == 0
-    for _ in range(5):
-        attempt = store.verify("u1", "00000000", "000000")
-    assert attempt.just_locked and store.get("u1").locked(clock[0])
+    attempts = [store.verify("u1", "00000000", "000000") for _ in range(4)]  # the reused code was failure 1
+    assert [a.failures for a in attempts] == [2, 3, 4, 5] and attempts[-1].just_locked
+    assert store.get("u1").locked(clock[0])
+    assert store.verify("u1", "24681357", pyotp.TOTP(secret.secret).at(NOW + timedelta(seconds=30))).verdict == "locked"
     clock[0] = NOW + timedelta(minutes=11)  # the lock runs out
     assert store.verify("u1", "24681357", pyotp.TOTP(secret.secret).at(clock[0])).verdict == "ok"
     store.close()
