@@ -176,9 +176,9 @@ def record_page(record_id: str, request: Request) -> HTMLResponse:
         + (f'<p class="override">{e(c["override_words"])}</p>' if c["override_words"] else "")
         + "</figcaption></figure>" for c in rec["captures"])
     history = "".join(f'<li><span class="when">{when(h["at"])}</span> {e(h["text"])}</li>' for h in rec["history"])
-    body = (f'<dl class="facts">{facts}</dl><h2>Photos</h2><div class="captures">{photos}</div>'
-            f'<h2>Delivery history</h2><ul class="history">{history}</ul>'
-            f'<h2>Search the gallery with this face</h2>{search_form(request, record_id)}')
+    body = (f'<div class="record"><section><dl class="facts">{facts}</dl><h2>Delivery history</h2>'
+            f'<ul class="history">{history}</ul></section><section><div class="captures">{photos}</div>'
+            f'<h2>Search the gallery with this face</h2>{search_form(request, record_id)}</section></div>')
     return layout(request, f"Booking {rec['booking_number']}", body, session, active="/records")
 
 

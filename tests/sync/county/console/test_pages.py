@@ -111,8 +111,8 @@ def test_console_pages(page: Any, server: Server, gallery: Gallery, analyst: Use
     page.wait_for_selector(".grid .candidate")
     first = page.locator(".grid .candidate").first
     assert gallery.booked[identity][0] in first.inner_text()
-    distance = float(re.search(r"distance ([0-9.]+)", first.inner_text()).group(1))  # type: ignore[union-attr]
-    assert distance < 0.6
+    distances = [float(d) for d in re.findall(r"distance ([0-9.]+)", page.locator(".grid").inner_text())]
+    assert len(distances) == 7 and distances == sorted(distances)  # the whole gallery, nearest first
     page.wait_for_function("() => [...document.querySelectorAll('.candidate img')].every(i => i.complete)")
     assert all(w > 0 for w in images_loaded(page, ".candidate img"))
     shoot(page, "results", [".grid .candidate"])
