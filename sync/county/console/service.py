@@ -25,6 +25,7 @@ from sync.county.console.words import capture_words
 from sync.county.gallery.export import ExportError, already_exported, load_record
 from sync.county.gallery.fleet import fleet_report
 from sync.county.gallery.store import GalleryRecord, GalleryStore, open_store
+from sync.county.intake import IMPORT_STATION
 from sync.county.search.engine import SearchEngineError
 from sync.county.search.index import POSE, open_index
 from sync.county.search.settings import SearchSettings
@@ -208,10 +209,11 @@ class ConsoleService:
 
     # -- fleet and audit
     def fleet(self) -> list[dict[str, Any]]:
-        """``booking-gallery fleet --json`` rows plus ``disk``: the station's disk alarms in words (the
-        status body carries alarms, not free space), or its ``disk`` object when a station sends one."""
+        """``booking-gallery fleet --json`` rows (less the import pseudo-station, which never reports) plus
+        ``disk``: the station's disk alarms in words (the status body carries alarms, not free space), or its
+        ``disk`` object when a station sends one."""
         with self.store() as store:
-            rows = [h.as_dict() for h in fleet_report(store)]
+            rows = [h.as_dict() for h in fleet_report(store) if h.station != IMPORT_STATION]
             bodies = {s.station: s.body for s in store.list_station_status()}
         for row in rows:
             body = bodies.get(row["station"])

@@ -96,6 +96,10 @@ def _station_record(db: Path) -> str:
     with SQLiteStore(db) as store:
         store.register_device(STATION, "king", raw)
         store.insert_record(wire.verify_record(payload, lambda kid: key.public_key()), payload)
+        store.put_station_status(STATION, "king", {
+            "v": 1, "state": "online", "county": "king", "station": STATION, "software": "booking-station 0.9.1",
+            "at": "2026-03-01T14:31:00+00:00", "queue": {"pending": 2, "delivered": 40, "rejected": 0},
+            "in_flight": 1, "oldest_pending_age_s": 12.5, "last_ack_at": None, "alarms": ["disk_low"]})
     return rec.record_id
 
 
