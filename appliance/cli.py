@@ -24,7 +24,7 @@ from appliance.cli_support import (
     with_flags,
 )
 from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
-from appliance.imageio import ImageError, read_image
+from appliance.imageio import ImageError, read_image, set_max_pixels
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing
 from sync.protocol.files import write_file_atomic
@@ -87,6 +87,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         ctx.obj = {"config": load_config(config_path)}
     except StationConfigError as exc:
         fail(str(exc))
+    set_max_pixels(ctx.obj["config"].vision.max_pixels)
 
 
 def _open_engine(ctx: click.Context, vision: Vision, standard: str, standards_dir: Path | None):

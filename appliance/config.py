@@ -97,6 +97,9 @@ class VisionConfig(ConfigSection):
     embedding: Literal["float32", "float16"] | None = None
     detector_min_score_short: float = Field(0.5, ge=0, le=1)
     detector_min_score_full: float = Field(0.6, ge=0, le=1)
+    # Largest picture (width x height) read from a file, refused from its header before decoding; the
+    # device profile may lower it (appliance.imageio).
+    max_pixels: int = Field(40_000_000, ge=1)
 
     def runtime_options(self) -> RuntimeOptions:
         """How every model of the bundle is run on this device (threads, delegate and its options)."""
@@ -130,6 +133,9 @@ class CaptureConfig(ConfigSection):
 
     stable_seconds: float = Field(0.5, ge=0)  # all live gates must pass this long before auto-capture fires
     max_gap: float = Field(0.3, gt=0)  # a longer pause between frames restarts the stable window
+    # A profile view is auto-captured only after the officer has asked the subject to turn and the turned
+    # pose has held this long (the countdown the officer and subject see).
+    profile_hold_seconds: float = Field(2.0, ge=0)
     # The officer's limit: a policy at most the record's (sync.protocol.record).
     override_reason_max: int = Field(200, ge=1, le=OVERRIDE_REASON.max_len)
 
@@ -268,6 +274,8 @@ def profile_layer(name: str) -> dict[str, dict]:
     except DeviceProfileError as exc:
         raise StationConfigError(f"[station] device_profile: {exc}") from exc
     vision: dict[str, Any] = {"threads": profile.vision.threads, "embedding": profile.vision.embedding}
+    if profile.vision.max_pixels is not None:
+        vision["max_pixels"] = profile.vision.max_pixels
     if profile.vision.delegate:
         vision["delegate"] = profile.vision.delegate
     if profile.vision.delegate_options:

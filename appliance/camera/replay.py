@@ -29,6 +29,7 @@ from appliance.camera.base import (
     parse_positive,
     parse_size,
 )
+from appliance.imageio import ImageError, check_file
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -125,10 +126,18 @@ class ReplayCamera(Camera):
 
     def _first_readable_size(self) -> tuple[int, int]:
         """Size of the first image that decodes: the resolution to report before the first frame."""
+        refused = None
         for file in self._files:
+            try:
+                check_file(file)
+            except ImageError as exc:
+                refused = exc
+                continue
             image = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if image is not None:
                 return int(image.shape[1]), int(image.shape[0])
+        if refused is not None and len(self._files) == 1:
+            raise CameraError(f"replay source: {refused}")
         raise CameraError(f"replay source {self.path}: none of its {len(self._files)} image(s) can be decoded")
 
     def _open_video(self) -> cv2.VideoCapture:
@@ -159,6 +168,10 @@ class ReplayCamera(Camera):
             self._index = 0
         file = self._files[self._index]
         self._index += 1
+        try:
+            check_file(file)  # the header's size, before OpenCV decodes a picture too large for the device
+        except ImageError as exc:
+            raise FrameUnreadable(f"replay: {exc}; frame skipped") from None
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             raise FrameUnreadable(f"replay: image {file} cannot be read or decoded (corrupt?); frame skipped")

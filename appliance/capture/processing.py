@@ -6,9 +6,11 @@ everything the record keeps for that pose:
 
 * frontal: the full quality report of the station's profile, the standardized crop (profile geometry,
   JPEG, EXIF stripped) and the face template with the embedding model's name;
-* left/right profile: the frame cut to the subject (a generous box around the detected face), or the
-  whole frame when no face is found there, which the report then says; plus the quality report, kept
-  for information (the frontal profile's gates do not apply to a profile view, see `LiveAnalysis`);
+* left/right profile: the profile check (`appliance.quality.side_view`: no near-frontal face, turned the
+  pose's way, one head), which gates the view like any gate (failing it needs an override reason); the
+  frame cut to the subject (a generous box around the detected face), or the whole frame when no face
+  is found there, which the report then says; plus the quality report, kept for information (the
+  frontal profile's gates do not apply to a profile view);
 * smt (scars, marks, tattoos): the frame as taken.
 
 Everything here is synchronous and not thread-safe (TFLite interpreters are not): the session holds the
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from appliance.capture.images import encode_jpeg, sharpness, subject_box
+from appliance.quality.side_view import SideViewVerdict, check_side_view
 from appliance.vision.embedder import Embedder
 from appliance.vision.pipeline import FaceAnalyzer
 from appliance.vision.types import Face
@@ -72,10 +75,9 @@ def hints(items: Iterable[Any]) -> tuple[Hint, ...]:
 class LiveAnalysis:
     """What the preview needs about one frame: the verdict of the live gates, for the pose being taken.
 
-    For the frontal view it is the profile's live gates. Profile views and SMT have no gates in the
-    standard's frontal sense (a profile view fails every frontal pose gate by design), so for them
-    `passed` means "a usable frame" and `score` is the frame's sharpness, which is what picks the best
-    frame of an auto-capture window.
+    For the frontal view it is the profile's live gates. A profile view fails every frontal pose gate by
+    design, so it has its own check instead (`appliance.quality.side_view`); for it and for SMT `score` is
+    the frame's sharpness, which is what picks the best frame of an auto-capture window.
     """
 
     passed: bool
@@ -149,11 +151,15 @@ class CaptureProcessor:
             face = getattr(result, "face", None)
             box = None if face is None else tuple(float(v) for v in face.box)
             return LiveAnalysis(bool(result.passed), live_score(result), hints(result.guidance), box, size)
-        box = None
         if pose in SIDE_VIEW_POSES:
-            faces = self.analyzer.analyze(image, landmarks=False, iris=False, max_faces=1)
+            faces = self.analyzer.analyze(image, landmarks=True, iris=False)
+            verdict = check_side_view(pose, faces)
             box = tuple(float(v) for v in faces[0].box) if faces else None
-        return LiveAnalysis(True, sharpness(image), (), box, size)
+            return LiveAnalysis(verdict.passed, sharpness(image), self._side_hints(verdict), box, size)
+        return LiveAnalysis(True, sharpness(image), (), None, size)
+
+    def _side_hints(self, verdict: SideViewVerdict) -> tuple[Hint, ...]:
+        return tuple(Hint(code, self.profile.message(code)) for code in verdict.codes)
 
     # --- the chosen frame ---------------------------------------------------------------------------
 
@@ -242,10 +248,15 @@ class CaptureProcessor:
                    sequence: int | None) -> ProcessedCapture:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        faces = self.analyzer.analyze(image, landmarks=False, iris=False, max_faces=1)
+        faces = self.analyzer.analyze(image, landmarks=True, iris=False)
+        verdict = check_side_view(pose, faces)
+        timings["side_view"] = _ms(t0)
         size = (int(image.shape[1]), int(image.shape[0]))
         notes: list[str] = []
-        quality: dict[str, Any] = {"pose": pose, "gated": False, "source_size": list(size)}
+        quality: dict[str, Any] = {"pose": pose, "gated": True, "source_size": list(size),
+                                   "side_view": verdict.to_json()}
+        if verdict.method == "no face found":
+            notes.append("the head turn could not be measured (no face found): check the profile by eye")
         if faces:
             x0, y0, x1, y1 = subject_box(faces[0].box, size)
             crop = image[y0:y1, x0:x1]
@@ -263,8 +274,9 @@ class CaptureProcessor:
         if notes:
             quality["notes"] = list(notes)
         encoded = encode_jpeg(np.ascontiguousarray(crop))
-        return ProcessedCapture(pose, encoded.jpeg, encoded.width, encoded.height, True, (), quality, None, None,
-                                mode, captured_at, sequence, tuple(notes), timings)
+        return ProcessedCapture(pose, encoded.jpeg, encoded.width, encoded.height, verdict.passed,
+                                self._side_hints(verdict), quality, None, None, mode, captured_at, sequence,
+                                tuple(notes), timings)
 
 
 def ungated(report: dict[str, Any]) -> dict[str, Any]:

@@ -557,8 +557,17 @@ def review_json(review: CaptureReview) -> dict[str, Any]:
     out = review.to_json()
     out["label"] = POSE_WORDS.get(review.pose, review.pose)
     out["checks"] = check_words(review.quality)
+    side = review.quality.get("side_view") if isinstance(review.quality, dict) else None
     if review.pose == "frontal":
         out["verdict"] = "Meets the standard" if review.passed else "Does not meet the standard"
+    elif isinstance(side, dict):
+        turned = side.get("method") != "no face found"
+        out["checks"] = [{"measure": "side_view", "label": "Head turned for this profile",
+                          "passed": bool(side.get("passed")), "not_assessed": not turned, "reason": None}]
+        if not side.get("passed"):
+            out["verdict"] = "Not a profile view turned the right way"
+        else:
+            out["verdict"] = "A profile view" if turned else "Head turn not measurable: check the profile by eye"
     else:
         out["verdict"] = "No quality gates for this view: check it by eye"
     return out

@@ -11,7 +11,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-MODULES = ("vision", "quality", "store", "sync", "search", "intake", "booking_check")
+MODULES = ("vision", "quality", "store", "sync", "search", "intake", "booking_check", "inputs")
 
 
 def machine() -> str:

@@ -185,16 +185,23 @@ def test_auto_captured_booking_is_stored_standardized_with_template_and_decrypts
     assert review.needs_override is (not review.passed)
     accept(session)
 
-    # Left profile: a real face photo is cut to the subject; right profile: no face, kept whole and said so.
+    # Left profile: the sample set has no real profile, so a frontal photo stands in: auto-capture never
+    # takes it (it is no profile), the officer captures it by hand and keeps it only with a reason; it is
+    # cut to the subject. Right profile: no face, kept whole and said so.
     left_source = faces_dir / "deepface" / "img13.jpg"
     open_replay(session, left_source, clock)
     session.select_pose("left_profile")
-    run_until_review(session)
-    left = session.review()
-    assert left is not None and left.passed and left.quality["subject_crop"] is not None
+    for _ in range(30):
+        status = session.step()
+        assert status.phase is Phase.LIVE and not status.ready
+    assert [g.code for g in status.guidance] == ["turn_for_left_profile"]
+    left = session.capture()
+    assert left is not None and not left.passed and left.needs_override
+    assert left.quality["side_view"]["method"] == "mesh yaw" and abs(left.quality["side_view"]["yaw"]) < 45
+    assert left.quality["subject_crop"] is not None
     source_h, source_w = read_image(left_source).shape[:2]
     assert left.width * left.height < source_w * source_h
-    session.accept()
+    accept(session)
 
     open_replay(session, no_face_image, clock)
     session.select_pose("right_profile")
@@ -321,7 +328,7 @@ def test_camera_lost_mid_session_keeps_accepted_captures(
     session.select_pose("left_profile", auto=False)
     session.step()
     session.capture()
-    session.accept()
+    accept(session)  # a frontal photo as the profile: kept only with a reason
     record_id = session.save()
     record, _, _, _ = stored(data_dir, record_id)
     assert [c.pose for c in record.captures] == ["frontal", "left_profile"]
@@ -428,7 +435,7 @@ def test_background_live_loop_with_a_polling_ui(
             assert time.monotonic() < deadline
             time.sleep(0.01)
         session.capture()  # manual, from the frame the live thread just analysed
-        session.accept()
+        accept(session)  # a frontal photo as the profile: kept only with a reason
         record_id = session.save()
     finally:
         stop.set()

@@ -186,3 +186,94 @@ def lens_glare(image: np.ndarray, face: Face) -> np.ndarray:
         cv2.ellipse(out, (round(x + 0.1 * d), round(y - 0.05 * d)), (round(0.18 * d), round(0.08 * d)), -20, 0, 360,
                     (255, 255, 255), -1, cv2.LINE_AA)
     return out
+
+
+def turn_head(image: np.ndarray, face: Face, yaw: float = 0.0, pitch: float = 0.0) -> np.ndarray:
+    """The same photo with the head turned in 3D: `yaw` degrees towards the subject's right (their nose
+    moves towards the image's left), `pitch` degrees chin up (the nose moves up the picture).
+
+    The face mesh (x, y in pixels, z relative depth on the same scale, negative towards the camera) is
+    rotated about its centroid and projected orthographically; the picture is then warped piecewise
+    affinely from the old mesh to the new one, with a fixed ring of points well outside the head so the
+    background does not move. Small angles (up to ~15 degrees) look like a real turn; the hidden side is
+    not invented, so large angles would smear.
+    """
+    from skimage.transform import PiecewiseAffineTransform
+
+    pts = face.mesh[:, :3].astype(np.float64)
+    centre = pts.mean(axis=0)
+    rel = pts - centre
+    # Sign so that a positive angle moves the nose tip (the point nearest the camera) left / up.
+    s = -1.0 if rel[lm.NOSE_TIP, 2] < 0 else 1.0
+    a, b = math.radians(yaw), math.radians(pitch)
+    x = rel[:, 0] * math.cos(a) - s * rel[:, 2] * math.sin(a)
+    z = s * rel[:, 0] * math.sin(a) + rel[:, 2] * math.cos(a)
+    y = rel[:, 1] * math.cos(b) - s * z * math.sin(b)
+    moved = np.stack([x, y], axis=1) + centre[:2]
+    h, w = image.shape[:2]
+    span = float(np.ptp(rel[:, :2], axis=0).max())
+    ring = [centre[:2] + 1.3 * span * np.array([math.cos(t), math.sin(t)]) for t in np.linspace(0, 2 * math.pi, 24,
+                                                                                               endpoint=False)]
+    fixed = np.vstack([np.array(ring), [[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]]])
+    src = np.vstack([pts[:, :2], fixed])
+    dst = np.vstack([moved, fixed])
+    # The inverse map (output pixel -> source pixel) on a 4-pixel grid, smoothly enlarged: the warp is
+    # affine within each triangle, so the coarse grid loses nothing visible and is ~16x faster.
+    tform = PiecewiseAffineTransform.from_estimate(dst, src)
+    step = 4
+    gy, gx = np.mgrid[0:h + step:step, 0:w + step:step]
+    grid = tform(np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float64))
+    maps = [cv2.resize(grid[:, i].reshape(gx.shape).astype(np.float32), (gx.shape[1] * step, gx.shape[0] * step),
+                       interpolation=cv2.INTER_LINEAR)[:h, :w] for i in (0, 1)]
+    return cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def glasses(image: np.ndarray, face: Face, colour: tuple[int, int, int] = (28, 24, 22)) -> np.ndarray:
+    """Dark spectacle frames: an elliptical rim (0.40 x 0.30 IED half-axes) round each eye, a bridge across
+    the nose a little above the eye line and the arms running to the temples; rims 0.05 IED thick."""
+    out = image.copy()
+    d = ied(face)
+    (rx, ry), (lx, ly) = face.eyes
+    angle = math.degrees(math.atan2(ly - ry, lx - rx))
+    t = max(2, round(0.05 * d))
+    axes = (round(0.40 * d), round(0.30 * d))
+    for x, y in face.eyes:
+        cv2.ellipse(out, (round(x), round(y)), axes, angle, 0, 360, colour, t, cv2.LINE_AA)
+    ux, uy = (lx - rx) / d, (ly - ry) / d
+    lift = (uy * 0.08 * d, -ux * 0.08 * d)  # up the face, perpendicular to the eye line
+    inner_r = (rx + ux * 0.40 * d + lift[0], ry + uy * 0.40 * d + lift[1])
+    inner_l = (lx - ux * 0.40 * d + lift[0], ly - uy * 0.40 * d + lift[1])
+    cv2.line(out, tuple(round(v) for v in inner_r), tuple(round(v) for v in inner_l), colour, t, cv2.LINE_AA)
+    for (x, y), sign in ((face.eyes[0], -1), (face.eyes[1], 1)):
+        start = (x + sign * ux * 0.40 * d, y + sign * uy * 0.40 * d)
+        end = (x + sign * ux * 0.95 * d, y + sign * uy * 0.95 * d)
+        cv2.line(out, tuple(round(v) for v in start), tuple(round(v) for v in end), colour, t, cv2.LINE_AA)
+    return out
+
+
+def eye_skin_brightened(image: np.ndarray, face: Face, gain: float = 6.0) -> np.ndarray:
+    """The skin round the eyes washed out, as a flash too close or a bright key light does: linear light
+    multiplied by up to `gain` under a soft mask (eye sockets, upper cheeks and nose bridge), clipping
+    like a sensor."""
+    d = ied(face)
+    mask = np.zeros(image.shape[:2], np.float32)
+    for x, y in face.eyes:
+        cv2.ellipse(mask, (round(x), round(y + 0.1 * d)), (round(0.6 * d), round(0.45 * d)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.12 * d)[..., None]
+    lin = (image.astype(np.float32) / 255.0) ** 2.2
+    lin = lin * (1.0 + (gain - 1.0) * mask)
+    return (np.clip(lin, 0, 1) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
+
+
+def skin_highlights(image: np.ndarray, face: Face) -> np.ndarray:
+    """Specular spots on bare skin inside the lens zones (below and beside each eye, on the nose bridge),
+    the size of the glare blobs in `lens_glare`: flash on oily skin, not on glass."""
+    out = image.copy()
+    d = ied(face)
+    (rx, ry), (lx, ly) = face.eyes
+    spots = [(rx, ry + 0.24 * d), (lx, ly + 0.24 * d), (rx - 0.3 * d, ry + 0.12 * d), (lx + 0.3 * d, ly + 0.12 * d),
+             ((rx + lx) / 2, (ry + ly) / 2 + 0.05 * d)]
+    for x, y in spots:
+        cv2.ellipse(out, (round(x), round(y)), (round(0.12 * d), round(0.06 * d)), -15, 0, 360, (255, 255, 255), -1,
+                    cv2.LINE_AA)
+    return out

@@ -3,7 +3,8 @@ passes that same gate (profile nist-sap30). Degradations are in `tests/quality/s
 
 Base images: img33 (studio portrait, plain light background, 2048x2048) and the MEDS-II mug-shot S029
 (480x384, plain wall). The shared set has no closed eyes, masks, caps or spectacle glare, so those are
-painted onto the real photos (see synth.py); it does have open mouths and smiles (img1, img50).
+painted onto the real photos (see synth.py; glare on drawn spectacle frames); it does have open mouths and
+smiles (img1, img50).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ CASES: list[tuple[str, str, str, Degrade]] = [
     ("medical_mask", "img33.jpg", "mouth_occlusion_prevention", synth.medical_mask),
     ("medical_mask_face", "meds-aa-S029-01.jpg", "face_occlusion_prevention", synth.medical_mask),
     ("cap", "img33.jpg", "no_head_coverings", synth.cap),
-    ("lens_glare", "img33.jpg", "glasses_glare", synth.lens_glare),
+    ("lens_glare", "img33.jpg", "glasses_glare", lambda im, f: synth.lens_glare(synth.glasses(im, f), f)),
 ]
 
 

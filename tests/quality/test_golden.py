@@ -85,8 +85,13 @@ def test_measures_match_golden_values(shared_data: Path, analyzer) -> None:
 
 
 def test_golden_values_are_not_constant() -> None:
-    """A measure returning one value for every image measures nothing."""
+    """A measure returning one value for every image measures nothing. Glasses glare is the exception: no
+    shared photo shows glare on glasses (the two with glasses, img24 and img25, have none), so it is 0 on
+    all of them; test_glare.py checks it on painted highlights."""
     golden = _golden()
     for measure in all_measures():
+        if measure == "glasses_glare":
+            assert {golden[image][measure][0] for image in golden} == {"0"}
+            continue
         values = {golden[image][measure][0] for image in golden} - {""}
         assert len(values) >= 2, f"{measure} is constant over the golden images: {values}"

@@ -201,11 +201,38 @@ class StationServer:
 ServerFactory = Callable[..., StationServer]
 
 
+def turning_frames(folder: Path, face_sources: FaceSources, faces_dir: Path, frontal: int = 12,
+                   turned: int = 30) -> Path:
+    """A replay folder of a subject who faces the camera (`frontal` frames of the passing portrait) and then
+    turns away (`turned` frames with no face the frontal detectors can find: plain wall from a shared photo).
+    The shared set has no real profile, and a turned-away head is what the profile check accepts unmeasured."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    couple = cv2.imread(str(faces_dir / "deepface" / "couple.jpg"))
+    wall = folder.parent / f"{folder.name}-wall.png"  # beside the folder: only the frames are replayed
+    cv2.imwrite(str(wall), couple[: couple.shape[0] // 3, : couple.shape[1] // 3])
+    for i in range(frontal + turned):
+        (folder / f"frame{i:03d}.jpg").symlink_to(face_sources.passing if i < frontal else wall)
+    return folder
+
+
+def confirm_turn(page: Any, pose_label: str) -> None:
+    """The officer reads the turn prompt of a profile to the subject and presses "Subject has turned"."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#guidance-title")).to_have_text(pose_label, timeout=20_000)
+    expect(page.locator("#guidance-text")).to_contain_text("Ask the subject to turn")
+    page.click("#turned-btn")
+
+
 @pytest.fixture
-def start_server(tmp_path: Path, county_dir: Path, face_sources: FaceSources) -> Iterator[ServerFactory]:
+def start_server(tmp_path: Path, county_dir: Path, face_sources: FaceSources,
+                 faces_dir: Path) -> Iterator[ServerFactory]:
     """`start_server(camera=None, camera_options=None, data_dir=None, port=None, extra=[], config="", env={})`
-    -> a running server. camera: a path replayed as the camera (default: the passing portrait); config:
-    more station config TOML (e.g. a [store] section); env: extra environment for the process."""
+    -> a running server. camera: a path replayed as the camera (default: `turning_frames`, the passing
+    portrait and then a subject turned away); config: more station config TOML (e.g. a [store] section);
+    env: extra environment for the process."""
     servers: list[StationServer] = []
 
     def start(camera: Path | None = None, camera_options: dict[str, Any] | None = None,
@@ -213,7 +240,7 @@ def start_server(tmp_path: Path, county_dir: Path, face_sources: FaceSources) ->
               config: str = "", env: dict[str, str] | None = None) -> StationServer:
         data = data_dir or tmp_path / "data"
         data.mkdir(exist_ok=True)
-        source = camera or face_sources.passing
+        source = camera or turning_frames(tmp_path / f"camera-{len(servers)}", face_sources, faces_dir)
         options = {"fps": 10, **(camera_options or {})}
         config_file = tmp_path / f"station-{len(servers)}.toml"
         config_file.write_text(_config_toml(f"replay:{source}", options) + config, encoding="utf-8")

@@ -7,7 +7,15 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.ui.conftest import add_officer, audit_actions, saved_record_id, shoot, sign_in
+from tests.ui.conftest import (
+    add_officer,
+    audit_actions,
+    confirm_turn,
+    saved_record_id,
+    shoot,
+    sign_in,
+    turning_frames,
+)
 
 BOOKING = "2026-000123"
 
@@ -15,14 +23,19 @@ BOOKING = "2026-000123"
 def _accept_review(page, label: str) -> None:
     """Wait for the review of `label` (e.g. 'Left profile'), check it passed, accept it."""
     verdict = page.locator("#review-verdict")
-    expect(page.locator("#screen-review")).to_be_visible(timeout=20_000)
+    expect(page.locator("#screen-review")).to_be_visible(timeout=40_000)
     expect(verdict).to_contain_text(f"{label}:")
     page.click("#accept-btn")
     expect(page.locator("#screen-booking")).to_be_visible()
 
 
-def test_full_booking_with_auto_capture_is_saved_and_queued(page, start_server) -> None:
-    server = start_server()
+def test_full_booking_with_auto_capture_is_saved_and_queued(page, start_server, face_sources, faces_dir,
+                                                            tmp_path) -> None:
+    # The subject faces the camera for 10 s, then is turned away for 2.5 s (the loop repeats): a profile
+    # is taken at the end of a turned-away run, so the manual frontal retake after the right profile falls
+    # well inside the next facing run.
+    server = start_server(camera=turning_frames(tmp_path / "frames", face_sources, faces_dir, frontal=100,
+                                                turned=25))
     officer = add_officer(server.data_dir, "o.diaz", "Officer Diaz")
     sign_in(page, server, officer)
 
@@ -49,8 +62,21 @@ def test_full_booking_with_auto_capture_is_saved_and_queued(page, start_server) 
     shoot(page, "review-pass", ["#review-image", "#review-verdict", "#retake-btn", "#accept-btn"])
     page.click("#accept-btn")
 
-    # After the frontal view the page moves on by itself: left profile, then right profile.
+    # After the frontal view the page moves on by itself to the left profile, but auto-capture waits for the
+    # officer to ask the subject to turn; once the turned pose holds, a countdown runs, then the photo.
+    page.evaluate("""() => {
+        window.countdown = [];
+        new MutationObserver(() => {
+            const c = document.querySelector('#countdown');
+            if (c && !c.hidden) window.countdown.push(c.textContent);
+        }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+    }""")
+    confirm_turn(page, "Left profile")
+    expect(page.locator("#turned-btn")).to_be_hidden()
     _accept_review(page, "Left profile")
+    seen = page.evaluate("window.countdown")
+    assert "2" in seen and "1" in seen, seen  # the 2 s hold counted down on screen
+    confirm_turn(page, "Right profile")
     _accept_review(page, "Right profile")
     expect(page.locator("#guidance-text")).to_contain_text("All views taken")
     for pose in ("frontal", "left_profile", "right_profile"):

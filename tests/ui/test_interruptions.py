@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.ui.conftest import add_officer, audit_actions, saved_record_id, shoot, sign_in
+from tests.ui.conftest import add_officer, audit_actions, confirm_turn, saved_record_id, shoot, sign_in, turning_frames
 
 
 def _start_and_accept_frontal(page, booking: str) -> None:
@@ -25,6 +25,7 @@ def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, s
     sign_in(page, server, officer)
     _start_and_accept_frontal(page, "2026-000300")
     verdict = page.locator("#review-verdict")
+    confirm_turn(page, "Left profile")
     expect(verdict).to_contain_text("Left profile:", timeout=20_000)  # auto-captured; the officer walks away
 
     # Nobody touches the screen: the page's own polling does not keep the session open.
@@ -38,6 +39,7 @@ def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, s
     expect(verdict).to_contain_text("Left profile:")  # the candidate waits where it was
     page.click("#accept-btn")
     expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
+    confirm_turn(page, "Right profile")
     expect(verdict).to_contain_text("Right profile:", timeout=20_000)
     page.click("#accept-btn")
     expect(page.locator("#pose-left_profile .step-state")).to_have_text("\u2713 Accepted")
@@ -45,16 +47,16 @@ def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, s
     expect(page.locator("#saved-message")).to_contain_text("2026-000300", timeout=20_000)
 
 
-def test_a_camera_that_stops_keeps_the_accepted_captures(page, start_server, face_sources, tmp_path: Path) -> None:
-    # A finite camera: 40 frames at 10 fps, then the replay ends as an unplugged camera would.
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i in range(40):
-        (frames / f"frame{i:02d}.jpg").symlink_to(face_sources.passing)
+def test_a_camera_that_stops_keeps_the_accepted_captures(page, start_server, face_sources, faces_dir: Path,
+                                                         tmp_path: Path) -> None:
+    # A finite camera: 72 frames at 10 fps (the subject faces the camera, then turns away), then the replay
+    # ends as an unplugged camera would.
+    frames = turning_frames(tmp_path / "frames", face_sources, faces_dir, frontal=12, turned=60)
     server = start_server(camera=frames, camera_options={"loop": False})
     officer = add_officer(server.data_dir, "o.gray")
     sign_in(page, server, officer)
     _start_and_accept_frontal(page, "2026-000400")
+    confirm_turn(page, "Left profile")
     expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)
 
     # The camera ends while the officer looks at the left profile: the review says so at once.
@@ -65,7 +67,7 @@ def test_a_camera_that_stops_keeps_the_accepted_captures(page, start_server, fac
     expect(guidance).to_have_class(re.compile(r"\blost\b"))
     expect(page.locator("#guidance-title")).to_have_text("Camera stopped")
     expect(page.locator("#guidance-text")).to_contain_text("Accepted photos are kept")
-    expect(page.locator("#guidance-detail")).to_contain_text("ended after 40 images")
+    expect(page.locator("#guidance-detail")).to_contain_text("ended after 72 images")
     expect(page.locator("#preview-empty")).to_have_text("Camera stopped")
     expect(page.locator("#reconnect-btn")).to_be_visible()
     expect(page.locator("#capture-btn")).to_be_disabled()
@@ -76,6 +78,7 @@ def test_a_camera_that_stops_keeps_the_accepted_captures(page, start_server, fac
     page.click("#reconnect-btn")  # the camera is back (the replay starts again)
     expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)
     page.click("#accept-btn")
+    confirm_turn(page, "Right profile")
     expect(page.locator("#review-verdict")).to_contain_text("Right profile:", timeout=20_000)
     page.click("#accept-btn")
     expect(page.locator("#pose-left_profile .step-state")).to_have_text("\u2713 Accepted")
@@ -88,6 +91,7 @@ def test_a_server_restart_mid_booking_loses_no_accepted_capture(page, start_serv
     officer = add_officer(server.data_dir, "o.hill")
     sign_in(page, server, officer)
     _start_and_accept_frontal(page, "2026-000500")
+    confirm_turn(page, "Left profile")
     expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)  # not accepted
     draft = server.data_dir / "ui" / "draft.bin"
     assert draft.is_file() and draft.stat().st_mode & 0o077 == 0

@@ -23,6 +23,7 @@ from appliance.capture.processing import (
     LEFT_PROFILE,
     POSES,
     RIGHT_PROFILE,
+    SIDE_VIEW_POSES,
     SMT,
     LiveAnalysis,
     ProcessedCapture,
@@ -255,6 +256,9 @@ class BookingSession:
             self._generation += 1
             self._pose, self._smt_description = pose, description
             self._auto_enabled = (pose != SMT) if auto is None else bool(auto)
+            # A turned head holds for the countdown before a profile is taken; a frontal for the stable window.
+            hold = self.station.profile_hold_seconds if pose in SIDE_VIEW_POSES else self.station.stable_seconds
+            self._auto.stable_seconds = float(hold)
             self._candidate, self._candidate_smt = None, None
             self._phase = Phase.LIVE
             self._auto.rearm()
@@ -451,7 +455,7 @@ class BookingSession:
         return LiveStatus(
             phase=self._phase, pose=self._pose, smt_description=self._smt_description,
             auto=self._auto_enabled and self._phase is Phase.LIVE,
-            ready=bool(live and live.passed), progress=self._progress,
+            ready=bool(live and live.passed), progress=self._progress, hold_seconds=self._auto.stable_seconds,
             score=None if live is None else live.score,
             guidance=() if live is None else live.guidance,
             face_box=None if live is None else live.face_box,

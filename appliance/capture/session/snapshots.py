@@ -43,6 +43,7 @@ class LiveStatus:
     auto: bool
     ready: bool
     progress: float
+    hold_seconds: float  # the stable window of this pose (a profile's countdown), so the UI can count down
     score: float | None
     guidance: tuple[Hint, ...]
     face_box: tuple[float, float, float, float] | None
@@ -61,6 +62,7 @@ class LiveStatus:
         return {
             "phase": self.phase.value, "pose": self.pose, "smt_description": self.smt_description,
             "auto": self.auto, "ready": self.ready, "progress": round(self.progress, 3),
+            "hold_seconds": round(self.hold_seconds, 2),
             "score": None if self.score is None or not math.isfinite(self.score) else round(self.score, 2),
             "guidance": [h.to_json() for h in self.guidance],
             "face_box": None if self.face_box is None else [round(v, 1) for v in self.face_box],

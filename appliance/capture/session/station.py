@@ -14,6 +14,7 @@ from appliance.capture.autocapture import MAX_REASON_CHARS
 from appliance.capture.processing import CaptureProcessor
 from appliance.capture.session.booking import BookingSession
 from appliance.capture.session.snapshots import AcceptedCapture, CaptureError
+from appliance.imageio import set_max_pixels
 from appliance.store import Booking, Store
 
 DEFAULT_PROFILE = "nist-sap30"  # until the station config names one
@@ -34,7 +35,7 @@ class CaptureStation:
 
     def __init__(self, processor: CaptureProcessor, *, station_id: str, store_opener: StoreOpener,
                  camera_spec: str | Mapping[str, Any] | None = None, camera_options: Mapping[str, Any] | None = None,
-                 stable_seconds: float = 0.5, max_gap: float | None = 0.3,
+                 stable_seconds: float = 0.5, max_gap: float | None = 0.3, profile_hold_seconds: float = 2.0,
                  max_reason_chars: int = MAX_REASON_CHARS, camera_factory: CameraFactory = create_camera,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.processor = processor
@@ -43,6 +44,7 @@ class CaptureStation:
         self.camera_spec = camera_spec
         self.camera_options = dict(camera_options or {})
         self.stable_seconds = stable_seconds
+        self.profile_hold_seconds = profile_hold_seconds
         self.max_gap = max_gap
         self.max_reason_chars = max_reason_chars
         self.camera_factory = camera_factory
@@ -65,6 +67,7 @@ class CaptureStation:
         from appliance.vision.embedder import Embedder
         from appliance.vision.pipeline import FaceAnalyzer
 
+        set_max_pixels(config.vision.max_pixels)  # every image this station reads from a file
         bundle = config.vision.choose_embedding(bundle) if bundle is not None else config.vision.load_bundle()
         options = config.vision.runtime_options()
         analyzer = FaceAnalyzer(bundle, options)
@@ -83,6 +86,7 @@ class CaptureStation:
         settings: dict[str, Any] = {
             "camera_spec": config.camera.source, "camera_options": config.camera.options,
             "stable_seconds": config.capture.stable_seconds, "max_gap": config.capture.max_gap,
+            "profile_hold_seconds": config.capture.profile_hold_seconds,
             "max_reason_chars": config.capture.override_reason_max,
         }
         settings.update(overrides)

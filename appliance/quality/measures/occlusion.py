@@ -32,7 +32,14 @@ colours reads as a covering.
 
 Glasses glare (ANSI/NIST-ITL 10.019 LAF "R"): share of specular pixels (near-saturated linear luminance,
 almost colourless) in the spectacle-lens zones around each eye. Catch-lights in the eyes are a few
-pixels; reflections on lenses are large blobs.
+pixels; reflections on lenses are large blobs. Bright bare skin looks the same to that count (a
+washed-out photo, an oily forehead or cheek under a flash), so the glare is counted only when the face
+wears glasses: a spectacle bridge is a thin line across the nose between the eyes, darker than the skin
+above and below it, which bare skin there never shows (the brows end beside it, not across it). The
+evidence is the deepest thin dip in the row profile of a narrow band down the nose bridge (grey levels
+below the profile's running median). Limits: rimless glasses and frames about as light as the skin show
+no line, so glare on them is not flagged; a unibrow can read as a frame (glare is then counted as
+before).
 """
 
 from __future__ import annotations
@@ -255,10 +262,50 @@ def no_head_coverings(s: QualitySession, p: Mapping[str, Any]) -> tuple[float, d
     return float(np.count_nonzero(covering) / len(pix)), {}
 
 
+def bridge_line_contrast(view: FaceView, p: Mapping[str, Any]) -> float:
+    """Depth (grey levels) of the darkest thin horizontal line across the nose bridge between the eyes.
+
+    A narrow band (+-`bridge_half_width` IED about the eye midpoint, from `bridge_top` IED above the eye
+    line to `bridge_bottom` below it) is resampled along the eye axis at 40 px per IED; its row means
+    minus their running median over 0.2 IED leave thin lines only, so the slow shading of the nose does
+    not count.
+    """
+    (rx, ry), (lx, ly) = view.eyes
+    axis = np.array([lx - rx, ly - ry], dtype=np.float64)
+    d = float(np.hypot(*axis))
+    if d < 1e-6:
+        raise CannotAssess("eyes coincide")
+    axis /= d
+    normal = np.array([-axis[1], axis[0]])
+    if normal[1] < 0:  # pointing down the face
+        normal = -normal
+    half_w = float(p.get("bridge_half_width", 0.08))
+    top, bottom = float(p.get("bridge_top", 0.35)), float(p.get("bridge_bottom", 0.1))
+    px = 40.0
+    step = d / px
+    mid = np.array([(rx + lx) / 2, (ry + ly) / 2])
+    to_view = np.column_stack([axis * step, normal * step, mid - half_w * d * axis - top * d * normal])
+    size = (max(2, round(2 * half_w * px)), max(4, round((top + bottom) * px)))
+    band = cv2.warpAffine(view.grey, to_view, size, flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+    rows = band.astype(np.float64).mean(axis=1)
+    k = max(1, round(0.1 * px))
+    running = np.array([np.median(rows[max(0, i - k): i + k + 1]) for i in range(len(rows))])
+    return float(max(0.0, -(rows - running).min()))
+
+
 @measure("glasses_glare", None)
-def glasses_glare(s: QualitySession, p: Mapping[str, Any]) -> float:
-    """Share of near-white specular pixels in the spectacle-lens zones around both eyes."""
+def glasses_glare(s: QualitySession, p: Mapping[str, Any]) -> tuple[float, dict]:
+    """Share of near-white specular pixels in the spectacle-lens zones around both eyes; 0 without glasses."""
     chip = s.chip
+    frame = bridge_line_contrast(chip, p)
+    specular = _specular_share(chip, p)
+    glasses = frame >= float(p.get("frame_min_contrast", 45.0))
+    return (specular if glasses else 0.0), {"glasses": float(glasses), "frame_contrast": frame,
+                                            "specular_share": specular}
+
+
+def _specular_share(chip: FaceView, p: Mapping[str, Any]) -> float:
     angle = math.degrees(math.atan2(chip.eyes[1][1] - chip.eyes[0][1], chip.eyes[1][0] - chip.eyes[0][0]))
     axes = (float(p.get("lens_half_width", 0.42)) * chip.ied, float(p.get("lens_half_height", 0.3)) * chip.ied)
     zone = cv2.bitwise_or(*(ellipse_mask(chip.rgb.shape[:2], eye, axes, angle) for eye in chip.eyes))

@@ -7,6 +7,13 @@
 const $ = (id) => document.getElementById(id);
 const POSES = ["frontal", "left_profile", "right_profile"];
 const POSE_WORDS = { frontal: "Frontal", left_profile: "Left profile", right_profile: "Right profile", smt: "Scar/mark/tattoo" };
+// What the officer says before a profile: the left profile shows the subject's left side, so they turn
+// to their own right (and the mirror for the right profile). Auto-capture waits until the officer has
+// said it and pressed "Subject has turned", then counts down while the turned pose holds.
+const TURN_PROMPTS = {
+  left_profile: "Ask the subject to turn to their right, so their left side faces the camera.",
+  right_profile: "Ask the subject to turn to their left, so their right side faces the camera.",
+};
 const POLL_MS = 250;
 const QUEUE_POLL_MS = 5000;
 const ALARM_POLL_MS = 15000;
@@ -25,7 +32,17 @@ const ui = {
   reviewKey: null,
   busy: false,
   auto: true,             // the officer's auto-capture preference for face views
+  prompted: new Set(),    // "booking:pose" of profiles whose turn the officer has asked for
 };
+
+function promptKey(pose) {
+  const b = ui.data && ui.data.booking;
+  return `${b ? b.booking_number : ""}:${pose}`;
+}
+
+function awaitingTurn(live) {
+  return Boolean(TURN_PROMPTS[live.pose]) && ui.auto && !ui.prompted.has(promptKey(live.pose));
+}
 
 class ApiError extends Error {
   constructor(message, code, status) {
@@ -228,6 +245,10 @@ function renderBooking(b) {
   } else if (!hasFrame) {
     title = POSE_WORDS[live.pose] || live.pose;
     text = "Waiting for the camera\u2026";
+  } else if (live.phase === "live" && awaitingTurn(live)) {
+    title = POSE_WORDS[live.pose];
+    text = TURN_PROMPTS[live.pose];
+    detail = "Auto-capture starts when you press \u201cSubject has turned\u201d.";
   } else if (live.pose === "smt") {
     kind = "ready";
     title = "Scar / mark / tattoo";
@@ -236,6 +257,7 @@ function renderBooking(b) {
     kind = "ready";
     title = `Ready \u2013 ${POSE_WORDS[live.pose]}`;
     text = live.auto ? "Hold still: taking the photo." : "Press Capture.";
+    if (live.auto && TURN_PROMPTS[live.pose]) text = "Hold the turn still: taking the photo when the count ends.";
   } else {
     kind = "failing";
     title = POSE_WORDS[live.pose] || live.pose;
@@ -249,6 +271,10 @@ function renderBooking(b) {
   $("guidance-detail").hidden = !detail;
   $("preview").hidden = Boolean(live.camera_error);
   const showProgress = kind === "ready" && live.auto && live.pose !== "smt";
+  const counting = showProgress && Boolean(TURN_PROMPTS[live.pose]);
+  $("countdown").hidden = !counting;
+  if (counting) $("countdown").textContent = String(Math.max(1, Math.ceil((live.hold_seconds || 0) * (1 - (live.progress || 0)))));
+  $("turned-btn").hidden = !(live.phase === "live" && !live.camera_error && awaitingTurn(live));
   $("progress").hidden = !showProgress;
   $("progress-bar").style.width = `${Math.round((live.progress || 0) * 100)}%`;
   wrap.classList.toggle("ready", kind === "ready");
@@ -317,7 +343,8 @@ function renderReview(b) {
     message($("review-message"), "");
   }
   const v = $("review-verdict");
-  v.className = `verdict ${r.pose === "frontal" ? (r.passed ? "pass" : "fail") : "info"}`;
+  const gated = r.pose === "frontal" || (r.checks || []).length > 0;  // profiles carry the profile check
+  v.className = `verdict ${gated ? (r.passed ? "pass" : "fail") : "info"}`;
   v.textContent = `${r.label}: ${r.verdict}`;
   const gl = $("review-guidance");
   gl.replaceChildren();
@@ -423,7 +450,9 @@ async function openBooking(number, agency) {
 }
 
 async function selectPose(pose, description) {
-  const auto = pose === "smt" ? null : ui.auto;
+  // A profile is not auto-captured before the officer has asked the subject to turn.
+  const waiting = Boolean(TURN_PROMPTS[pose]) && !ui.prompted.has(promptKey(pose));
+  const auto = pose === "smt" ? null : ui.auto && !waiting;
   return act(() => api("POST", "/api/v1/booking/pose", { pose, description, auto }), $("booking-message"));
 }
 
@@ -586,6 +615,13 @@ function wire() {
   $("capture-btn").addEventListener("click", () => act(() => api("POST", "/api/v1/booking/capture"), $("booking-message")));
   $("reconnect-btn").addEventListener("click", () => act(() => api("POST", "/api/v1/booking/camera"), $("booking-message")));
   $("save-btn").addEventListener("click", save);
+  $("turned-btn").addEventListener("click", () => {
+    const b = ui.data && ui.data.booking;
+    const pose = b && b.live.pose;
+    if (!TURN_PROMPTS[pose]) return;
+    ui.prompted.add(promptKey(pose));
+    selectPose(pose);
+  });
   $("auto-btn").addEventListener("click", toggleAuto);
   $("discard-btn").addEventListener("click", () => {
     $("discard-reason").value = "";

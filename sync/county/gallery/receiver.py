@@ -54,6 +54,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
+from sync.county.gallery.images import check_decoded_sizes
 from sync.county.gallery.store import (
     DEFAULT_DB,
     GalleryStore,
@@ -354,6 +355,7 @@ class GalleryReceiver:
         record = verified.record
         if record.county != parsed.county:
             raise WireError("county_mismatch", f"record is for county {record.county!r}", record_id=record.record_id)
+        check_decoded_sizes(verified)
         try:
             status = self.store.insert_record(verified, payload, received_at=received_at)
         except RecordConflictError as exc:

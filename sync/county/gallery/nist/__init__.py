@@ -45,15 +45,19 @@ Field    Name  Value
 10.011   CGA   ``JPEGB``: the station's JPEG, byte for byte (never re-encoded)
 10.012   CSP   ``YCC`` for a 3-component JPEG, ``GRAY`` for 1
 10.013   SAP   FACE only; see *SAP* below
-10.020   POS   FACE only: frontal ``F``, left_profile ``L``, right_profile ``R``
+10.020   POS   FACE only: frontal ``F``; left_profile ``L`` and right_profile ``R`` when the station's
+               profile check passed, else the measured pose (``D``, or ``F``); see ``pose``
 10.024   SQS   F only: ``QVU<US>QAV<US>QAP`` = the unified quality score 0-100 (254 when the record has
                none, 255 when the station failed to assess it), the configured vendor id (4 hex) and
                product id. Not on profiles: ISO/IEC 29794-5 scores frontal faces, and on a profile
                it would only measure how far from frontal the head is.
+10.025   SPA   FACE, when the station measured the head pose: yaw (the standard's sign, minus ours),
+               pitch, roll in whole degrees
 10.026   SXS   F only: ``NEUTRAL`` when the eyes-open, mouth-closed and neutral-expression gates all
                passed; ``BLINK``/``MOUTH OPEN``/``HAT`` for those gates failing; ``UNKNOWN`` when
                nothing is known and the SAP (40, 50, 51) makes SXS mandatory
-10.038   COM   why the image was kept or downgraded (officer override reason, SAP fallback), <= 126
+10.038   COM   why the image was kept or downgraded (officer override reason, SAP fallback), <= 126,
+               shortened between words with ``...`` keeping each reason's code
 10.042   SMD   S only: ``SMI<US>TAC<US>TSC<US>TDS`` = IMT, tattoo class/subclass (``OTHER``/``MISC``
                for tattoos, empty otherwise) and the officer's description (<= 256 characters)
 10.902   ANN   standardized frontal only: ``GMT<US>NAV<US>OWN<US>PRO`` recording the rotation/crop/scale
@@ -77,14 +81,15 @@ level) and COM says why. Profile crops are rarely 4:5, so profiles usually expor
 them would be false, and a strict county reader would refuse the file.
 
 POS (10.020) follows the standard's meaning: ``L`` = left profile = the subject's left side faces the
-camera (-90 degrees yaw), ``R`` the right side (+90). The station's ``left_profile``/``right_profile`` are
-taken to mean the same (the subject's side); the appliance's officer guidance must say so.
+camera (-90 degrees yaw), ``R`` the right side (+90). The station's ``left_profile``/``right_profile`` mean
+the same (the subject's side); its guidance asks the subject to turn to their right for the left profile.
 
 Validation issues are ``(record_type, field, message)``; record type 0 means the file as a whole.
 
 Modules: ``codes`` (the code tables), ``model`` (records, issues, errors), ``config`` (:class:`NistConfig`),
-``jpeg`` (the frame header the Type-10 fields must agree with), ``builder`` (a wire record as records),
-``codec`` (bytes through ``nistitl``) and ``validate`` (the rule tables). Everything is importable from here.
+``jpeg`` (the frame header the Type-10 fields must agree with), ``pose`` (POS and SPA), ``builder`` (a wire
+record as records), ``codec`` (bytes through ``nistitl``) and ``validate`` (the rule tables). Everything is
+importable from here.
 """
 
 from __future__ import annotations

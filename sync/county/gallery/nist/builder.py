@@ -20,6 +20,7 @@ from sync.county.gallery.nist.codes import (
 )
 from sync.county.gallery.nist.config import NistConfig
 from sync.county.gallery.nist.model import FieldValue, NistRecord, is_ascii
+from sync.county.gallery.nist.pose import pose_fields
 from sync.protocol.jpeg import jpeg_info
 from sync.protocol.wire import WireCapture, WireRecord
 
@@ -130,9 +131,44 @@ def _choose_sap(capture: WireCapture, pos: str, config: NistConfig) -> tuple[int
     return claim, None
 
 
+SHORTENED = "..."
+
+
+def _shorten(text: str, budget: int) -> str:
+    """`text` in at most `budget` characters, cut only between words and marked with SHORTENED."""
+    if len(text) <= budget:
+        return text
+    room = budget - len(SHORTENED)
+    words = text[: room + 1].split(" ") if room > 0 else [""]
+    kept = " ".join(words[:-1]) if len(words) > 1 else ""  # the last piece may be a cut word: drop it
+    kept = kept.rstrip(" ,;:.-")
+    return f"{kept}{SHORTENED}" if kept else SHORTENED
+
+
 def _comment(parts: Iterable[str | None]) -> str | None:
-    text = "; ".join(p for p in parts if p)
-    return _free_text(text, COM_MAX) if text else None
+    """10.038 COM from "code: text" parts ("kept by officer override: ...", "SAP 20: ..."), joined by "; ".
+
+    COM holds COM_MAX characters. When the parts do not fit, the longest texts are shortened between
+    words with a "..." marker; every part's code (before its first ": ") is always kept whole, so a reader
+    still sees why the image was kept or downgraded. The full reason stays in the gallery's record.
+    """
+    items = []
+    for part in parts:
+        for piece in (part or "").split("; "):
+            clean = unicodedata.normalize("NFC", piece).replace("999:", "999 :").strip()
+            if clean:
+                code, sep, text = clean.partition(": ")
+                items.append([code + sep, text] if sep else ["", clean])
+    if not items:
+        return None
+    while len("; ".join(c + t for c, t in items)) > COM_MAX:
+        longest = max(items, key=lambda item: len(item[1]))
+        if longest[1] in ("", SHORTENED):
+            break
+        excess = len("; ".join(c + t for c, t in items)) - COM_MAX
+        longest[1] = _shorten(longest[1], max(len(SHORTENED), len(longest[1]) - excess))
+    text = "; ".join(c + t for c, t in items)
+    return text if len(text) <= COM_MAX else _shorten(text, COM_MAX)
 
 
 def _type10(capture: WireCapture, idc: int, record: WireRecord, config: NistConfig) -> NistRecord:
@@ -150,9 +186,12 @@ def _type10(capture: WireCapture, idc: int, record: WireRecord, config: NistConf
     fields[12] = "GRAY" if info is not None and info.components == 1 else "YCC"
     override = f"kept by officer override: {capture.override_reason}" if capture.override_reason else None
     if pos is not None:
+        pos, angles = pose_fields(capture.pose, capture.quality)
         sap, sap_note = _choose_sap(capture, pos, config)
         fields[13] = str(sap)
         fields[20] = pos
+        if angles is not None:
+            fields[25] = (angles,)
         if pos == "F":
             fields[24] = ((str(unified_quality(capture.quality)), config.quality_vendor, str(config.quality_product)),)
             codes = facial_description(capture.quality)
