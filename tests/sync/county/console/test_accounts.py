@@ -3,6 +3,7 @@ and its audit entry, and the ``[console]`` table of county.toml."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -77,3 +78,33 @@ def test_console_table_in_county_toml(tmp_path: Path) -> None:
         path.write_text(f"[console]\n{bad}\n")
         with pytest.raises(CountyConfigError, match=why):
             load_county_config(path)
+
+
+def test_users_add_writes_the_qr_svg_and_refuses_bad_input(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sync.county.cli import main
+
+    config = tmp_path / "county.toml"
+    config.write_text(f'[gallery]\ndb = "{tmp_path / "g.db"}"\n[console]\ncounty = "Pierce County"\n')
+    SQLiteStore(tmp_path / "g.db").close()
+
+    def run(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        result = CliRunner().invoke(main, ["--config", str(config), *args], input=stdin)
+        return result.exit_code, result.stdout, result.stderr
+
+    svg = tmp_path / "qr.svg"
+    code, out, _ = run("users", "add", "clerk.1", "--name", "A Clerk", "--pin-stdin", "--qr-svg", str(svg), "--json",
+                       stdin="86420975\n")
+    doc = json.loads(out)
+    assert code == 0 and doc["qr_svg"] == str(svg) and "issuer=Pierce%20County%20gallery%20console" in doc["totp_uri"]
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    assert (tmp_path / "console-accounts.db").exists()  # beside the SQLite gallery
+    code, _, err = run("users", "add", "clerk.1", "--pin-stdin", stdin="86420975\n")
+    assert code == 2 and "already has an account" in err and err.count("\n") == 1
+    code, _, err = run("users", "add", "clerk 2", "--pin-stdin", stdin="86420975\n")
+    assert code == 2 and "user id" in err
+    code, out, _ = run("users", "list", "--json")
+    assert [u["user_id"] for u in json.loads(out)["users"]] == ["clerk.1"]
+    code, out, _ = run("audit", "list", "--json")
+    assert [(e["action"], e["subject"]) for e in json.loads(out)["entries"]] == [("console_account_create", "clerk.1")]

@@ -77,6 +77,8 @@ def test_console_pages(page: Any, server: Server, gallery: Gallery, analyst: Use
     page.click("button[type=submit]")
     page.wait_for_url("**/records")
     rows = page.locator("table.records tbody tr")
+    # the idle lock: the page leaves for the sign-in page after the configured idle time, whatever is shown
+    assert page.locator("meta[http-equiv=refresh]").get_attribute("content") == "900;url=/signin?locked=1"
     assert rows.count() == len(gallery.booked) + 1
     shoot(page, "records", ["form.filters button", "table.records"])
 
