@@ -81,4 +81,5 @@ def run(console: Console, host: str, port: int) -> None:
     try:
         uvicorn.Server(config).run()
     finally:
+        console.service.close()
         console.auth.audit("system", "console_stop", "console", {})

@@ -2,7 +2,7 @@
 
 One ``ConsoleService`` per server. Each call opens the gallery store for itself (a handler runs in a thread
 of the server's pool; a SQLite connection belongs to its thread) and closes it after. The vision stack for
-probe photos is loaded once, on the first search by photo, and shared under a lock.
+probe photos and the search index are loaded once, on the first search, and shared under a lock each.
 
 Every search needs a reason (a case or incident number, a warrant): it is written to the gallery's audit
 log with who asked, the probe, and the candidates returned, before the answer leaves the server.
@@ -27,7 +27,7 @@ from sync.county.gallery.fleet import fleet_report
 from sync.county.gallery.store import GalleryRecord, GalleryStore, open_store
 from sync.county.intake import IMPORT_STATION
 from sync.county.search.engine import SearchEngineError
-from sync.county.search.index import POSE, open_index
+from sync.county.search.index import POSE, SearchIndex, open_index
 from sync.county.search.settings import SearchSettings
 
 REASON_MIN, REASON_MAX = 4, 200
@@ -76,6 +76,8 @@ class ConsoleService:
         self.bundle_dir = bundle_dir
         self._prober: Any = None
         self._prober_lock = threading.Lock()
+        self._index: SearchIndex | None = None
+        self._index_lock = threading.Lock()
 
     @contextmanager
     def store(self) -> Iterator[GalleryStore]:
@@ -181,15 +183,14 @@ class ConsoleService:
         with self.store() as store:
             if record_id is not None:
                 vector = self._record_vector(store, record_id)
-            try:
-                index = open_index(self.search_settings, self.db_url, read_only=True)
-            except SearchEngineError as exc:
-                raise ServiceError(f"The search index cannot be used: {exc}", 503) from None
-            try:
-                index.catch_up(store)
-                result = index.search(store, vector, k=top, threshold=threshold, exclude_record=record_id)
-            finally:
-                index.close()
+            with self._index_lock:
+                index = self._open_index()
+                try:
+                    index.catch_up(store)
+                    result = index.search(store, vector, k=top, threshold=threshold, exclude_record=record_id)
+                except SearchEngineError as exc:
+                    self._drop_index()
+                    raise ServiceError(f"The search index cannot be used: {exc}", 503) from None
             candidates = [c.to_json() for c in result.candidates]
             store.audit(actor, SEARCH_ACTION, record_id or "upload", {
                 "reason": reason, "probe": probe, "top": top,
@@ -197,6 +198,25 @@ class ConsoleService:
         probe["embed_ms"] = round((time.perf_counter() - start) * 1000 - result.took_ms, 1)
         return {"probe": probe, "candidates": candidates, "searched": result.searched,
                 "took_ms": round(result.took_ms, 3)}
+
+    def _open_index(self) -> SearchIndex:
+        """The index, opened on the first search and kept (read-only: the gallery worker owns the saved
+        file); each search first catches it up with the store, so nothing stored since is missed."""
+        if self._index is None:
+            try:
+                self._index = open_index(self.search_settings, self.db_url, read_only=True)
+            except SearchEngineError as exc:
+                raise ServiceError(f"The search index cannot be used: {exc}", 503) from None
+        return self._index
+
+    def _drop_index(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def close(self) -> None:
+        with self._index_lock:
+            self._drop_index()
 
     @staticmethod
     def _record_vector(store: GalleryStore, record_id: str) -> np.ndarray:
