@@ -94,8 +94,8 @@ def records(request: Request) -> dict[str, Any]:
 
 @router.get("/records/{record_id}")
 def record(record_id: str, request: Request) -> dict[str, Any]:
-    session_of(request)
-    return console_of(request).service.record(record_id)
+    session = session_of(request)
+    return console_of(request).service.record(record_id, actor=session.user_id)
 
 
 @router.get("/records/{record_id}/photos/{index}")

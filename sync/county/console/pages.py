@@ -162,7 +162,7 @@ def search_form(request: Request, record_id: str | None = None, reason: str = ""
 def record_page(record_id: str, request: Request) -> HTMLResponse:
     session = session_of(request)
     try:
-        rec = console_of(request).service.record(record_id)
+        rec = console_of(request).service.record(record_id, actor=session.user_id)
     except ServiceError as exc:
         return layout(request, "Record", error_box(str(exc)), session, status=exc.status, active="/records")
     facts = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in (

@@ -32,6 +32,7 @@ from sync.county.search.settings import SearchSettings
 
 REASON_MIN, REASON_MAX = 4, 200
 SEARCH_ACTION = "console_search"
+VIEW_ACTION = "console_record_view"
 
 
 class ServiceError(Exception):
@@ -95,8 +96,9 @@ class ConsoleService:
                                       limit=limit, offset=offset)
         return [record_json(r) for r in rows]
 
-    def record(self, record_id: str, *, with_photos: bool = False) -> dict[str, Any]:
-        """One record: its columns, each capture in words (quality, override), and its delivery history."""
+    def record(self, record_id: str, *, actor: str | None = None) -> dict[str, Any]:
+        """One record: its columns, each capture in words (quality, override), and its delivery history.
+        ``actor``: who is looking; the view is written to the audit log (``console_record_view``)."""
         with self.store() as store:
             rec = store.get_record(record_id)
             if rec is None:
@@ -106,7 +108,9 @@ class ConsoleService:
             except ExportError as exc:
                 raise ServiceError(f"Record {record_id} cannot be shown: {exc}", 409) from None
             rejections = store.rejections_of(record_id)
-            audit = store.audit_of(record_id)
+            audit = [a for a in store.audit_of(record_id) if not a.action.startswith("console_")]
+            if actor is not None:
+                store.audit(actor, VIEW_ACTION, record_id, {})
         captures = [capture_words(i, c) for i, c in enumerate(wire.captures)]
         history = [{"at": rec.created_at.isoformat(), "event": "sealed", "text": f"Sealed at station {rec.station}"},
                    {"at": rec.received_at.isoformat(), "event": "received",
@@ -116,10 +120,7 @@ class ConsoleService:
         history += [{"at": a.at.isoformat(), "event": a.action, "text": f"{a.action} by {a.actor}"} for a in audit]
         if self.export_folder is not None and already_exported(self.export_folder, record_id):
             history.append({"at": None, "event": "exported", "text": "Exported as an ANSI/NIST-ITL file"})
-        out = {**record_json(rec), "captures": captures, "history": history}
-        if with_photos:
-            out["photos"] = [c.jpeg for c in wire.captures]
-        return out
+        return {**record_json(rec), "captures": captures, "history": history}
 
     def photo(self, record_id: str, index: int) -> bytes:
         with self.store() as store:

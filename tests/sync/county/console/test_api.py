@@ -79,6 +79,9 @@ def test_records_filters_and_record(server: Server, gallery: Gallery, token: str
     assert front["quality_words"] == "Did not pass nist-sap30: Move the camera closer: the face is too small."
     assert "prisoner refused to face the camera" in front["override_words"]
     assert [h["event"] for h in rec["history"]][:2] == ["sealed", "received"]
+    code, out, _ = cli(gallery.config, "audit", "list", "--action", "console_record_view", "--json")
+    assert (json.loads(out)["entries"][0]["actor"], json.loads(out)["entries"][0]["subject"]) == (
+        "api-user", gallery.station_record)  # looking at a record is audited too
     status, jpeg = call(server, "GET", f"/api/v1/records/{gallery.station_record}/photos/0", token=token)
     assert status == 200 and jpeg[:2] == b"\xff\xd8"
     status, doc = call(server, "GET", f"/api/v1/records/{uuid.uuid4()}", token=token)
