@@ -106,7 +106,9 @@ async def signin_post(request: Request) -> Response:
 async def signout(request: Request) -> Response:
     fields, _ = await read_form(request)
     check_csrf(request, fields)
-    console_of(request).auth.sign_out(token_of(request))
+    console = console_of(request)
+    console.auth.sign_out(token_of(request))
+    console.csrf.pop(token_of(request) or "", None)
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(COOKIE)
     return response

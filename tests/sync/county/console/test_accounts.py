@@ -108,3 +108,15 @@ def test_users_add_writes_the_qr_svg_and_refuses_bad_input(tmp_path: Path) -> No
     assert [u["user_id"] for u in json.loads(out)["users"]] == ["clerk.1"]
     code, out, _ = run("audit", "list", "--json")
     assert [(e["action"], e["subject"]) for e in json.loads(out)["entries"]] == [("console_account_create", "clerk.1")]
+
+
+def test_serve_without_a_gallery_database_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sync.county.cli import main
+
+    monkeypatch.delenv("BOOKING_GALLERY_CONFIG", raising=False)
+    missing = tmp_path / "nowhere" / "g.db"
+    result = CliRunner().invoke(main, ["serve", "--db", str(missing), "--port", "0"])
+    assert result.exit_code == 2 and str(missing) in result.stderr and result.stderr.count("\n") == 1
+    assert not missing.parent.exists()  # nothing made
