@@ -133,10 +133,12 @@ def records_page(request: Request) -> HTMLResponse:
     form = f'<form method="get" action="/records" class="filters">{inputs}<button type="submit">Filter</button>' \
            '<a href="/records" class="button secondary">Clear</a></form>'
     try:
-        rows = console_of(request).service.records(record_filter(q), limit=int_param(q.get("limit"), "limit", 100,
-                                                                                     1, 1000))
+        limit = int_param(q.get("limit"), "limit", 100, 1, 1000)
+        offset = int_param(q.get("offset"), "offset", 0, 0, 10**9)
+        rows = console_of(request).service.records(record_filter(q), limit=limit + 1, offset=offset)
     except ServiceError as exc:
         return layout(request, "Records", form + error_box(str(exc)), session, status=400, active="/records")
+    more, rows = len(rows) > limit, rows[:limit]
     lines = "".join(
         f'<tr><td><a href="/records/{e(r["record_id"])}">{e(r["booking_number"])}</a></td><td>{e(r["ori"])}</td>'
         f'<td>{e(r["station"])}</td><td>{e(r["operator"])}</td><td>{when(r["captured_at"])}</td>'
@@ -144,8 +146,17 @@ def records_page(request: Request) -> HTMLResponse:
     table = ('<table class="records"><thead><tr><th>Booking number</th><th>ORI</th><th>Station</th><th>Officer</th>'
              f'<th>Captured</th><th>Photos</th></tr></thead><tbody>{lines}</tbody></table>'
              if rows else '<p class="empty">No record matches these filters.</p>')
-    return layout(request, "Records", f'{form}<p class="count">{len(rows)} record(s), newest first.</p>{table}',
-                  session, active="/records")
+    shown = f"{offset + 1}-{offset + len(rows)}" if rows else "0"
+    pager = ""
+    if offset or more:
+        keep = {k: v for k, v in q.items() if k != "offset" and v}
+        links = [f'<a href="/records?{e(urlencode({**keep, "offset": max(0, offset - limit)}))}">Newer</a>'] \
+            if offset else []
+        links += [f'<a href="/records?{e(urlencode({**keep, "offset": offset + limit}))}" class="next">Older</a>'] \
+            if more else []
+        pager = f'<p class="pager">{" | ".join(links)}</p>'
+    return layout(request, "Records", f'{form}<p class="count">Records {shown}, newest capture first.</p>{table}'
+                  f'{pager}', session, active="/records")
 
 
 def search_form(request: Request, record_id: str | None = None, reason: str = "") -> str:

@@ -82,6 +82,12 @@ def test_console_pages(page: Any, server: Server, gallery: Gallery, analyst: Use
     assert rows.count() == len(gallery.booked) + 1
     shoot(page, "records", ["form.filters button", "table.records"])
 
+    page.goto(server.url + "/records?limit=4")  # pages of 4: the next page holds the other 3
+    assert rows.count() == 4 and page.locator(".count").inner_text() == "Records 1-4, newest capture first."
+    page.click(".pager a.next")
+    assert rows.count() == 3 and "Records 5-7" in page.locator(".count").inner_text()
+    page.goto(server.url + "/records")
+
     # filter by officer, then by booking number; open the station record
     page.fill("input[name=officer]", "ofc-5150")
     page.click("form.filters button")
