@@ -1,4 +1,8 @@
-"""dlib-style face chips from FaceMesh points, for the dlib ResNet face descriptor.
+"""dlib-style face chips from FaceMesh points, and the similarity fit dlib's chip geometry rests on.
+
+The stored template no longer uses these chips (`Embedder.embed_face` cuts dlib's own chip from dlib's
+5-point landmarks: `shape_predictor`, `dlib_chip`); they remain a cheap, landmark-only alignment and the
+baseline the dlib parity test compares against.
 
 The descriptor network was trained on chips cut by dlib's `get_face_chip(image, shape, 150, 0.25)` from
 its 5-point shape predictor, so templates are only comparable with the county gallery's (and stable from

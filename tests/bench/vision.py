@@ -6,9 +6,11 @@ import numpy as np
 
 from appliance.vision.align import face_chip, five_points
 from appliance.vision.bundle import Bundle
+from appliance.vision.dlib_chip import dlib_face_chip
 from appliance.vision.embedder import Embedder
 from appliance.vision.pipeline import FaceAnalyzer
 from appliance.vision.runtime import RuntimeOptions
+from appliance.vision.shape_predictor import face_points
 from tests.bench import Result, median_ms
 
 
@@ -42,7 +44,8 @@ def run(threads: int, repeats: int) -> list[Result]:
         stage("detect (640x480, short range)", lambda: detector.detect(frame)),
         stage("landmarks (FaceMesh 468)", lambda: mesh.run(frame, face.detection)),
         stage("iris (both eyes)", lambda: iris.run(frame, face.mesh)),
-        stage("align (150x150 chip)", lambda: face_chip(frame, five_points(face))),
+        stage("align (150x150 chip)", lambda: embedder.chip(frame, face),
+              "template path: dlib 5-point predictor (box + 2 refits) and dlib's chip"),
         stage(f"embed ({bundle.embedding})", lambda: embedder.embed_chip(chip)),
         stage("live frame total (detect+mesh+iris)", lambda: analyzer.analyze(frame, landmarks=True, iris=True)),
     ]
@@ -51,6 +54,15 @@ def run(threads: int, repeats: int) -> list[Result]:
     emb16 = Embedder(fp16, options)
     rows.append(stage("embed (dlib_resnet_v1_float16)", lambda: emb16.embed_chip(chip)))
     rows.append(_dlib_ratio(threads, repeats, chip, rows[4].median))
+    # The alignment's parts, beside the FaceMesh-point chip it replaced (the mesh itself runs anyway,
+    # for the quality measures, so the difference of these rows is the added cost per face).
+    box = face.detection.box
+    points = face_points(embedder.predictor, frame, box)
+    rows += [
+        stage("align: FaceMesh points + bilinear chip (before)", lambda: face_chip(frame, five_points(face))),
+        stage("align: dlib predictor points only", lambda: face_points(embedder.predictor, frame, box)),
+        stage("align: dlib chip only", lambda: dlib_face_chip(frame, points)),
+    ]
     return [r for r in rows if r is not None]
 
 

@@ -1,7 +1,8 @@
 """Detection rate and genuine/impostor separation of the template on every labelled real image.
 
-This is the evidence issue 2 asks for: run end to end (read, detect, mesh, align, embed) exactly as the
-CLI does, on all labelled single-face images in ../shared/data/faces, and compute the equal-error rate.
+Run end to end (read, detect, align, embed) exactly as the CLI does (`Embedder.embed_face`: dlib's
+5-point landmarks and chip), on all labelled single-face images in ../shared/data/faces, and compute the
+equal-error rate.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 
 from appliance.imageio import read_image
-from appliance.vision.align import face_chip, five_points
 from appliance.vision.embedder import Embedder
 
 
@@ -36,8 +36,8 @@ def templates(labelled_singles, analyzer, bundle) -> dict:
     out: dict[str, tuple[str, np.ndarray | None]] = {}
     for row in labelled_singles:
         image = read_image(row["path"])
-        faces = analyzer.analyze(image, landmarks=True, iris=False)
-        template = embedder.embed_chip(face_chip(image, five_points(faces[0]))) if faces else None
+        faces = analyzer.analyze(image, landmarks=False, iris=False)
+        template = embedder.embed_face(image, faces[0]) if faces else None
         out[row["path"].name] = (row["identity"], template)
     return out
 
