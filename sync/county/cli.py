@@ -8,6 +8,7 @@ import click
 
 from sync import __version__
 from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, load_county_config
+from sync.county.console.cli import add_audit_list, serve_cmd, users_group
 from sync.county.enroll.cli import ca, enroll_server, tokens
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
@@ -61,6 +62,9 @@ main.add_command(import_cmd)
 main.add_command(purge_cmd)
 main.add_command(search_cmd)
 main.add_command(index_group)
+main.add_command(serve_cmd)
+main.add_command(users_group)
+add_audit_list(main)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,8 @@
     folder = "/var/spool/booking-gallery/eft"
     [search]
     engine = "faiss"                             # or "pgvector"; see sync/county/search/settings.py
+    [console]
+    port = 8600                                  # see sync/county/console/settings.py
 
 A command-line flag wins over its environment variable, which wins over this file, which wins over the
 built-in default. A missing default file means defaults; a missing file named with ``--config`` is an
@@ -30,6 +32,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from sync.county.console.settings import ConsoleConfigError, ConsoleSettings
 from sync.county.gallery.export import ExportConfigError, ExportSettings
 from sync.county.gallery.receiver import ReceiverConfig
 from sync.county.search.settings import SearchConfigError, SearchSettings
@@ -56,6 +59,7 @@ class CountyConfig:
     ca_dir: Path | None = None  # [ca] dir
     export: ExportSettings = field(default_factory=ExportSettings)  # [export]
     search: SearchSettings = field(default_factory=SearchSettings)  # [search]
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
 
 
 def _receiver_keys() -> set[str]:
@@ -64,7 +68,7 @@ def _receiver_keys() -> set[str]:
 
 # [broker] and [gallery] are the receiver's tables: their keys are ReceiverConfig's (as its loader reads them).
 SECTIONS: dict[str, Any] = {"broker": _receiver_keys, "gallery": _receiver_keys, "ca": lambda: {"dir"},
-                            "export": None, "search": SearchSettings.keys}
+                            "export": None, "search": SearchSettings.keys, "console": ConsoleSettings.keys}
 
 
 def _path_value(path: Path, section: str, key: str, value: Any) -> str:
@@ -107,7 +111,8 @@ def load_county_config(path: str | os.PathLike[str] | None = None) -> CountyConf
     try:
         export = ExportSettings.from_mapping(data.get("export", {}), base)
         search = SearchSettings.from_mapping(data.get("search", {}), base)
-    except (ExportConfigError, SearchConfigError) as exc:
+        console = ConsoleSettings.from_mapping(data.get("console", {}), base)
+    except (ExportConfigError, SearchConfigError, ConsoleConfigError) as exc:
         raise CountyConfigError(f"{path}: {exc}") from None
     return CountyConfig(
         source=path,
@@ -115,6 +120,7 @@ def load_county_config(path: str | os.PathLike[str] | None = None) -> CountyConf
         ca_dir=None if ca_dir is None else base / _path_value(path, "ca", "dir", ca_dir),
         export=export,
         search=search,
+        console=console,
     )
 
 

@@ -539,6 +539,56 @@ class GalleryStore(ABC):
             ).fetchall()
         return [self._record(r) for r in rows]
 
+    def find_records(self, *, booking_number: str | None = None, ori: str | None = None,
+                     station: str | None = None, operator: str | None = None, since: datetime | None = None,
+                     until: datetime | None = None, limit: int = 100, offset: int = 0) -> list[GalleryRecord]:
+        """Records matching every given filter (exact values; ``since``/``until`` bound the capture time,
+        ``until`` exclusive), newest capture first: what the county console lists."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("booking_number", booking_number), ("ori", ori), ("station", station),
+                              ("operator", operator)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("captured_at >= ?")
+            params.append(self._to_ts(since))
+        if until is not None:
+            clauses.append("captured_at < ?")
+            params.append(self._to_ts(until))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT {_RECORD_COLUMNS} FROM records {where} ORDER BY captured_at DESC, record_id "
+                "LIMIT ? OFFSET ?",
+                [*params, int(limit), int(offset)],
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def rejections_of(self, record_id: str) -> list[Rejection]:
+        """Every refused delivery of one record id, oldest first (a record's delivery history)."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT id, received_at, topic, station, record_id, reason, detail, payload_sha256, payload_size "
+                "FROM rejections WHERE record_id = ? ORDER BY id",
+                (record_id,),
+            ).fetchall()
+        return [Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
+                for r in rows]
+
+    def audit_of(self, subject: str, *, limit: int = 100) -> list[AuditEntry]:
+        """The audit entries about one subject (a record id), newest first."""
+        with self._lock, self._transaction(write=False) as cur:
+            rows = self._exec(
+                cur,
+                "SELECT id, at, actor, action, subject, details FROM audit WHERE subject = ? ORDER BY id DESC LIMIT ?",
+                (subject, int(limit)),
+            ).fetchall()
+        return [AuditEntry(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
     def count_records(self) -> int:
         with self._lock, self._transaction(write=False) as cur:
             return int(self._exec(cur, "SELECT COUNT(*) FROM records").fetchone()[0])
