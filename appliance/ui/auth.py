@@ -216,6 +216,10 @@ class Authenticator:
         with self._lock:
             return list(self._sessions.values())
 
+    def idle_left(self, session: WebSession) -> float:
+        """Seconds before `session` locks for inactivity (the page counts down from it)."""
+        return max(0.0, round(self.idle_seconds - (self.monotonic() - session.last_action), 1))
+
     def idle_text(self) -> str:
         if self.idle_seconds < 60:
             return f"{self.idle_seconds:g} seconds"

@@ -279,9 +279,14 @@ def sign_in(page: Any, server: StationServer, officer: Officer, *, goto: bool = 
 
 
 def saved_record_id(page: Any) -> str:
-    """The record id in the page's "Saved: ... stored as record <id>" confirmation."""
-    found = re.search(r"record ([0-9a-f-]{36})", page.locator("#saved-message").inner_text())
-    assert found is not None, "no record id in the saved message"
+    """The record id behind the page's "Saved: booking ..." confirmation (its "Details" line; the words
+    name the booking number only)."""
+    box = page.locator("#saved-message")
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", box.locator(".message-text").inner_text()), (
+        "a record id in the officer's words")
+    found = re.search(r"record ([0-9a-f-]{36})", box.locator(".message-details code").text_content() or "")
+    assert found is not None, "no record id behind the saved message's Details line"
+    assert box.get_attribute("data-record-id") == found.group(1)
     return found.group(1)
 
 

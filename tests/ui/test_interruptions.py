@@ -99,7 +99,11 @@ def test_a_server_restart_mid_booking_loses_no_accepted_capture(page, start_serv
     sign_in(page, server, officer, goto=False)
     expect(page.locator("#top-booking")).to_contain_text("2026-000500")
     expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
-    expect(page.locator("#pose-left_profile .step-state")).to_have_text("Not taken")  # never accepted: not kept
+    # The candidate was never accepted, so it is not kept; the next view is armed for a manual capture at once.
+    expect(page.locator("#pose-left_profile .step-state")).to_have_text("Taking now")
+    expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
+    expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#guidance-text")).to_have_text("Press Capture.", timeout=20_000)
     assert ("system", "booking_restore") in [(a, b) for a, b, _ in audit_actions(server.data_dir)]
 
     page.click("#save-btn")

@@ -10,6 +10,8 @@ const POSE_WORDS = { frontal: "Frontal", left_profile: "Left profile", right_pro
 const POLL_MS = 250;
 const QUEUE_POLL_MS = 5000;
 const ALARM_POLL_MS = 15000;
+const IDLE_WARN_S = 60;         // the idle lock is announced this long before (half the idle time if shorter)
+const TOAST_MS = 8000;
 const ALARM_TITLES = { offline: "Offline", queue_growing: "Queue growing", disk_low: "Disk low", queue_full: "Queue full" };
 
 const ui = {
@@ -25,13 +27,18 @@ const ui = {
   reviewKey: null,
   busy: false,
   auto: true,             // the officer's auto-capture preference for face views
+  lastAction: 0,          // Date.now() of the last officer action the station counted (idle lock)
+  idleTimer: null,
+  toastTimer: null,
+  locked: false,          // the last sign-out was the idle lock: say "Booking kept" after signing in
 };
 
 class ApiError extends Error {
-  constructor(message, code, status) {
+  constructor(message, code, status, detail) {
     super(message);
     this.code = code;
     this.status = status;
+    this.detail = detail;   // the technical text behind the "Details" line
   }
 }
 
@@ -52,13 +59,14 @@ async function api(method, path, body) {
     try { data = await res.json(); } catch (e) { data = null; }
   }
   if (!res.ok) {
-    const err = new ApiError((data && data.error) || `The station answered with error ${res.status}.`,
-      data && data.code, res.status);
+    const err = new ApiError((data && data.error) || "The station could not do that. Try again.",
+      data && data.code, res.status, (data && data.detail) || `${(data && data.code) || "http"} ${res.status}`);
     if (res.status === 401 && (err.code === "signed_out" || err.code === "session_locked")) {
-      signedOut(err.code === "session_locked" ? err.message : "");
+      signedOut(err.code === "session_locked" ? err.message : "", err.code === "session_locked");
     }
     throw err;
   }
+  if (method !== "GET") noteAction();
   return data;
 }
 
@@ -74,14 +82,41 @@ function show(name) {
   if (name === "queue") startQueuePolling(); else stopQueuePolling();
 }
 
-function message(el, text, info) {
-  el.textContent = text || "";
+// A message in plain words; `detail` (the technical code) goes behind a collapsed "Details" line.
+function message(el, text, info, detail) {
+  el.replaceChildren();
+  if (text) {
+    const words = document.createElement("span");
+    words.className = "message-text";
+    words.textContent = text;
+    el.append(words);
+    if (detail) el.append(detailsLine(detail));
+  }
   el.hidden = !text;
   el.classList.toggle("info", Boolean(info));
+  if (text && el.closest(".panel-scroll")) el.scrollIntoView({ block: "nearest" });
 }
 
-function signedOut(reason) {
+function detailsLine(detail) {
+  const more = document.createElement("details");
+  more.className = "message-details";
+  const summary = document.createElement("summary");
+  summary.textContent = "Details";
+  const code = document.createElement("code");
+  code.textContent = detail;
+  more.append(summary, code);
+  return more;
+}
+
+function problem(el, err) {
+  message(el, err.message, false, err.status ? err.detail : "");
+}
+
+function signedOut(reason, locked) {
   ui.me = null;
+  ui.locked = Boolean(locked);
+  stopIdleWatch();
+  $("handover-dialog").hidden = true;
   stopPolling();
   stopQueuePolling();
   stopPreview();
@@ -102,9 +137,11 @@ async function signedIn(me) {
   $("officer-name").textContent = me.officer_id;
   $("station-id").textContent = me.station_id;
   if (!$("start-agency").value) $("start-agency").value = me.default_agency || "";
+  startIdleWatch(me);
   startPolling();
   startAlarmPolling();
   await refresh();
+  announceKept();
   if (ui.want === "queue") show("queue");
   else routeBooking();
 }
@@ -135,8 +172,9 @@ function apply(data) {
   ui.data = data;
   renderStart(data);
   const b = data.booking;
+  renderHandover(b);
   $("top-booking").hidden = !b;
-  if (b) $("top-booking").textContent = `Booking ${b.booking_number} \u00b7 ${b.agency_ori}`;
+  if (b) renderTopBooking(b);
   if (ui.screen === "booking" || ui.screen === "review" || ui.screen === "start") routeBooking();
 }
 
@@ -155,12 +193,36 @@ function routeBooking() {
   }
 }
 
+// The booking number may be shortened on a small screen, the ORI never (see .tb-ori).
+function renderTopBooking(b) {
+  const el = $("top-booking");
+  if (el.dataset.key === `${b.booking_number}|${b.agency_ori}`) return;
+  el.dataset.key = `${b.booking_number}|${b.agency_ori}`;
+  const word = document.createElement("span");
+  word.className = "tb-word";
+  word.textContent = "Booking";
+  const number = document.createElement("span");
+  number.className = "tb-number";
+  number.id = "top-booking-number";
+  number.textContent = b.booking_number;
+  const ori = document.createElement("span");
+  ori.className = "tb-ori";
+  ori.id = "top-booking-ori";
+  ori.textContent = `\u00b7 ${b.agency_ori}`;
+  el.replaceChildren(word, number, ori);
+}
+
 function renderStart(data) {
   const saved = data.last_saved;
   const box = $("saved-message");
-  if (saved) {
-    box.textContent = `Saved: booking ${saved.booking_number} (${saved.agency_ori}) is stored as record ${saved.record_id} ` +
-      `and queued for delivery to the county gallery.`;
+  // The booking number is what the officer knows; the record id is for county IT (behind "Details").
+  // A refusal on the start form (e.g. a number already in use) replaces the last "Saved" notice.
+  if (saved && $("start-message").hidden) {
+    if (box.dataset.recordId !== saved.record_id) {
+      box.dataset.recordId = saved.record_id;
+      message(box, `Saved: booking ${saved.booking_number} (${saved.agency_ori}) is stored and queued for ` +
+        `delivery to the county gallery.`, false, `record ${saved.record_id}`);
+    }
     box.hidden = false;
   } else {
     box.hidden = true;
@@ -258,6 +320,11 @@ function renderBooking(b) {
   else $("preview-empty").textContent = "Waiting for the camera\u2026";
 
   drawFaceBox(live, kind === "ready");
+  // The station may have armed the view itself (a restored booking waits with auto-capture off): show its choice.
+  if (!ui.busy && live.phase === "live" && live.pose && live.pose !== "smt" && live.auto !== ui.auto) {
+    ui.auto = Boolean(live.auto);
+    renderAuto();
+  }
   $("capture-btn").disabled = ui.busy || live.phase !== "live" || !live.camera;
   $("save-btn").disabled = ui.busy || !b.can_save || live.phase === "processing";
 }
@@ -298,16 +365,20 @@ function renderReview(b) {
   v.className = `verdict ${r.pose === "frontal" ? (r.passed ? "pass" : "fail") : "info"}`;
   v.textContent = `${r.label}: ${r.verdict}`;
   const gl = $("review-guidance");
-  gl.replaceChildren();
-  for (const h of r.guidance) {
-    const li = document.createElement("li");
-    li.textContent = h.message;
-    gl.append(li);
-  }
-  for (const n of r.notes) {
-    const li = document.createElement("li");
-    li.textContent = n;
-    gl.append(li);
+  if (gl.dataset.key !== key) {   // rebuilt per capture only, so an opened "Details" line stays open
+    gl.dataset.key = key;
+    gl.replaceChildren();
+    for (const h of r.guidance) {
+      const li = document.createElement("li");
+      li.textContent = h.message;
+      if (h.detail) li.append(detailsLine(h.detail));
+      gl.append(li);
+    }
+    for (const n of r.notes) {
+      const li = document.createElement("li");
+      li.textContent = n;
+      gl.append(li);
+    }
   }
   const checks = r.checks || [];
   const failed = checks.filter((c) => !c.passed).length;
@@ -336,6 +407,83 @@ function renderReview(b) {
   $("accept-btn").textContent = r.needs_override ? "Keep with reason" : "Accept";
   $("accept-btn").disabled = ui.busy;
   $("retake-btn").disabled = ui.busy;
+}
+
+// --- idle lock, "booking kept", hand-over -------------------------------------------------------------
+// The station locks a session after `idle_seconds` without an officer action (its polls do not count). The
+// page counts down the same time from the last action the station saw and warns before the lock.
+
+function noteAction() {
+  ui.lastAction = Date.now();
+  $("idle-warning").hidden = true;
+}
+
+function startIdleWatch(me) {
+  stopIdleWatch();
+  const left = typeof me.idle_left_seconds === "number" ? me.idle_left_seconds : me.idle_seconds;
+  ui.lastAction = Date.now() - (me.idle_seconds - left) * 1000;
+  ui.idleTimer = setInterval(idleTick, 1000);
+  idleTick();
+}
+
+function stopIdleWatch() {
+  clearInterval(ui.idleTimer);
+  ui.idleTimer = null;
+  $("idle-warning").hidden = true;
+}
+
+function idleTick() {
+  if (!ui.me) return;
+  const total = ui.me.idle_seconds;
+  const left = Math.ceil(total - (Date.now() - ui.lastAction) / 1000);
+  const warnAt = Math.min(IDLE_WARN_S, total / 2);
+  const warn = $("idle-warning");
+  if (left > warnAt) {
+    warn.hidden = true;
+    return;
+  }
+  if (left <= 0) {
+    warn.hidden = true;
+    refresh().catch(() => { /* the station answers "locked": api() shows the sign-in */ });
+    return;
+  }
+  const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+  const kept = ui.data && ui.data.booking ? " The booking is kept." : "";
+  $("idle-warning-text").textContent = `No activity: this screen locks in ${mmss}.${kept}`;
+  warn.hidden = false;
+}
+
+function toast(text) {
+  const el = $("toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(ui.toastTimer);
+  ui.toastTimer = setTimeout(() => { el.hidden = true; }, TOAST_MS);
+}
+
+function announceKept() {
+  const b = ui.data && ui.data.booking;
+  if (ui.locked && b && b.officer === ui.me.officer_id) {
+    const n = (b.accepted_items || []).length;
+    toast(`Booking kept: ${b.booking_number}, ${n} photo${n === 1 ? "" : "s"} accepted. Carry on.`);
+  }
+  ui.locked = false;
+}
+
+// Another officer signed in while a booking is open: say whose it is before anything is taken.
+function renderHandover(b) {
+  const need = Boolean(b && ui.me && b.officer && b.officer !== ui.me.officer_id);
+  const dialog = $("handover-dialog");
+  if (!need) {
+    dialog.hidden = true;
+    return;
+  }
+  const n = (b.accepted_items || []).length;
+  $("handover-text").textContent = `Booking ${b.booking_number} (${b.agency_ori}) is being taken by ${b.officer}, ` +
+    `with ${n} photo${n === 1 ? "" : "s"} accepted. If you continue, the photos already taken stay under ` +
+    `${b.officer}; the ones you take are recorded under ${ui.me.officer_id}.`;
+  $("handover-take").textContent = `Continue as ${ui.me.officer_id}`;
+  dialog.hidden = false;
 }
 
 // --- live preview --------------------------------------------------------------------------------------
@@ -383,7 +531,7 @@ async function act(fn, msgEl) {
     if (data) apply(data);
     return data;
   } catch (e) {
-    if (msgEl && e.status !== 401) message(msgEl, e.message);
+    if (msgEl && e.status !== 401) problem(msgEl, e);
     return null;
   } finally {
     ui.busy = false;
@@ -511,7 +659,11 @@ function renderQueue(q) {
     detail.className = "state-detail";
     if (row.state === "rejected") detail.textContent = row.reject_reason || "";
     else if (row.state === "delivered") detail.textContent = `confirmed ${hhmm(row.delivered_at)}`;
-    else detail.textContent = row.attempts ? `${row.attempts} attempt(s)${row.last_error ? ": " + row.last_error : ""}` : "not sent yet";
+    else detail.textContent = row.attempts ? `${row.attempts} attempt(s)` : "not sent yet";
+    if (row.state === "pending" && row.last_error_words) {
+      detail.append(document.createElement("br"), row.last_error_words,
+        detailsLine(row.last_error));
+    }
     st.append(badge, detail);
     tr.append(num, when, st);
     body.append(tr);
@@ -577,6 +729,9 @@ function wire() {
       $("discard-message"));
     if (data) $("discard-dialog").hidden = true;
   });
+  $("idle-stay").addEventListener("click", () => api("POST", "/api/v1/session/alive").catch(() => {}));
+  $("handover-take").addEventListener("click", () => act(() => api("POST", "/api/v1/booking/handover"), null));
+  $("handover-signout").addEventListener("click", () => $("nav-signout").click());
   $("retake-btn").addEventListener("click", () => act(() => api("POST", "/api/v1/booking/retake"), $("review-message")));
   $("accept-btn").addEventListener("click", accept);
   $("nav-booking").addEventListener("click", () => { ui.want = "booking"; routeBooking(); if (!ui.data || !ui.data.booking) show("start"); });

@@ -1,0 +1,92 @@
+"""A capture's review in the officer's words: the verdict, the gated checks by name, the hints said once.
+
+The quality engine reports measures by their ISO/NIST names and words some refusals for county IT; the
+review screen needs one line per check an officer can act on, failures first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.capture.session import CaptureReview
+from appliance.ui.wording import capture_problem
+
+POSE_WORDS = {"frontal": "Frontal", "left_profile": "Left profile", "right_profile": "Right profile",
+              "smt": "Scar / mark / tattoo"}
+
+# The profile gates' measures in the officer's words (what the check looks at, said positively).
+CHECK_WORDS = {
+    "single_face_present": "Only the subject's face in view",
+    "inter_eye_distance": "Face big enough in the picture",
+    "leftward_crop": "Room on the left of the face",
+    "rightward_crop": "Room on the right of the face",
+    "margin_above": "Room above the head",
+    "margin_below": "Room below the chin",
+    "head_size": "Head size",
+    "head_pose_yaw": "Head facing the camera (not turned)",
+    "head_pose_pitch": "Chin level (not raised or lowered)",
+    "head_pose_roll": "Head straight (not tilted)",
+    "eyes_open": "Eyes open",
+    "mouth_closed": "Mouth closed",
+    "expression_neutrality": "Neutral expression",
+    "luminance_mean": "Face brightness",
+    "luminance_variance": "Contrast on the face",
+    "under_exposure_prevention": "Face not too dark",
+    "over_exposure_prevention": "Face not washed out",
+    "dynamic_range": "Range of tones",
+    "sharpness": "Sharp (in focus)",
+    "compression_artifacts": "No compression blocks",
+    "natural_colour": "Natural skin colour",
+    "eyes_visible": "Eyes clearly visible",
+    "glasses_glare": "No glare on glasses",
+    "mouth_occlusion_prevention": "Mouth not covered",
+    "face_occlusion_prevention": "Face not covered",
+    "no_head_coverings": "No hat or head covering",
+    "illumination_uniformity": "Even light on both sides of the face",
+    "background_uniformity": "Plain background",
+    "unified_quality_score": "Overall quality",
+}
+
+
+def check_words(quality: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gated checks of a quality report, in words, failures first: [{measure, label, passed}]."""
+    report = quality.get("report") if isinstance(quality, dict) else None
+    if not quality.get("gated") or not isinstance(report, dict):
+        return []
+    checks = []
+    for name, entry in report.get("measures", {}).items():
+        if isinstance(entry, dict) and "passed" in entry:
+            label = CHECK_WORDS.get(name, name.replace("_", " ").capitalize())
+            checks.append({"measure": name, "label": label, "passed": bool(entry["passed"]),
+                           "not_assessed": entry.get("raw") is None and entry.get("score") is None,
+                           "reason": entry.get("reason")})
+    checks.sort(key=lambda c: c["passed"])  # stable: failures first, each group in profile order
+    return checks
+
+
+def review_json(review: CaptureReview) -> dict[str, Any]:
+    """The review for the page: the session's JSON plus the checks in words and a one-line verdict."""
+    out = review.to_json()
+    out["label"] = POSE_WORDS.get(review.pose, review.pose)
+    out["guidance"], out["notes"] = _review_words(out["guidance"], out["notes"])
+    out["checks"] = check_words(review.quality)
+    if review.pose == "frontal":
+        out["verdict"] = "Meets the standard" if review.passed else "Does not meet the standard"
+    else:
+        out["verdict"] = "No quality gates for this view: check it by eye"
+    return out
+
+
+def _review_words(guidance: list[dict[str, Any]], notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The review's hints and notes in plain words, each said once: a hint the engine worded for county IT
+    (pixel arithmetic) gets the officer's words and keeps its text as `detail`; a note that repeats a hint
+    is dropped (it stays in the record's quality report)."""
+    out = []
+    for hint in guidance:
+        if hint.get("code") == "not_standardized":
+            words = capture_problem(str(hint.get("message", "")))
+            hint = {**hint, "message": words.text, "detail": words.detail}
+        out.append(hint)
+    codes = {h.get("code") for h in out}
+    kept = [n for n in notes if not ("not_standardized" in codes and n.startswith("not standardized"))]
+    return out, kept
