@@ -290,10 +290,11 @@ def saved_record_id(page: Any) -> str:
     return found.group(1)
 
 
-def shoot(page: Any, name: str, visible: list[str]) -> list[Path]:
+def shoot(page: Any, name: str, visible: list[str], folder: Path | None = None) -> list[Path]:
     """At each screen size: no horizontal overflow, key elements visible and inside the viewport, then a
-    screenshot. Returns the files written."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot (in `folder`, default test-artifacts/screenshots). Returns the files written."""
+    folder = folder or SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
     files = []
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
@@ -310,7 +311,7 @@ def shoot(page: Any, name: str, visible: list[str]) -> list[Path]:
             assert box["x"] >= -0.5 and box["y"] >= -0.5, f"{name} {width}x{height}: {selector} starts off-screen {box}"
             assert box["x"] + box["width"] <= width + 0.5 and box["y"] + box["height"] <= height + 0.5, (
                 f"{name} at {width}x{height}: {selector} is cut off {box}")
-        path = SCREENSHOTS / f"{name}-{width}x{height}.png"
+        path = folder / f"{name}-{width}x{height}.png"
         page.screenshot(path=str(path))
         files.append(path)
     page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})

@@ -1,0 +1,166 @@
+"""The officer desk as an officer meets it all day, at 800x480 and 1280x720: the actions never leave the
+screen, messages are in plain words (the technical text behind "Details"), a hand-over between officers is
+said and recorded per photo, and the idle lock is announced before it comes and the booking is kept after."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from tests.ui.conftest import add_officer, audit_actions, saved_record_id, shoot, sign_in
+
+ACTIONS = ["#capture-btn", "#save-btn", "#discard-btn"]
+TECHNICAL = re.compile(r"PUBACK|0x[0-9a-f]{2}|[KMGT]iB|/[a-z]+/|[0-9a-f]{8}-[0-9a-f]{4}-|px between", re.I)
+
+
+def _start(page, booking: str) -> None:
+    page.fill("#start-number", booking)
+    page.click("#start-submit")
+    expect(page.locator("#top-booking-number")).to_have_text(booking)
+
+
+def _accept_frontal(page) -> None:
+    expect(page.locator("#review-verdict")).to_have_text("Frontal: Meets the standard", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
+
+
+def _words(page, selector: str) -> str:
+    """The officer's words of a message, without its collapsed Details line."""
+    return page.locator(f"{selector} .message-text").inner_text()
+
+
+def test_a_failing_review_keeps_reason_and_buttons_on_screen(page, start_server, face_sources,
+                                                            tmp_path: Path) -> None:
+    server = start_server(camera=face_sources.failing)
+    officer = add_officer(server.data_dir, "o.ash")
+    sign_in(page, server, officer)
+    _start(page, "2026-000900")
+    expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
+    page.click("#capture-btn")
+    expect(page.locator("#review-verdict")).to_have_text("Frontal: Does not meet the standard", timeout=20_000)
+    expect(page.locator("#accept-btn")).to_have_text("Keep with reason")
+    expect(page.locator("#review-guidance li").first).to_be_visible()
+
+    # "Keep with reason" without a reason: the message shows, and the reason field and both buttons stay.
+    page.click("#accept-btn")
+    msg = page.locator("#review-message")
+    expect(msg).to_be_visible()
+    assert "reason" in _words(page, "#review-message").lower()
+    shoot(page, "desk-review-no-reason", ["#review-verdict", "#review-message", "#override-reason", "#retake-btn",
+                                          "#accept-btn"], tmp_path / "shots")
+    # The long text scrolls in its own region above the action bar, never under it.
+    scroll = page.locator("#screen-review .panel-scroll").bounding_box()
+    bar = page.locator("#screen-review .action-bar").bounding_box()
+    assert scroll is not None and bar is not None and scroll["y"] + scroll["height"] <= bar["y"] + 0.5
+
+    page.fill("#override-reason", "subject refused to look up")
+    page.click("#accept-btn")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("Kept: subject refused to look up")
+
+
+def test_disk_full_save_says_so_in_words_and_leaves_the_actions(page, start_server, tmp_path: Path) -> None:
+    # A floor above any real disk: the station refuses to save, and raises the disk alarm (the badge).
+    server = start_server(config="[store]\nfloor_bytes = 900000000000000000\n")
+    officer = add_officer(server.data_dir, "o.birch")
+    sign_in(page, server, officer)
+    _start(page, "2026-000901")
+    _accept_frontal(page)
+    page.click("#auto-btn")  # auto-capture off: the left profile waits on the booking screen
+    expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
+    page.click("#save-btn")
+    msg = page.locator("#booking-message")
+    expect(msg).to_be_visible(timeout=20_000)
+    words = _words(page, "#booking-message")
+    assert words.startswith("Booking NOT saved: the station's disk is full.") and "Call county IT" in words
+    assert not TECHNICAL.search(words), words
+    details = msg.locator(".message-details")
+    expect(details).to_be_visible()
+    expect(details.locator("code")).to_contain_text("store_full: disk_full")  # collapsed until tapped
+    expect(details.locator("code")).to_be_hidden()
+    expect(page.locator("#nav-alarm")).to_be_visible(timeout=20_000)
+    shoot(page, "desk-disk-full", ["#booking-message", *ACTIONS, "#top-booking-ori", "#nav-alarm"],
+          tmp_path / "shots")
+    # At 800x480 with the alarm badge showing, the ORI is whole (the number may be shortened, never the ORI).
+    ori = page.locator("#top-booking-ori")
+    expect(ori).to_have_text("\u00b7 VA0290000")
+    assert ori.evaluate("el => el.scrollWidth <= el.clientWidth + 0.5")
+    details.locator("summary").click()
+    expect(details.locator("code")).to_be_visible()
+    expect(page.locator("#top-booking-number")).to_have_text("2026-000901")  # the booking is still open
+
+
+def test_a_second_officer_takes_over_and_each_photo_keeps_its_officer(page, start_server, tmp_path: Path) -> None:
+    server = start_server()
+    first = add_officer(server.data_dir, "o1234", "Officer One")
+    second = add_officer(server.data_dir, "o2", "Officer Two")
+    sign_in(page, server, first)
+    _start(page, "2026-000902")
+    _accept_frontal(page)
+    page.click("#nav-signout")
+
+    sign_in(page, server, second, goto=False)
+    dialog = page.locator("#handover-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#handover-text")).to_contain_text("being taken by o1234, with 1 photo accepted")
+    expect(page.locator("#handover-take")).to_have_text("Continue as o2")
+    shoot(page, "desk-handover", ["#handover-text", "#handover-take", "#handover-signout"], tmp_path / "shots")
+    # Nothing can be taken under the first officer's booking before the hand-over is confirmed.
+    status = page.evaluate("""async () => (await fetch('/api/v1/booking/capture', {method: 'POST',
+        headers: {'X-Booking-Station': '1'}})).status""")
+    assert status == 409
+
+    page.click("#handover-take")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#review-verdict")).to_contain_text("Right profile:", timeout=20_000)
+    page.click("#accept-btn")
+    expect(page.locator("#pose-right_profile .step-state")).to_have_text("\u2713 Accepted")
+    page.click("#save-btn")
+    saved = page.locator("#saved-message")
+    expect(saved).to_contain_text("Saved: booking 2026-000902 (VA0290000)", timeout=20_000)
+    record_id = saved_record_id(page)
+
+    from appliance.store import Store
+
+    with Store.open_data_dir(server.data_dir) as store:
+        record = store.load_record(record_id)
+    assert record.booking.operator_id == "o1234"
+    assert [(c.pose, c.operator_id) for c in record.captures] == [
+        ("frontal", "o1234"), ("left_profile", "o2"), ("right_profile", "o2")]
+    handovers = [(a, d) for a, b, d in audit_actions(server.data_dir) if b == "booking_handover"]
+    assert len(handovers) == 1
+    actor, details = handovers[0]
+    assert actor == "o2" and details["from"] == "o1234" and details["to"] == "o2"
+    assert details["accepted"] == [{"pose": "frontal", "operator_id": "o1234"}]
+
+
+def test_the_idle_lock_is_announced_and_the_booking_kept(page, start_server, tmp_path: Path) -> None:
+    server = start_server(extra=["--idle-lock-minutes", "0.25"])  # 15 s: warned 7.5 s before
+    officer = add_officer(server.data_dir, "o.cedar")
+    sign_in(page, server, officer)
+    _start(page, "2026-000903")
+    _accept_frontal(page)
+
+    warning = page.locator("#idle-warning")
+    expect(warning).to_be_visible(timeout=20_000)
+    expect(page.locator("#idle-warning-text")).to_contain_text(re.compile(r"locks in 0:0\d\. The booking is kept"))
+    page.click("#idle-stay")  # an action: the countdown starts again
+    expect(warning).to_be_hidden()
+    expect(warning).to_be_visible(timeout=20_000)
+    shoot(page, "desk-idle-warning", ["#idle-warning-text", "#idle-stay"], tmp_path / "shots")
+    first = page.locator("#idle-warning-text").inner_text()
+    page.wait_for_timeout(1500)
+    assert page.locator("#idle-warning-text").inner_text() != first, "the countdown does not count"
+
+    expect(page.locator("#screen-signin")).to_be_visible(timeout=20_000)
+    expect(page.locator("#signin-message")).to_contain_text("the booking in progress is kept")
+    sign_in(page, server, officer, goto=False)
+    kept = page.locator("#toast")
+    expect(kept).to_be_visible()
+    expect(kept).to_have_text("Booking kept: 2026-000903, 1 photo accepted. Carry on.")
+    expect(page.locator("#handover-dialog")).to_be_hidden()  # the same officer: no hand-over
+    shoot(page, "desk-booking-kept", ["#toast", "#top-booking-ori"], tmp_path / "shots")
