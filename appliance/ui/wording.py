@@ -48,7 +48,7 @@ def delivery_error(error: str | None) -> Plain | None:
 
 def store_refusal(exc: Exception) -> Plain:
     """Why the store refused to save the booking (disk or queue full), with what the officer does now."""
-    kept = "Nothing is lost: the photos stay on this station and every booking saved before is still queued."
+    kept = "Nothing is lost: the photos stay on this station."
     if isinstance(exc, DiskFullError):
         free, floor = getattr(exc, "free_bytes", None), getattr(exc, "floor_bytes", None)
         return Plain(f"Booking NOT saved: the station's disk is full. {kept} Call county IT to free space, "

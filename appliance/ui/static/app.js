@@ -568,6 +568,12 @@ function renderAuto() {
 
 async function accept() {
   const reason = $("override-reason").value.trim();
+  const r = ui.data && ui.data.booking && ui.data.booking.review;
+  if (r && r.needs_override && !reason) {   // said here, short: the reasons are already listed above
+    message($("review-message"), "Type why it is kept anyway, or press Retake.", false, "override_required");
+    $("override-reason").focus();
+    return null;
+  }
   const data = await act(() => api("POST", "/api/v1/booking/accept", { override_reason: reason || null }),
     $("review-message"));
   if (data && data.booking) {
