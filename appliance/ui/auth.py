@@ -61,6 +61,7 @@ class WebSession:
     started: float
     last_action: float
     client: str
+    role: str = "officer"
 
 
 def token_digest(token: str) -> str:
@@ -152,7 +153,7 @@ class Authenticator:
     def _start(self, officer: Officer, client: str) -> tuple[str, WebSession]:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self.monotonic()
-        session = WebSession(officer.officer_id, officer.name, now, now, client)
+        session = WebSession(officer.officer_id, officer.name, now, now, client, officer.role)
         with self._lock:
             self._sessions[token_digest(token)] = session
         self.audit(officer.officer_id, "logon", {"client": client, "second_factor": "totp"})

@@ -48,6 +48,7 @@ def sign_out(request: Request, response: Response, ctx: Context = Depends(contex
 
 
 def _me(ctx: Context, session: WebSession) -> dict[str, Any]:
-    return {"officer_id": session.officer_id, "name": session.name, "station_id": ctx.settings.station_id,
+    return {"officer_id": session.officer_id, "name": session.name, "role": session.role,
+            "station_id": ctx.settings.station_id,
             "default_agency": ctx.settings.agency_ori, "idle_seconds": ctx.auth.idle_seconds,
             "idle_left_seconds": ctx.auth.idle_left(session)}
