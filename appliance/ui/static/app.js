@@ -739,6 +739,8 @@ function renderQueue(q) {
   $("count-rejected").textContent = String(q.counts.rejected || 0);
   $("last-contact").textContent = q.last_contact_text;
   const body = $("queue-body");
+  const opened = new Set([...body.querySelectorAll("tr")]   // Details lines stay open across refreshes
+    .filter((tr) => tr.querySelector("details[open]")).map((tr) => tr.dataset.booking));
   body.replaceChildren();
   for (const row of q.today) {
     const tr = document.createElement("tr");
@@ -762,8 +764,9 @@ function renderQueue(q) {
     else if (row.state === "delivered") detail.textContent = `confirmed ${hhmm(row.delivered_at)}`;
     else detail.textContent = row.attempts ? `${row.attempts} attempt(s)` : "not sent yet";
     if (row.state === "pending" && row.last_error_words) {
-      detail.append(document.createElement("br"), row.last_error_words,
-        detailsLine(row.last_error));
+      const more = detailsLine(row.last_error);
+      more.open = opened.has(row.booking_number);
+      detail.append(document.createElement("br"), row.last_error_words, more);
     }
     st.append(badge, detail);
     tr.append(num, when, st);
