@@ -131,11 +131,30 @@ def test_a_second_officer_takes_over_and_each_photo_keeps_its_officer(page, star
     assert record.booking.operator_id == "o1234"
     assert [(c.pose, c.operator_id) for c in record.captures] == [
         ("frontal", "o1234"), ("left_profile", "o2"), ("right_profile", "o2")]
+    _check_wire_and_export(record)
     handovers = [(a, d) for a, b, d in audit_actions(server.data_dir) if b == "booking_handover"]
     assert len(handovers) == 1
     actor, details = handovers[0]
     assert actor == "o2" and details["from"] == "o1234" and details["to"] == "o2"
     assert details["accepted"] == [{"pose": "frontal", "operator_id": "o1234"}]
+
+
+def _check_wire_and_export(record) -> None:
+    """The signed wire record names the officer of each photo taken after the hand-over (and only those),
+    and the county's ANSI/NIST export says so in the photo's comment."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sync.county.gallery.nist.builder import build_records
+    from sync.protocol import wire
+    from sync.station.agent.records import to_wire_record
+
+    key = Ed25519PrivateKey.generate()
+    signed = wire.encode_record(to_wire_record(record, county="king-county", station="desk-1"), key)
+    got = wire.decode_record(signed, lambda kid: key.public_key())
+    assert [c.operator for c in got.captures] == [None, "o2", "o2"] and got.booking.operator == "o1234"
+    comments = [r.fields.get(38) for r in build_records(got) if r.type == 10]
+    assert comments[0] is None or "taken by" not in str(comments[0])
+    assert all("taken by officer o2" in str(c) for c in comments[1:]), comments
 
 
 def test_the_idle_lock_is_announced_and_the_booking_kept(page, start_server, tmp_path: Path) -> None:
