@@ -70,6 +70,7 @@ def test_disk_full_save_says_so_in_words_and_leaves_the_actions(page, start_serv
     _accept_frontal(page)
     page.click("#auto-btn")  # auto-capture off: the left profile waits on the booking screen
     expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#guidance-text")).to_have_text("Press Capture.", timeout=20_000)  # the station has it
     page.click("#save-btn")
     msg = page.locator("#booking-message")
     expect(msg).to_be_visible(timeout=20_000)

@@ -665,7 +665,7 @@ async function accept() {
   const reason = $("override-reason").value.trim();
   const r = ui.data && ui.data.booking && ui.data.booking.review;
   if (r && r.needs_override && !reason) {   // said here, short: the reasons are already listed above
-    message($("review-message"), "Type why it is kept anyway, or press Retake.", false, "override_required");
+    message($("review-message"), "This photo fails the quality standard: type the reason to keep it anyway, or press Retake.", false, "override_required");
     $("override-reason").focus();
     return null;
   }
