@@ -68,7 +68,7 @@ def review_json(review: CaptureReview) -> dict[str, Any]:
     """The review for the page: the session's JSON plus the checks in words and a one-line verdict."""
     out = review.to_json()
     out["label"] = POSE_WORDS.get(review.pose, review.pose)
-    out["guidance"], out["notes"] = _review_words(out["guidance"], out["notes"])
+    out["guidance"], out["notes"] = review_hints(out["guidance"], out["notes"])
     out["checks"] = check_words(review.quality)
     if review.pose == "frontal":
         out["verdict"] = "Meets the standard" if review.passed else "Does not meet the standard"
@@ -77,7 +77,7 @@ def review_json(review: CaptureReview) -> dict[str, Any]:
     return out
 
 
-def _review_words(guidance: list[dict[str, Any]], notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+def review_hints(guidance: list[dict[str, Any]], notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """The review's hints and notes in plain words, each said once: a hint the engine worded for county IT
     (pixel arithmetic) gets the officer's words and keeps its text as `detail`; a note that repeats a hint
     is dropped (it stays in the record's quality report)."""

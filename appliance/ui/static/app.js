@@ -30,6 +30,7 @@ const ui = {
   lastAction: 0,          // Date.now() of the last officer action the station counted (idle lock)
   idleTimer: null,
   toastTimer: null,
+  idleAsking: false,
   locked: false,          // the last sign-out was the idle lock: say "Booking kept" after signing in
 };
 
@@ -54,6 +55,8 @@ async function api(method, path, body) {
   } catch (e) {
     throw new ApiError("The station does not answer. Check that it is running, then try again.", "network", 0);
   }
+  // The station counts every officer request but a poll as activity, refused or not (not a failed sign-in).
+  if (method !== "GET" && res.status !== 401 && res.status !== 403) noteAction();
   let data = null;
   if (res.status !== 204) {
     try { data = await res.json(); } catch (e) { data = null; }
@@ -66,7 +69,6 @@ async function api(method, path, body) {
     }
     throw err;
   }
-  if (method !== "GET") noteAction();
   return data;
 }
 
@@ -446,8 +448,13 @@ function idleTick() {
     return;
   }
   if (left <= 0) {
+    // The station locks now (api() then shows the sign-in); if it still counts time, follow its count.
     warn.hidden = true;
-    refresh().catch(() => { /* the station answers "locked": api() shows the sign-in */ });
+    if (!ui.idleAsking) {
+      ui.idleAsking = true;
+      api("GET", "/api/v1/session").then((me) => { if (ui.me) startIdleWatch({ ...ui.me, ...me }); })
+        .catch(() => {}).finally(() => { ui.idleAsking = false; });
+    }
     return;
   }
   const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
