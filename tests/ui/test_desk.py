@@ -49,6 +49,12 @@ def test_a_failing_review_keeps_reason_and_buttons_on_screen(page, start_server,
     msg = page.locator("#review-message")
     expect(msg).to_be_visible()
     assert "reason" in _words(page, "#review-message").lower()
+    # The finding's case had eight guidance lines: make the list that long (as the page writes it) and
+    # check the layout, not this portrait's count.
+    page.evaluate("""() => { const gl = document.getElementById('review-guidance');
+        const line = gl.querySelector('li');
+        while (gl.children.length < 8) gl.append(line.cloneNode(true)); }""")
+    expect(page.locator("#review-guidance li")).to_have_count(8)
     shoot(page, "desk-review-no-reason", ["#review-verdict", "#review-message", "#override-reason", "#retake-btn",
                                           "#accept-btn"], tmp_path / "shots")
     # The long text scrolls in its own region above the action bar, never under it.
