@@ -7,6 +7,9 @@ One station has one camera, so one booking is open at a time; any signed-in offi
 (a shift change mid-booking is normal), and each accepted capture records the officer who accepted it.
 The desk adds what the capture session does not do itself:
 
+* **the hand-over**: one officer carries the open booking on (`OpenBooking.officer`); another officer
+  signed in must take it over first (`handover`, audited), so nobody's photos are taken under a name
+  the page did not show;
 * **the booking number is checked against the store** before a booking opens: a number already saved
   here (for the same agency) is refused with a message saying when and as which record, because a second
   record for one arrest is a mess the county has to untangle by hand;
