@@ -11,6 +11,9 @@ from typing import Any
 from appliance.capture.session import CaptureReview
 from appliance.ui.wording import capture_problem
 
+SAYS_SMALL_FACE = "too_far"
+"""The live gate's hint that already tells the officer the face is too small (too far from the camera)."""
+
 POSE_WORDS = {"frontal": "Frontal", "left_profile": "Left profile", "right_profile": "Right profile",
               "smt": "Scar / mark / tattoo"}
 
@@ -79,14 +82,22 @@ def review_json(review: CaptureReview) -> dict[str, Any]:
 
 def review_hints(guidance: list[dict[str, Any]], notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """The review's hints and notes in plain words, each said once: a hint the engine worded for county IT
-    (pixel arithmetic) gets the officer's words and keeps its text as `detail`; a note that repeats a hint
-    is dropped (it stays in the record's quality report)."""
-    out = []
+    (the standard crop's pixel arithmetic) gets the officer's words and keeps its text as `detail`, or, when
+    a hint already says the same ("too far away"), only adds its text there as the detail; a note that
+    repeats a hint is dropped (it stays in the record's quality report)."""
+    out: list[dict[str, Any]] = []
+    crop = None
     for hint in guidance:
         if hint.get("code") == "not_standardized":
             words = capture_problem(str(hint.get("message", "")))
-            hint = {**hint, "message": words.text, "detail": words.detail}
-        out.append(hint)
-    codes = {h.get("code") for h in out}
-    kept = [n for n in notes if not ("not_standardized" in codes and n.startswith("not standardized"))]
+            crop = {**hint, "message": words.text, "detail": words.detail}
+        else:
+            out.append(dict(hint))
+    if crop is not None:
+        same = next((h for h in out if h.get("code") == SAYS_SMALL_FACE), None)
+        if same is not None and "too few pixels" in str(crop["detail"]):
+            same["detail"] = crop["detail"]
+        else:
+            out.append(crop)
+    kept = [n for n in notes if not (crop is not None and n.startswith("not standardized"))]
     return out, kept

@@ -67,6 +67,36 @@ def test_a_failing_review_keeps_reason_and_buttons_on_screen(page, start_server,
     expect(page.locator("#pose-frontal .step-state")).to_have_text("Kept: subject refused to look up")
 
 
+def test_a_face_too_small_is_said_once_in_words(page, start_server, face_sources, tmp_path: Path) -> None:
+    # The finding's case: a subject far from the camera (the portrait at a quarter of its size on a plain
+    # 640x480 frame, ~29 px between the eyes), which the standard crop cannot use.
+    import cv2
+    import numpy as np
+
+    image = cv2.imread(str(face_sources.passing))
+    small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    h, w = small.shape[:2]
+    frame[(480 - h) // 2:(480 - h) // 2 + h, (640 - w) // 2:(640 - w) // 2 + w] = small
+    far = tmp_path / "far.jpg"
+    cv2.imwrite(str(far), frame)
+
+    server = start_server(camera=far)
+    sign_in(page, server, add_officer(server.data_dir, "o.dove"))
+    _start(page, "2026-000904")
+    expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
+    page.click("#capture-btn")
+    expect(page.locator("#review-verdict")).to_have_text("Frontal: Does not meet the standard", timeout=20_000)
+    shown = page.locator("#review-guidance").inner_text()
+    assert shown.lower().count("too far away") == 1, shown
+    assert not TECHNICAL.search(shown), shown
+    detail = page.locator("#review-guidance .message-details")
+    expect(detail).to_have_count(1)
+    shoot(page, "desk-face-too-small", ["#review-verdict", "#retake-btn", "#accept-btn"], tmp_path / "shots")
+    detail.locator("summary").click()
+    expect(detail.locator("code")).to_contain_text("px between the eyes")
+
+
 def test_disk_full_save_says_so_in_words_and_leaves_the_actions(page, start_server, tmp_path: Path) -> None:
     # A floor above any real disk: the station refuses to save, and raises the disk alarm (the badge).
     server = start_server(config="[store]\nfloor_bytes = 900000000000000000\n")

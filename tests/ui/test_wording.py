@@ -67,6 +67,12 @@ def test_the_standard_crops_pixel_arithmetic_is_said_once_in_words() -> None:
     shown = " ".join([h["message"] for h in hints] + kept)
     assert not TECHNICAL.search(shown)
 
+    # With the live gate's own "too far away" hint, the crop's problem is that hint's detail: said once.
+    too_far = {"code": "too_far", "message": "The subject is too far away: ask them to step closer."}
+    hints, kept = review_hints([too_far, guidance[1]], notes[:1])
+    assert [h["code"] for h in hints] == ["too_far"] and hints[0]["message"] == too_far["message"]
+    assert engine in hints[0]["detail"] and kept == []
+
 
 def test_an_unknown_processing_failure_still_reads_as_a_sentence() -> None:
     plain = capture_problem("cv2.error: (-215:Assertion failed) !ssize.empty()")
