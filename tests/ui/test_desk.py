@@ -156,6 +156,7 @@ def test_a_second_officer_takes_over_and_each_photo_keeps_its_officer(page, star
     expect(page.locator("#review-verdict")).to_contain_text("Right profile:", timeout=20_000)
     page.click("#accept-btn")
     expect(page.locator("#pose-right_profile .step-state")).to_have_text("\u2713 Accepted")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted (o1234)")  # whose it is
     page.click("#save-btn")
     saved = page.locator("#saved-message")
     expect(saved).to_contain_text("Saved: booking 2026-000902 (VA0290000)", timeout=20_000)

@@ -265,6 +265,8 @@ function renderBooking(b) {
       state.textContent = items.length ? "Retaking" : "Taking now";
     } else if (items.length) {
       state.textContent = items[0].override_reason ? `Kept: ${items[0].override_reason}` : "\u2713 Accepted";
+      // After a hand-over, a photo taken by the officer before says whose it is.
+      if (b.officer && items[0].operator_id !== b.officer) state.textContent += ` (${items[0].operator_id})`;
     } else {
       state.textContent = "Not taken";
     }
