@@ -145,7 +145,9 @@ class BookingDesk:
             self.audit("system", "draft_unusable", {"booking_number": b.booking_number, "error": str(exc)})
             return False
         with self._lock:
-            self._open = OpenBooking(session, draft.opened_by, draft.opened_at, restored=True)
+            # Who carried it on: the officer of the last accepted photo (the draft keeps each photo's officer).
+            officer = draft.accepted[-1].operator_id if draft.accepted else draft.opened_by
+            self._open = OpenBooking(session, draft.opened_by, draft.opened_at, restored=True, officer=officer)
         self.audit("system", "booking_restore", {"booking_number": b.booking_number, "agency_ori": b.agency_ori,
                                                  "accepted": [a.pose for a in draft.accepted]})
         self._start_camera()
