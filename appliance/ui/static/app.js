@@ -1,4 +1,6 @@
-// Booking station officer UI: plain JavaScript, no build step, no third-party code.
+// Booking station officer UI: plain JavaScript, no build step, no third-party code. This file is the page's
+// core (screens, booking, review, queue; over 500 lines because they share one state object and one poll);
+// presence.js (idle lock warning, hand-over) and officers.js (admin screen, number keypad) use its globals.
 // One page with screens (sign-in, start, booking, review, queue). State lives on the station; the page
 // polls it (booking state 4x a second on the booking screen, the queue every 5 s) and sends officer
 // actions as JSON. Every request carries the X-Booking-Station header the server requires (CSRF guard).
@@ -10,8 +12,6 @@ const POSE_WORDS = { frontal: "Frontal", left_profile: "Left profile", right_pro
 const POLL_MS = 250;
 const QUEUE_POLL_MS = 5000;
 const ALARM_POLL_MS = 15000;
-const IDLE_WARN_S = 60;         // the idle lock is announced this long before (half the idle time if shorter)
-const TOAST_MS = 8000;
 const ALARM_TITLES = { offline: "Offline", queue_growing: "Queue growing", disk_low: "Disk low", queue_full: "Queue full" };
 
 const ui = {
@@ -416,180 +416,6 @@ function renderReview(b) {
   $("retake-btn").disabled = ui.busy;
 }
 
-// --- idle lock, "booking kept", hand-over -------------------------------------------------------------
-// The station locks a session after `idle_seconds` without an officer action (its polls do not count). The
-// page counts down the same time from the last action the station saw and warns before the lock.
-
-function noteAction() {
-  ui.lastAction = Date.now();
-  $("idle-warning").hidden = true;
-}
-
-function startIdleWatch(me) {
-  stopIdleWatch();
-  const left = typeof me.idle_left_seconds === "number" ? me.idle_left_seconds : me.idle_seconds;
-  ui.lastAction = Date.now() - (me.idle_seconds - left) * 1000;
-  ui.idleTimer = setInterval(idleTick, 1000);
-  idleTick();
-}
-
-function stopIdleWatch() {
-  clearInterval(ui.idleTimer);
-  ui.idleTimer = null;
-  $("idle-warning").hidden = true;
-}
-
-function idleTick() {
-  if (!ui.me) return;
-  const total = ui.me.idle_seconds;
-  const left = Math.ceil(total - (Date.now() - ui.lastAction) / 1000);
-  const warnAt = Math.min(IDLE_WARN_S, total / 2);
-  const warn = $("idle-warning");
-  if (left > warnAt) {
-    warn.hidden = true;
-    return;
-  }
-  if (left <= 0) {
-    // The station locks now (api() then shows the sign-in); if it still counts time, follow its count.
-    warn.hidden = true;
-    if (!ui.idleAsking) {
-      ui.idleAsking = true;
-      api("GET", "/api/v1/session").then((me) => { if (ui.me) startIdleWatch({ ...ui.me, ...me }); })
-        .catch(() => {}).finally(() => { ui.idleAsking = false; });
-    }
-    return;
-  }
-  const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
-  const kept = ui.data && ui.data.booking ? " The booking is kept." : "";
-  $("idle-warning-text").textContent = `No activity: this screen locks in ${mmss}.${kept}`;
-  warn.hidden = false;
-}
-
-function toast(text) {
-  const el = $("toast");
-  el.textContent = text;
-  el.hidden = false;
-  clearTimeout(ui.toastTimer);
-  ui.toastTimer = setTimeout(() => { el.hidden = true; }, TOAST_MS);
-}
-
-function announceKept() {
-  const b = ui.data && ui.data.booking;
-  if (ui.locked && b && b.officer === ui.me.officer_id) {
-    const n = (b.accepted_items || []).length;
-    toast(`Booking kept: ${b.booking_number}, ${n} photo${n === 1 ? "" : "s"} accepted. Carry on.`);
-  }
-  ui.locked = false;
-}
-
-// Another officer signed in while a booking is open: say whose it is before anything is taken.
-function renderHandover(b) {
-  const need = Boolean(b && ui.me && b.officer && b.officer !== ui.me.officer_id);
-  const dialog = $("handover-dialog");
-  if (!need) {
-    dialog.hidden = true;
-    return;
-  }
-  const n = (b.accepted_items || []).length;
-  $("handover-text").textContent = `Booking ${b.booking_number} (${b.agency_ori}) is being taken by ${b.officer}, ` +
-    `with ${n} photo${n === 1 ? "" : "s"} accepted. If you continue, the photos already taken stay under ` +
-    `${b.officer}; the ones you take are recorded under ${ui.me.officer_id}.`;
-  $("handover-take").textContent = `Continue as ${ui.me.officer_id}`;
-  dialog.hidden = false;
-}
-
-// --- officers (station admin) -------------------------------------------------------------------------
-
-async function openAdmin() {
-  showEnrolForm();
-  try {
-    const data = await api("GET", "/api/v1/admin/officers");
-    $("pin-rule").textContent = data.pin_rule;
-    const list = $("officer-list");
-    list.replaceChildren();
-    for (const o of data.officers) {
-      const li = document.createElement("li");
-      const text = document.createElement("span");
-      const role = o.role === "station-admin" ? " \u00b7 station admin" : "";
-      text.textContent = `${o.officer_id} \u2013 ${o.name}${role}${o.locked ? " \u00b7 LOCKED" : ""}`;
-      li.append(text);
-      list.append(li);
-    }
-  } catch (e) {
-    problem($("enrol-message"), e);
-  }
-}
-
-function showEnrolForm() {
-  $("enrol-result").hidden = true;
-  $("enrol-form").hidden = false;
-  $("enrol-keypad").hidden = false;
-}
-
-async function enrol(ev) {
-  ev.preventDefault();
-  const msg = $("enrol-message");
-  message(msg, "");
-  try {
-    const data = await api("POST", "/api/v1/admin/officers", {
-      officer_id: $("enrol-officer").value.trim(), name: $("enrol-name").value.trim(),
-      pin: $("enrol-pin").value, role: $("enrol-role").value,
-    });
-    const old = $("enrol-qr").src;
-    if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
-    $("enrol-qr").src = URL.createObjectURL(new Blob([data.qr_svg], { type: "image/svg+xml" }));
-    $("enrol-result-title").textContent = `${data.officer_id} is enrolled`;
-    $("enrol-issuer").textContent = `${data.issuer} (${data.officer_id})`;
-    $("enrol-secret").textContent = data.totp_secret;
-    for (const id of ["enrol-officer", "enrol-name", "enrol-pin"]) $(id).value = "";
-    $("enrol-form").hidden = true;
-    $("enrol-keypad").hidden = true;
-    $("enrol-result").hidden = false;
-  } catch (e) {
-    problem(msg, e);
-    $("enrol-pin").value = "";
-    $("enrol-pin").focus();
-  }
-}
-
-// --- number keypad -------------------------------------------------------------------------------------
-// Types into the last focused field marked data-keypad of its form (the first one if none was focused).
-// Keys act on "click", which both a tap and a mouse press give; pressing a key does not take the focus
-// from the field, so the on-screen keyboard of the field (if any) stays as it was.
-
-const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "\u232b", "0", "Next"];
-
-function buildKeypad(pad) {
-  const form = $(pad.dataset.form);
-  const fields = () => [...form.querySelectorAll("[data-keypad]")];
-  let target = null;
-  form.addEventListener("focusin", (ev) => { if (ev.target.matches("[data-keypad]")) target = ev.target; });
-  for (const key of KEYS) {
-    const btn = document.createElement("button");
-    btn.type = "button";
-    btn.textContent = key;
-    btn.dataset.key = key === "\u232b" ? "back" : key.toLowerCase();
-    btn.setAttribute("aria-label", key === "\u232b" ? "Delete" : key);
-    if (key === "Next") btn.className = "key-next";
-    btn.addEventListener("mousedown", (ev) => ev.preventDefault());
-    btn.addEventListener("click", () => pressKey(btn.dataset.key, target || fields()[0], fields, form));
-    pad.append(btn);
-  }
-}
-
-function pressKey(key, field, fields, form) {
-  if (!field) return;
-  if (key === "back") field.value = field.value.slice(0, -1);
-  else if (key === "next") {
-    const all = fields();
-    const next = all[all.indexOf(field) + 1];
-    if (next) next.focus();
-    else form.requestSubmit();
-    return;
-  } else if (!field.maxLength || field.maxLength < 0 || field.value.length < field.maxLength) field.value += key;
-  field.dispatchEvent(new Event("input", { bubbles: true }));
-}
-
 // --- live preview --------------------------------------------------------------------------------------
 
 function startPreview() {
@@ -842,17 +668,12 @@ function wire() {
       $("discard-message"));
     if (data) $("discard-dialog").hidden = true;
   });
-  $("idle-stay").addEventListener("click", () => api("POST", "/api/v1/session/alive").catch(() => {}));
-  $("handover-take").addEventListener("click", () => act(() => api("POST", "/api/v1/booking/handover"), null));
-  $("handover-signout").addEventListener("click", () => $("nav-signout").click());
   $("retake-btn").addEventListener("click", () => act(() => api("POST", "/api/v1/booking/retake"), $("review-message")));
   $("accept-btn").addEventListener("click", accept);
   $("nav-booking").addEventListener("click", () => { ui.want = "booking"; routeBooking(); if (!ui.data || !ui.data.booking) show("start"); });
   $("nav-queue").addEventListener("click", () => { ui.want = "queue"; show("queue"); });
-  $("nav-admin").addEventListener("click", () => show("admin"));
-  $("enrol-form").addEventListener("submit", enrol);
-  $("enrol-done").addEventListener("click", showEnrolForm);
-  for (const pad of document.querySelectorAll(".keypad")) buildKeypad(pad);
+  wirePresence();   // presence.js: idle warning, hand-over
+  wireOfficers();   // officers.js: the station admin's screen, the number keypad
   $("nav-alarm").addEventListener("click", () => { ui.want = "queue"; show("queue"); });
   $("nav-signout").addEventListener("click", async () => {
     try { await api("DELETE", "/api/v1/session"); } catch (e) { /* signed out anyway */ }
