@@ -32,22 +32,46 @@ def _words(page, selector: str) -> str:
     return page.locator(f"{selector} .message-text").inner_text()
 
 
-def test_a_failing_review_keeps_reason_and_buttons_on_screen(page, start_server, face_sources,
-                                                            tmp_path: Path) -> None:
-    server = start_server(camera=face_sources.failing)
-    officer = add_officer(server.data_dir, "o.ash")
-    sign_in(page, server, officer)
+def _far_subject(source: Path, folder: Path) -> Path:
+    """The finding's case: a subject far from the camera (a real portrait at a quarter of its size on a plain
+    640x480 frame, ~29 px between the eyes), which the standard crop cannot use. Written to the test's tmp."""
+    import cv2
+    import numpy as np
+
+    small = cv2.resize(cv2.imread(str(source)), None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    h, w = small.shape[:2]
+    frame[(480 - h) // 2:(480 - h) // 2 + h, (640 - w) // 2:(640 - w) // 2 + w] = small
+    far = folder / "far.jpg"
+    cv2.imwrite(str(far), frame)
+    return far
+
+
+def test_a_failing_review_and_a_full_disk_never_hide_the_actions(page, start_server, face_sources,
+                                                                 tmp_path: Path) -> None:
+    # A floor above any real disk: the station refuses to save and raises the disk alarm (the badge).
+    server = start_server(camera=_far_subject(face_sources.passing, tmp_path),
+                          config="[store]\nfloor_bytes = 900000000000000000\n")
+    sign_in(page, server, add_officer(server.data_dir, "o.ash"))
     _start(page, "2026-000900")
+    page.click("#auto-btn")  # by hand: nothing is taken by itself in this test
+    expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
     expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
     page.click("#capture-btn")
     expect(page.locator("#review-verdict")).to_have_text("Frontal: Does not meet the standard", timeout=20_000)
     expect(page.locator("#accept-btn")).to_have_text("Keep with reason")
-    expect(page.locator("#review-guidance li").first).to_be_visible()
+
+    # The face is too small: said once, in words; the standard crop's pixel arithmetic is behind Details.
+    shown = page.locator("#review-guidance").inner_text()
+    assert shown.lower().count("too far away") == 1, shown
+    assert not TECHNICAL.search(shown), shown
+    detail = page.locator("#review-guidance .message-details")
+    expect(detail).to_have_count(1)
+    expect(detail.locator("code")).to_be_hidden()
 
     # "Keep with reason" without a reason: the message shows, and the reason field and both buttons stay.
     page.click("#accept-btn")
-    msg = page.locator("#review-message")
-    expect(msg).to_be_visible()
+    expect(page.locator("#review-message")).to_be_visible()
     assert "reason" in _words(page, "#review-message").lower()
     # The finding's case had eight guidance lines: make the list that long (as the page writes it) and
     # check the layout, not this portrait's count.
@@ -61,52 +85,16 @@ def test_a_failing_review_keeps_reason_and_buttons_on_screen(page, start_server,
     scroll = page.locator("#screen-review .panel-scroll").bounding_box()
     bar = page.locator("#screen-review .action-bar").bounding_box()
     assert scroll is not None and bar is not None and scroll["y"] + scroll["height"] <= bar["y"] + 0.5
+    detail.first.locator("summary").click()
+    expect(detail.first.locator("code")).to_contain_text("px between the eyes")
 
-    page.fill("#override-reason", "subject refused to look up")
+    page.fill("#override-reason", "subject cannot stand closer")
     page.click("#accept-btn")
-    expect(page.locator("#pose-frontal .step-state")).to_have_text("Kept: subject refused to look up")
+    expect(page.locator("#pose-frontal .step-state")).to_have_text("Kept: subject cannot stand closer")
+    expect(page.locator("#pose-left_profile .step-state")).to_have_text("Taking now")
+    expect(page.locator("#save-btn")).to_be_enabled()
 
-
-def test_a_face_too_small_is_said_once_in_words(page, start_server, face_sources, tmp_path: Path) -> None:
-    # The finding's case: a subject far from the camera (the portrait at a quarter of its size on a plain
-    # 640x480 frame, ~29 px between the eyes), which the standard crop cannot use.
-    import cv2
-    import numpy as np
-
-    image = cv2.imread(str(face_sources.passing))
-    small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
-    frame = np.full((480, 640, 3), 200, np.uint8)
-    h, w = small.shape[:2]
-    frame[(480 - h) // 2:(480 - h) // 2 + h, (640 - w) // 2:(640 - w) // 2 + w] = small
-    far = tmp_path / "far.jpg"
-    cv2.imwrite(str(far), frame)
-
-    server = start_server(camera=far)
-    sign_in(page, server, add_officer(server.data_dir, "o.dove"))
-    _start(page, "2026-000904")
-    expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
-    page.click("#capture-btn")
-    expect(page.locator("#review-verdict")).to_have_text("Frontal: Does not meet the standard", timeout=20_000)
-    shown = page.locator("#review-guidance").inner_text()
-    assert shown.lower().count("too far away") == 1, shown
-    assert not TECHNICAL.search(shown), shown
-    detail = page.locator("#review-guidance .message-details")
-    expect(detail).to_have_count(1)
-    shoot(page, "desk-face-too-small", ["#review-verdict", "#retake-btn", "#accept-btn"], tmp_path / "shots")
-    detail.locator("summary").click()
-    expect(detail.locator("code")).to_contain_text("px between the eyes")
-
-
-def test_disk_full_save_says_so_in_words_and_leaves_the_actions(page, start_server, tmp_path: Path) -> None:
-    # A floor above any real disk: the station refuses to save, and raises the disk alarm (the badge).
-    server = start_server(config="[store]\nfloor_bytes = 900000000000000000\n")
-    officer = add_officer(server.data_dir, "o.birch")
-    sign_in(page, server, officer)
-    _start(page, "2026-000901")
-    _accept_frontal(page)
-    page.click("#auto-btn")  # auto-capture off: the left profile waits on the booking screen
-    expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
-    expect(page.locator("#guidance-text")).to_have_text("Press Capture.", timeout=20_000)  # the station has it
+    # Saving on a full disk: plain words, the code behind Details, and Capture, Save and Discard stay.
     page.click("#save-btn")
     msg = page.locator("#booking-message")
     expect(msg).to_be_visible(timeout=20_000)
@@ -114,7 +102,6 @@ def test_disk_full_save_says_so_in_words_and_leaves_the_actions(page, start_serv
     assert words.startswith("Booking NOT saved: the station's disk is full.") and "Call county IT" in words
     assert not TECHNICAL.search(words), words
     details = msg.locator(".message-details")
-    expect(details).to_be_visible()
     expect(details.locator("code")).to_contain_text("store_full: disk_full")  # collapsed until tapped
     expect(details.locator("code")).to_be_hidden()
     expect(page.locator("#nav-alarm")).to_be_visible(timeout=20_000)
@@ -126,7 +113,7 @@ def test_disk_full_save_says_so_in_words_and_leaves_the_actions(page, start_serv
     assert ori.evaluate("el => el.scrollWidth <= el.clientWidth + 0.5")
     details.locator("summary").click()
     expect(details.locator("code")).to_be_visible()
-    expect(page.locator("#top-booking-number")).to_have_text("2026-000901")  # the booking is still open
+    expect(page.locator("#top-booking-number")).to_have_text("2026-000900")  # the booking is still open
 
 
 def test_a_second_officer_takes_over_and_each_photo_keeps_its_officer(page, start_server, tmp_path: Path) -> None:
@@ -196,11 +183,10 @@ def _check_wire_and_export(record) -> None:
 
 
 def test_the_idle_lock_is_announced_and_the_booking_kept(page, start_server, tmp_path: Path) -> None:
-    server = start_server(extra=["--idle-lock-minutes", "0.25"])  # 15 s: warned 7.5 s before
+    server = start_server(extra=["--idle-lock-minutes", "0.15"])  # 9 s: warned 4.5 s before
     officer = add_officer(server.data_dir, "o.cedar")
     sign_in(page, server, officer)
-    _start(page, "2026-000903")
-    _accept_frontal(page)
+    _start(page, "2026-000903")  # the last action; auto-capture then takes the frontal view by itself
 
     warning = page.locator("#idle-warning")
     expect(warning).to_be_visible(timeout=20_000)
@@ -218,6 +204,6 @@ def test_the_idle_lock_is_announced_and_the_booking_kept(page, start_server, tmp
     sign_in(page, server, officer, goto=False)
     kept = page.locator("#toast")
     expect(kept).to_be_visible()
-    expect(kept).to_have_text("Booking kept: 2026-000903, 1 photo accepted. Carry on.")
+    expect(kept).to_have_text("Booking kept: 2026-000903, 0 photos accepted. Carry on.")
     expect(page.locator("#handover-dialog")).to_be_hidden()  # the same officer: no hand-over
     shoot(page, "desk-booking-kept", ["#toast", "#top-booking-ori"], tmp_path / "shots")

@@ -27,6 +27,7 @@ const ui = {
   reviewKey: null,
   busy: false,
   auto: true,             // the officer's auto-capture preference for face views
+  autoFrom: null,         // the restored booking whose armed view set `auto`
   lastAction: 0,          // Date.now() of the last officer action the station counted (idle lock)
   idleTimer: null,
   toastTimer: null,
@@ -327,8 +328,9 @@ function renderBooking(b) {
   else $("preview-empty").textContent = "Waiting for the camera\u2026";
 
   drawFaceBox(live, kind === "ready");
-  // The station may have armed the view itself (a restored booking waits with auto-capture off): show its choice.
-  if (!ui.busy && live.phase === "live" && live.pose && live.pose !== "smt" && live.auto !== ui.auto) {
+  // A restored booking was armed by the station itself (auto-capture off): show its choice, once.
+  if (b.restored && ui.autoFrom !== b.booking_number && live.phase === "live" && live.pose && live.pose !== "smt") {
+    ui.autoFrom = b.booking_number;
     ui.auto = Boolean(live.auto);
     renderAuto();
   }
@@ -486,6 +488,7 @@ async function selectPose(pose, description) {
 async function toggleAuto() {
   ui.auto = !ui.auto;
   renderAuto();
+  while (ui.busy) await new Promise((resolve) => setTimeout(resolve, 50));  // the station must hear it
   const b = ui.data && ui.data.booking;
   if (b && b.live.phase === "live" && b.live.pose && b.live.pose !== "smt") await selectPose(b.live.pose);
 }
