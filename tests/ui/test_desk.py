@@ -1,6 +1,6 @@
 """The officer desk as an officer meets it all day, at 800x480 and 1280x720: the actions never leave the
 screen, messages are in plain words (the technical text behind "Details"), a hand-over between officers is
-said and recorded per photo, and the idle lock is announced before it comes and the booking is kept after."""
+said and recorded per photo. (The idle lock's warning and "Booking kept": test_interruptions.)"""
 
 from __future__ import annotations
 
@@ -180,30 +180,3 @@ def _check_wire_and_export(record) -> None:
     comments = [r.fields.get(38) for r in build_records(got) if r.type == 10]
     assert comments[0] is None or "taken by" not in str(comments[0])
     assert all("taken by officer o2" in str(c) for c in comments[1:]), comments
-
-
-def test_the_idle_lock_is_announced_and_the_booking_kept(page, start_server, tmp_path: Path) -> None:
-    server = start_server(extra=["--idle-lock-minutes", "0.15"])  # 9 s: warned 4.5 s before
-    officer = add_officer(server.data_dir, "o.cedar")
-    sign_in(page, server, officer)
-    _start(page, "2026-000903")  # the last action; auto-capture then takes the frontal view by itself
-
-    warning = page.locator("#idle-warning")
-    expect(warning).to_be_visible(timeout=20_000)
-    expect(page.locator("#idle-warning-text")).to_contain_text(re.compile(r"locks in 0:0\d\. The booking is kept"))
-    page.click("#idle-stay")  # an action: the countdown starts again
-    expect(warning).to_be_hidden()
-    expect(warning).to_be_visible(timeout=20_000)
-    shoot(page, "desk-idle-warning", ["#idle-warning-text", "#idle-stay"], tmp_path / "shots")
-    first = page.locator("#idle-warning-text").inner_text()
-    page.wait_for_timeout(1500)
-    assert page.locator("#idle-warning-text").inner_text() != first, "the countdown does not count"
-
-    expect(page.locator("#screen-signin")).to_be_visible(timeout=20_000)
-    expect(page.locator("#signin-message")).to_contain_text("the booking in progress is kept")
-    sign_in(page, server, officer, goto=False)
-    kept = page.locator("#toast")
-    expect(kept).to_be_visible()
-    expect(kept).to_have_text("Booking kept: 2026-000903, 0 photos accepted. Carry on.")
-    expect(page.locator("#handover-dialog")).to_be_hidden()  # the same officer: no hand-over
-    shoot(page, "desk-booking-kept", ["#toast", "#top-booking-ori"], tmp_path / "shots")
