@@ -189,8 +189,9 @@ class BookingDesk:
             if saved:
                 when = self._saved_when(saved[-1])
                 raise DeskError(f"Booking number {booking_number} ({agency_ori}) is already in use: it was saved at "
-                                f"this station{when} as record {saved[-1]}. Check the number on the booking "
-                                f"sheet; a second record for one booking is not allowed.", "booking_number_in_use")
+                                f"this station{when}. Check the number on the booking sheet; a second record "
+                                f"for one booking is not allowed.", "booking_number_in_use",
+                                detail=f"booking_number_in_use: record {saved[-1]}")
             self._open = OpenBooking(session, officer_id, utc_now())
             self._requests.pop((agency_ori, booking_number), None)
             self._last_saved = None
