@@ -58,6 +58,12 @@ def test_users_add_prints_a_qr_code_and_names_county_and_station(tmp_path: Path)
     assert roles == {"o.dale": "officer", "o.elm": "station-admin"}
     bad = _add(data, "o.fir", "chief", config)
     assert bad.exit_code == 2
+    # Typed at the prompt: the PIN rule comes first, not only as the refusal.
+    from appliance.ui.cli import main
+
+    typed = CliRunner().invoke(main, ["users", "add", "o.gum", "--data-dir", str(data)], input=f"{PIN}\n{PIN}\n")
+    assert typed.exit_code == 0, typed.output
+    assert "The PIN is 6 to 16 digits" in typed.output.split("PIN:")[0]
 
 
 def test_a_station_admin_enrols_an_officer_on_the_desk(browser, start_server, tmp_path: Path) -> None:
