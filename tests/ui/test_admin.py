@@ -52,15 +52,14 @@ def test_users_add_prints_a_qr_code_and_names_county_and_station(tmp_path: Path)
     doc = json.loads(result.stdout)  # one JSON document
     assert doc["qr_svg"].lstrip().startswith("<svg") and "<path" in doc["qr_svg"]
     assert "king-county" in doc["totp_uri"] and "desk-1" in doc["totp_uri"]
-    listed = CliRunner().invoke(__import__("appliance.ui.cli", fromlist=["main"]).main,
-                                ["users", "list", "--json", "--data-dir", str(data)])
+    from appliance.ui.cli import main
+
+    listed = CliRunner().invoke(main, ["users", "list", "--json", "--data-dir", str(data)])
     roles = {json.loads(line)["officer_id"]: json.loads(line)["role"] for line in listed.stdout.splitlines()}
     assert roles == {"o.dale": "officer", "o.elm": "station-admin"}
     bad = _add(data, "o.fir", "chief", config)
     assert bad.exit_code == 2
     # Typed at the prompt: the PIN rule comes first, not only as the refusal.
-    from appliance.ui.cli import main
-
     typed = CliRunner().invoke(main, ["users", "add", "o.gum", "--data-dir", str(data)], input=f"{PIN}\n{PIN}\n")
     assert typed.exit_code == 0, typed.output
     assert "The PIN is 6 to 16 digits" in typed.output.split("PIN:")[0]
@@ -83,8 +82,7 @@ def test_a_station_admin_enrols_an_officer_on_the_desk(browser, start_server, tm
         shoot(page, "signin-keypad", ["#signin-pin", "#signin-keypad [data-key='next']", "#signin-submit"],
               tmp_path / "shots")
         page.fill("#signin-officer", admin.officer_id)
-        for digit in "9":
-            page.click(f"#signin-keypad [data-key='{digit}']")
+        page.click("#signin-keypad [data-key='9']")
         page.click("#signin-keypad [data-key='back']")
         expect(page.locator("#signin-pin")).to_have_value("")
         for digit in admin.pin:
