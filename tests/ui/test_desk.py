@@ -56,6 +56,7 @@ def test_a_failing_review_and_a_full_disk_never_hide_the_actions(page, start_ser
     _start(page, "2026-000900")
     page.click("#auto-btn")  # by hand: nothing is taken by itself in this test
     expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
+    page.wait_for_function("() => !ui.busy && ui.data.booking.live.pose === 'frontal' && !ui.data.booking.live.auto")
     expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
     page.click("#capture-btn")
     expect(page.locator("#review-verdict")).to_have_text("Frontal: Does not meet the standard", timeout=20_000)

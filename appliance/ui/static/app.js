@@ -457,6 +457,8 @@ function stopPreview() {
 async function act(fn, msgEl) {
   if (ui.busy) return;
   ui.busy = true;
+  // Until the station answers, the step buttons are off: a tap now would be dropped, so it must look so.
+  for (const id of ["capture-btn", "save-btn", "accept-btn", "retake-btn"]) $(id).disabled = true;
   if (msgEl) message(msgEl, "");
   try {
     const data = await fn();
