@@ -111,6 +111,7 @@ def test_a_station_admin_enrols_an_officer_on_the_desk(browser, start_server, tm
         page.click("#enrol-submit")
         expect(page.locator("#enrol-result")).to_be_visible()
         expect(page.locator("#enrol-issuer")).to_have_text("Booking station desk-1 (o.new)")
+        expect(page.locator("#officer-list")).to_contain_text("o.new \u2013 Officer New")
         shoot(page, "admin-qr", ["#enrol-qr", "#enrol-result-title", "#enrol-done"], tmp_path / "shots")
         uri = _decode_qr(page.locator("#enrol-qr").screenshot())
         secret = page.locator("#enrol-secret").text_content()

@@ -7,6 +7,10 @@
 
 async function openAdmin() {
   showEnrolForm();
+  await loadOfficers();
+}
+
+async function loadOfficers() {
   try {
     const data = await api("GET", "/api/v1/admin/officers");
     $("pin-rule").textContent = data.pin_rule;
@@ -50,6 +54,7 @@ async function enrol(ev) {
     $("enrol-form").hidden = true;
     $("enrol-keypad").hidden = true;
     $("enrol-result").hidden = false;
+    loadOfficers();
   } catch (e) {
     problem(msg, e);
     $("enrol-pin").value = "";
