@@ -56,6 +56,9 @@ PIN_MIN, PIN_MAX = 6, 16
 OFFICER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_MAX = 100
 TOTP_ISSUER = "Booking station"
+ROLES = ("officer", "station-admin")
+"""An officer books; a station admin also enrols officers from the desk's Officers screen."""
+PIN_RULE = (f"The PIN is {PIN_MIN} to {PIN_MAX} digits, not all one digit and not a run like 123456.")
 TOTP_VALID_WINDOW = 1  # steps of clock drift tolerated either way
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SCRYPT_DKLEN = 32
@@ -80,6 +83,7 @@ class Officer:
     failed_count: int
     locked_until: datetime | None
     last_logon_at: datetime | None
+    role: str = "officer"
 
     def locked(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
@@ -162,9 +166,17 @@ CREATE TABLE IF NOT EXISTS officers (
     failed_count INTEGER NOT NULL DEFAULT 0 CHECK (failed_count >= 0),
     locked_until TEXT,
     created_at TEXT NOT NULL,
-    last_logon_at TEXT
+    last_logon_at TEXT,
+    role TEXT NOT NULL DEFAULT 'officer'
 )
 """
+_COLUMNS = "officer_id, name, created_at, failed_count, locked_until, last_logon_at, role"
+
+
+def totp_issuer(county: str, station: str) -> str:
+    """The name an authenticator app shows for the account: which county and which station it opens."""
+    where = " ".join(part for part in (county, station) if part)
+    return f"{TOTP_ISSUER} {where}".strip()
 
 
 class AccountStore:
@@ -184,6 +196,9 @@ class AccountStore:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute(SCHEMA)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(officers)")}
+            if "role" not in columns:  # an accounts file from before roles: everyone is an officer
+                self.conn.execute("ALTER TABLE officers ADD COLUMN role TEXT NOT NULL DEFAULT 'officer'")
         except sqlite3.Error as exc:
             self.conn.close()
             raise AccountError(f"accounts file {self.path} cannot be used: {exc}") from None
@@ -210,9 +225,12 @@ class AccountStore:
 
     # --- admin -------------------------------------------------------------------------------------
 
-    def add(self, officer_id: str, name: str, pin: str) -> NewSecret:
+    def add(self, officer_id: str, name: str, pin: str, *, role: str = "officer",
+            issuer: str = TOTP_ISSUER) -> NewSecret:
         """Create an account; returns its TOTP secret and provisioning URI (show them once)."""
         check_officer_id(officer_id)
+        if role not in ROLES:
+            raise AccountError(f"the role must be one of {', '.join(ROLES)}")
         name = (name or officer_id).strip()
         if not name.isprintable() or len(name) > NAME_MAX:
             raise AccountError(f"the name must be printable and at most {NAME_MAX} characters")
@@ -222,12 +240,12 @@ class AccountStore:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM officers WHERE officer_id = ?", (officer_id,)).fetchone():
                 raise AccountError(f"officer {officer_id} already has an account (use reset-totp or unlock)")
-            conn.execute("INSERT INTO officers (officer_id, name, pin_hash, totp_secret, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)",
-                         (officer_id, name, hash_pin(pin), self._seal(officer_id, secret), now))
-        return NewSecret(officer_id, secret, provisioning_uri(officer_id, secret))
+            conn.execute("INSERT INTO officers (officer_id, name, pin_hash, totp_secret, created_at, role) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (officer_id, name, hash_pin(pin), self._seal(officer_id, secret), now, role))
+        return NewSecret(officer_id, secret, provisioning_uri(officer_id, secret, issuer))
 
-    def reset_totp(self, officer_id: str) -> NewSecret:
+    def reset_totp(self, officer_id: str, *, issuer: str = TOTP_ISSUER) -> NewSecret:
         """Give the account a new TOTP secret (lost phone); the old one stops working at once."""
         secret = pyotp.random_base32()
         with self._write() as conn:
@@ -235,7 +253,7 @@ class AccountStore:
                                   (self._seal(officer_id, secret), officer_id))
             if cursor.rowcount == 0:
                 raise UnknownOfficerError(f"no account for officer {officer_id}")
-        return NewSecret(officer_id, secret, provisioning_uri(officer_id, secret))
+        return NewSecret(officer_id, secret, provisioning_uri(officer_id, secret, issuer))
 
     def unlock(self, officer_id: str) -> Officer:
         """Clear the lock and the failure count."""
@@ -248,14 +266,12 @@ class AccountStore:
 
     def officers(self) -> list[Officer]:
         """Every account, by officer id."""
-        rows = self.conn.execute("SELECT officer_id, name, created_at, failed_count, locked_until, last_logon_at "
-                                 "FROM officers ORDER BY officer_id").fetchall()
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM officers ORDER BY officer_id").fetchall()
         return [_officer(r) for r in rows]
 
     def get(self, officer_id: str) -> Officer:
         """One account; `UnknownOfficerError` if there is none."""
-        row = self.conn.execute("SELECT officer_id, name, created_at, failed_count, locked_until, last_logon_at "
-                                "FROM officers WHERE officer_id = ?", (officer_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM officers WHERE officer_id = ?", (officer_id,)).fetchone()
         if row is None:
             raise UnknownOfficerError(f"no account for officer {officer_id}")
         return _officer(row)
@@ -309,9 +325,9 @@ class AccountStore:
         return self.cipher.decrypt(sealed, f"officer:{officer_id}", "totp", b"accounts-v1").decode("ascii")
 
 
-def provisioning_uri(officer_id: str, secret: str) -> str:
+def provisioning_uri(officer_id: str, secret: str, issuer: str = TOTP_ISSUER) -> str:
     """The ``otpauth://`` URI an authenticator app enrols (as a QR code or typed in)."""
-    return pyotp.TOTP(secret).provisioning_uri(name=officer_id, issuer_name=TOTP_ISSUER)
+    return pyotp.TOTP(secret).provisioning_uri(name=officer_id, issuer_name=issuer)
 
 
 def totp_step(secret: str, code: str, now: datetime) -> int | None:
@@ -329,9 +345,9 @@ def totp_step(secret: str, code: str, now: datetime) -> int | None:
 
 
 def _officer(row: tuple) -> Officer:
-    officer_id, name, created, failures, locked, last = row
+    officer_id, name, created, failures, locked, last, role = row
     return Officer(officer_id, name, from_text(created), failures, from_text(locked) if locked else None,
-                   from_text(last) if last else None)
+                   from_text(last) if last else None, role)
 
 
 def _create_private(path: Path) -> None:

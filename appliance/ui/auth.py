@@ -61,6 +61,7 @@ class WebSession:
     started: float
     last_action: float
     client: str
+    role: str = "officer"
 
 
 def token_digest(token: str) -> str:
@@ -152,7 +153,7 @@ class Authenticator:
     def _start(self, officer: Officer, client: str) -> tuple[str, WebSession]:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self.monotonic()
-        session = WebSession(officer.officer_id, officer.name, now, now, client)
+        session = WebSession(officer.officer_id, officer.name, now, now, client, officer.role)
         with self._lock:
             self._sessions[token_digest(token)] = session
         self.audit(officer.officer_id, "logon", {"client": client, "second_factor": "totp"})
@@ -215,6 +216,10 @@ class Authenticator:
     def active(self) -> list[WebSession]:
         with self._lock:
             return list(self._sessions.values())
+
+    def idle_left(self, session: WebSession) -> float:
+        """Seconds before `session` locks for inactivity (the page counts down from it)."""
+        return max(0.0, round(self.idle_seconds - (self.monotonic() - session.last_action), 1))
 
     def idle_text(self) -> str:
         if self.idle_seconds < 60:

@@ -2,14 +2,15 @@
 station admin).
 
     booking-station serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] [--camera SPEC] [--profile NAME]
-    booking-station users add OFFICER_ID [--name "Full Name"] [--pin-stdin]
+    booking-station users add OFFICER_ID [--name "Full Name"] [--role officer|station-admin] [--pin-stdin] [--json]
     booking-station users list [--json]
     booking-station users unlock OFFICER_ID
     booking-station users reset-totp OFFICER_ID
 
-`users add` and `users reset-totp` print the officer's TOTP provisioning URI (and the secret, for apps
-that take it typed in) exactly once: it is stored only encrypted, and nobody can show it again. Enrol it
-in the officer's authenticator app at once. Every account change is written to the station's audit log
+`users add` and `users reset-totp` print the officer's TOTP enrolment exactly once: a QR code for the
+authenticator app, and the URI and secret for apps that take it typed in (`--json`: one object, with the
+QR code as SVG). It is stored only encrypted, and nobody can show it again: enrol it in the officer's
+authenticator app at once. Every account change is written to the station's audit log
 with the admin's user name as actor.
 
 Until `appliance/cli.py` registers these (`register(main)`), they run on their own:
@@ -154,14 +155,29 @@ def _audit(data_dir: Path, action: str, details: dict[str, Any]) -> None:
 def _read_pin(pin_stdin: bool) -> str:
     if pin_stdin:
         return sys.stdin.readline().strip()
-    return click.prompt("PIN (6-16 digits)", hide_input=True, confirmation_prompt=True)
+    from appliance.ui.accounts import PIN_RULE
+
+    click.echo(PIN_RULE, err=True)  # said before the PIN is chosen, not only when one is refused
+    return click.prompt("PIN", hide_input=True, confirmation_prompt=True)
+
+
+def _issuer(ctx: click.Context) -> str:
+    """The authenticator entry's issuer: the county and station of this desk (from the station config)."""
+    from appliance.ui.accounts import totp_issuer
+
+    station = station_config(ctx).station
+    return totp_issuer(station.county, station.station)
 
 
 def _print_secret(secret: Any, as_json: bool) -> None:
+    from appliance.ui.enrolment import qr_svg, qr_text
+
     if as_json:
-        click.echo(json.dumps({"officer_id": secret.officer_id, "totp_uri": secret.uri, "totp_secret": secret.secret}))
+        click.echo(json.dumps({"officer_id": secret.officer_id, "totp_uri": secret.uri, "totp_secret": secret.secret,
+                               "qr_svg": qr_svg(secret.uri)}))
         return
-    click.echo(f"TOTP for {secret.officer_id} (shown once; enrol it in the officer's authenticator app now):")
+    click.echo(f"TOTP for {secret.officer_id} (shown once): scan this code with the officer's authenticator app now.")
+    click.echo(qr_text(secret.uri), nl=False)
     click.echo(f"  URI:    {secret.uri}")
     click.echo(f"  secret: {secret.secret}")
 
@@ -169,19 +185,24 @@ def _print_secret(secret: Any, as_json: bool) -> None:
 @users_group.command("add")
 @click.argument("officer_id")
 @click.option("--name", default=None, help="the officer's full name (default: the officer id)")
+@click.option("--role", type=click.Choice(["officer", "station-admin"]), default="officer", show_default=True,
+              help="a station admin also enrols officers on the desk's Officers screen")
 @click.option("--pin-stdin", is_flag=True, help="read the PIN from the first line of stdin (scripts)")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (URI, secret, QR code as SVG)")
 @data_dir_option
-def users_add(officer_id: str, name: str | None, pin_stdin: bool, as_json: bool, data_dir: Path) -> None:
-    """Create an account and print its TOTP provisioning URI once."""
+@click.pass_context
+def users_add(ctx: click.Context, officer_id: str, name: str | None, role: str, pin_stdin: bool, as_json: bool,
+              data_dir: Path) -> None:
+    """Create an account and print its authenticator QR code (and URI) once."""
     from appliance.ui.accounts import AccountError
 
+    issuer = _issuer(ctx)
     with _accounts(data_dir) as accounts:
         try:
-            secret = accounts.add(officer_id, name or officer_id, _read_pin(pin_stdin))
+            secret = accounts.add(officer_id, name or officer_id, _read_pin(pin_stdin), role=role, issuer=issuer)
         except AccountError as exc:
             _fail(str(exc), EXIT_INPUT)
-    _audit(data_dir, "account_create", {"officer_id": officer_id, "name": name or officer_id})
+    _audit(data_dir, "account_create", {"officer_id": officer_id, "name": name or officer_id, "role": role})
     _print_secret(secret, as_json)
 
 
@@ -198,7 +219,7 @@ def users_list(as_json: bool, data_dir: Path) -> None:
     for o in officers:
         locked = o.locked(now)
         if as_json:
-            click.echo(json.dumps({"officer_id": o.officer_id, "name": o.name, "locked": locked,
+            click.echo(json.dumps({"officer_id": o.officer_id, "name": o.name, "role": o.role, "locked": locked,
                                    "locked_until": o.locked_until.isoformat() if locked and o.locked_until else None,
                                    "failed_count": o.failed_count, "created_at": o.created_at.isoformat(),
                                    "last_logon_at": o.last_logon_at.isoformat() if o.last_logon_at else None}))
@@ -230,13 +251,15 @@ def users_unlock(officer_id: str, data_dir: Path) -> None:
 @click.argument("officer_id")
 @click.option("--json", "as_json", is_flag=True)
 @data_dir_option
-def users_reset_totp(officer_id: str, as_json: bool, data_dir: Path) -> None:
+@click.pass_context
+def users_reset_totp(ctx: click.Context, officer_id: str, as_json: bool, data_dir: Path) -> None:
     """Give an account a new TOTP secret (lost or replaced phone) and print it once."""
     from appliance.ui.accounts import AccountError
 
+    issuer = _issuer(ctx)
     with _accounts(data_dir) as accounts:
         try:
-            secret = accounts.reset_totp(officer_id)
+            secret = accounts.reset_totp(officer_id, issuer=issuer)
         except AccountError as exc:
             _fail(str(exc), EXIT_INPUT)
     _audit(data_dir, "totp_reset", {"officer_id": officer_id})

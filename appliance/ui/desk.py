@@ -1,18 +1,21 @@
 """The booking desk: the one booking open at this station, between the web page and the capture session.
 
-It stays one module (just over 500 lines) because `BookingDesk` is one object behind one lock (the one
+It stays one module (about 500 lines) because `BookingDesk` is one object behind one lock (the one
 open booking), like the session it wraps.
 
 One station has one camera, so one booking is open at a time; any signed-in officer can carry it on
 (a shift change mid-booking is normal), and each accepted capture records the officer who accepted it.
 The desk adds what the capture session does not do itself:
 
+* **the hand-over**: one officer carries the open booking on (`OpenBooking.officer`); another officer
+  signed in must take it over first (`handover`, audited), so nobody's photos are taken under a name
+  the page did not show;
 * **the booking number is checked against the store** before a booking opens: a number already saved
   here (for the same agency) is refused with a message saying when and as which record, because a second
   record for one arrest is a mess the county has to untangle by hand;
 * **the draft**: after every accept (and SMT removal) the accepted captures are written encrypted to disk
   (`appliance.ui.drafts`); after a restart the booking is reopened from it (`CaptureStation.resume_booking`);
-* **the preview picture** (`appliance.ui.preview`) and the words for the review's quality checks;
+* **the preview picture** (`appliance.ui.preview`) and the review in words (`appliance.ui.review_words`);
 * **booking requests from the jail management system**: the JMS can announce a booking (number and
   agency) that the next officer at the desk opens with one touch;
 * **the booking-time check**: when the sync agent carries checks (``[sync] booking_check``), accepting the
@@ -52,56 +55,28 @@ from appliance.store import (
 from appliance.store.clock import to_text, utc_now
 from appliance.ui.drafts import Draft, DraftError, DraftStore
 from appliance.ui.preview import PreviewHub
+from appliance.ui.review_words import POSE_WORDS, review_json
+from appliance.ui.wording import Plain, capture_problem, store_refusal
 from sync.station.checks import CheckSpool, CheckStatus
 
 log = logging.getLogger(__name__)
-
-POSE_WORDS = {"frontal": "Frontal", "left_profile": "Left profile", "right_profile": "Right profile",
-              "smt": "Scar / mark / tattoo"}
-
-# The profile gates' measures in the officer's words (what the check looks at, said positively).
-CHECK_WORDS = {
-    "single_face_present": "Only the subject's face in view",
-    "inter_eye_distance": "Face big enough in the picture",
-    "leftward_crop": "Room on the left of the face",
-    "rightward_crop": "Room on the right of the face",
-    "margin_above": "Room above the head",
-    "margin_below": "Room below the chin",
-    "head_size": "Head size",
-    "head_pose_yaw": "Head facing the camera (not turned)",
-    "head_pose_pitch": "Chin level (not raised or lowered)",
-    "head_pose_roll": "Head straight (not tilted)",
-    "eyes_open": "Eyes open",
-    "mouth_closed": "Mouth closed",
-    "expression_neutrality": "Neutral expression",
-    "luminance_mean": "Face brightness",
-    "luminance_variance": "Contrast on the face",
-    "under_exposure_prevention": "Face not too dark",
-    "over_exposure_prevention": "Face not washed out",
-    "dynamic_range": "Range of tones",
-    "sharpness": "Sharp (in focus)",
-    "compression_artifacts": "No compression blocks",
-    "natural_colour": "Natural skin colour",
-    "eyes_visible": "Eyes clearly visible",
-    "glasses_glare": "No glare on glasses",
-    "mouth_occlusion_prevention": "Mouth not covered",
-    "face_occlusion_prevention": "Face not covered",
-    "no_head_coverings": "No hat or head covering",
-    "illumination_uniformity": "Even light on both sides of the face",
-    "background_uniformity": "Plain background",
-    "unified_quality_score": "Overall quality",
-}
 
 AuditFn = Callable[[str, str, dict[str, Any]], None]
 
 
 class DeskError(Exception):
-    """A desk operation cannot be done: `message` for the officer, `code` for the page, HTTP `status`."""
+    """A desk operation cannot be done: `message` for the officer (plain words), `code` for the page, HTTP
+    `status`, and `detail`: the technical text behind the page's "Details" line, if any."""
 
-    def __init__(self, message: str, code: str, status: int = 409) -> None:
+    def __init__(self, message: str, code: str, status: int = 409, detail: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.detail = detail
+
+    @classmethod
+    def plain(cls, words: Plain, code: str, status: int = 409) -> DeskError:
+        return cls(words.text, code, status, words.detail)
 
 
 @dataclass
@@ -113,7 +88,11 @@ class OpenBooking:
     opened_at: datetime
     restored: bool = False
     camera_problem: str | None = None  # why the camera could not be opened (the session reports losses)
+    officer: str = ""  # who carries the booking on now (the last hand-over); starts as opened_by
     prior_check: PriorCheck | None = None  # the booking-time check of the accepted frontal
+
+    def __post_init__(self) -> None:
+        self.officer = self.officer or self.opened_by
 
 
 @dataclass
@@ -134,22 +113,6 @@ class BookingRequest:
     booking_number: str
     requested_at: datetime
     source: str
-
-
-def check_words(quality: dict[str, Any]) -> list[dict[str, Any]]:
-    """The gated checks of a quality report, in words, failures first: [{measure, label, passed}]."""
-    report = quality.get("report") if isinstance(quality, dict) else None
-    if not quality.get("gated") or not isinstance(report, dict):
-        return []
-    checks = []
-    for name, entry in report.get("measures", {}).items():
-        if isinstance(entry, dict) and "passed" in entry:
-            label = CHECK_WORDS.get(name, name.replace("_", " ").capitalize())
-            checks.append({"measure": name, "label": label, "passed": bool(entry["passed"]),
-                           "not_assessed": entry.get("raw") is None and entry.get("score") is None,
-                           "reason": entry.get("reason")})
-    checks.sort(key=lambda c: c["passed"])  # stable: failures first, each group in profile order
-    return checks
 
 
 class BookingDesk:
@@ -199,11 +162,25 @@ class BookingDesk:
             self.audit("system", "draft_unusable", {"booking_number": b.booking_number, "error": str(exc)})
             return False
         with self._lock:
-            self._open = OpenBooking(session, draft.opened_by, draft.opened_at, restored=True)
+            # Who carried it on: the officer of the last accepted photo (the draft keeps each photo's officer).
+            officer = draft.accepted[-1].operator_id if draft.accepted else draft.opened_by
+            self._open = OpenBooking(session, draft.opened_by, draft.opened_at, restored=True, officer=officer)
         self.audit("system", "booking_restore", {"booking_number": b.booking_number, "agency_ori": b.agency_ori,
                                                  "accepted": [a.pose for a in draft.accepted]})
         self._start_camera()
+        self._arm_next_pose(session)
         return True
+
+    @staticmethod
+    def _arm_next_pose(session: BookingSession) -> None:
+        """After a restart, select the next view still missing so Capture works at once. Auto-capture stays
+        off: nobody may be at the desk yet, and nothing should be taken before an officer signs in."""
+        missing = session.summary().missing
+        if missing:
+            try:
+                session.select_pose(missing[0], auto=False)
+            except CaptureError as exc:  # e.g. the camera is not open: the officer picks the view later
+                log.warning("restored booking: %s not selected: %s", missing[0], exc)
 
     def open(self, officer_id: str, agency_ori: str, booking_number: str) -> OpenBooking:
         """Open a booking for this officer; refuses a number already saved here or a second open booking."""
@@ -229,8 +206,9 @@ class BookingDesk:
             if saved:
                 when = self._saved_when(saved[-1])
                 raise DeskError(f"Booking number {booking_number} ({agency_ori}) is already in use: it was saved at "
-                                f"this station{when} as record {saved[-1]}. Check the number on the booking "
-                                f"sheet; a second record for one booking is not allowed.", "booking_number_in_use")
+                                f"this station{when}. Check the number on the booking sheet; a second record "
+                                f"for one booking is not allowed.", "booking_number_in_use",
+                                detail=f"booking_number_in_use: record {saved[-1]}")
             self._open = OpenBooking(session, officer_id, utc_now())
             self._requests.pop((agency_ori, booking_number), None)
             self._last_saved = None
@@ -280,6 +258,28 @@ class BookingDesk:
                 raise DeskError("No booking is open. Start one with its booking number.", "no_booking", 404)
             return self._open
 
+    def require_holder(self, officer_id: str) -> OpenBooking:
+        """The open booking, if `officer_id` carries it on; another officer must take it over first, so
+        nobody adds photos under a colleague's name without the page having said so."""
+        current = self.require()
+        if current.officer != officer_id:
+            b = current.session.booking
+            raise DeskError(f"Booking {b.booking_number} is being taken by {current.officer}. Take it over "
+                            f"first (you will be named for the photos you take).", "handover_needed", 409)
+        return current
+
+    def handover(self, officer_id: str) -> OpenBooking:
+        """`officer_id` carries the open booking on from now; audited with who had it and what was taken."""
+        with self._lock:
+            current = self.require()
+            previous, current.officer = current.officer, officer_id
+        if previous != officer_id:
+            b = current.session.booking
+            self.audit(officer_id, "booking_handover", {
+                "booking_number": b.booking_number, "agency_ori": b.agency_ori, "from": previous, "to": officer_id,
+                "accepted": [{"pose": a.pose, "operator_id": a.operator_id} for a in current.session.accepted()]})
+        return current
+
     def discard(self, officer_id: str, reason: str) -> None:
         """Drop the open booking and its accepted photos (audited with the officer's reason)."""
         reason = (reason or "").strip()
@@ -322,8 +322,7 @@ class BookingDesk:
         except CaptureError as exc:
             raise DeskError(_sentence(str(exc)), "capture_error") from None
         except (ValueError, RuntimeError) as exc:
-            raise DeskError(f"The capture could not be processed ({exc}). Capture again.", "capture_failed",
-                            500) from None
+            raise DeskError.plain(capture_problem(str(exc)), "capture_failed", 500) from None
 
     def retake(self) -> None:
         try:
@@ -420,11 +419,11 @@ class BookingDesk:
         try:
             record_id = current.session.save()
         except (DiskFullError, QueueFullError) as exc:
-            raise DeskError(str(exc), "store_full", 507) from None
+            raise DeskError.plain(store_refusal(exc), "store_full", 507) from None
         except ValidationError as exc:
             raise DeskError(str(exc), "invalid", 422) from None
         except StationStoreError as exc:
-            raise DeskError(f"Booking NOT saved: {exc}", "store_error", 500) from None
+            raise DeskError.plain(store_refusal(exc), "store_error", 500) from None
         except CaptureError as exc:
             raise DeskError(_sentence(str(exc)), "capture_error") from None
         b = current.session.booking
@@ -519,6 +518,7 @@ class BookingDesk:
         out["booking"] = {
             **summary,
             "opened_by": current.opened_by, "opened_at": to_text(current.opened_at), "restored": current.restored,
+            "officer": current.officer,
             "live": status, "accepted_items": accepted,
             "review": None if review is None else review_json(review),
             "saving_blocked_reason": None if summary["can_save"] else "Accept a frontal photo first.",
@@ -550,27 +550,6 @@ class BookingDesk:
         with self._lock:
             current = self._open
         return None if current is None else current.session.live_status().phase
-
-
-def review_json(review: CaptureReview) -> dict[str, Any]:
-    """The review for the page: the session's JSON plus the checks in words and a one-line verdict."""
-    out = review.to_json()
-    out["label"] = POSE_WORDS.get(review.pose, review.pose)
-    out["checks"] = check_words(review.quality)
-    side = review.quality.get("side_view") if isinstance(review.quality, dict) else None
-    if review.pose == "frontal":
-        out["verdict"] = "Meets the standard" if review.passed else "Does not meet the standard"
-    elif isinstance(side, dict):
-        turned = side.get("method") != "no face found"
-        out["checks"] = [{"measure": "side_view", "label": "Head turned for this profile",
-                          "passed": bool(side.get("passed")), "not_assessed": not turned, "reason": None}]
-        if not side.get("passed"):
-            out["verdict"] = "Not a profile view turned the right way"
-        else:
-            out["verdict"] = "A profile view" if turned else "Head turn not measurable: check the profile by eye"
-    else:
-        out["verdict"] = "No quality gates for this view: check it by eye"
-    return out
 
 
 def _sentence(text: str) -> str:

@@ -26,7 +26,10 @@ async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
 
 
 async def desk_error(request: Request, exc: DeskError) -> JSONResponse:
-    return JSONResponse({"error": str(exc), "code": exc.code}, status_code=exc.status)
+    body: dict[str, Any] = {"error": str(exc), "code": exc.code}
+    if exc.detail:
+        body["detail"] = exc.detail
+    return JSONResponse(body, status_code=exc.status)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:

@@ -49,6 +49,7 @@ class UISettings:
     data_dir: Path
     station_id: str
     agency_ori: str = ""
+    county: str = ""  # [station] county: named in the authenticator entry of officers enrolled here
     host: str = "127.0.0.1"
     port: int = 8080
     idle_seconds: float = float(MAX_IDLE_SECONDS)
@@ -80,6 +81,7 @@ class UISettings:
             host=host, port=int(given.pop("port", ui.port)), idle_seconds=idle_minutes * 60,
             jms_token=read_token(Path(token_file)) if token_file else None, allowed_hosts=tuple(sorted(hosts)),
             cookie_secure=bool(ui.cookie_secure),
+            county=str(getattr(getattr(config, "station", None), "county", "") or ""),
             health=HealthSettings(offline_after=timedelta(minutes=ui.offline_after_minutes),
                                   queue_alarm_pending=int(ui.queue_alarm_pending),
                                   queue_alarm_age=timedelta(minutes=ui.queue_alarm_age_minutes)),

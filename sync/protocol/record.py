@@ -19,7 +19,9 @@ agency_ori          9        ``[A-Z]{2}[A-Z0-9]{7}``               NCIC ORI: 2-l
 booking_number      32       ``[A-Za-z0-9\\-_/. ]{1,32}``           the store already refused more than 32 (and
                                                                    other characters), so no station ever sent
                                                                    more; the wire (64, any text) now says the same
-operator_id         64       printable text                        store and wire already agreed
+operator_id         64       printable text                        store and wire already agreed; also a
+                                                                   capture's ``operator`` (on the wire only
+                                                                   after a hand-over, see ``WireCapture``)
 template_model      128      printable text                        store and wire already agreed
 override_reason     500      printable text                        the store's limit, which stored records hold;
                                                                    the wire said 512, the officer UI allows 200

@@ -147,7 +147,9 @@ class WireCapture:
     """One photo of the booking: a pose (``smt`` for scars, marks and tattoos, which then needs a
     ``description``), the JPEG exactly as stored on the device, its pixel size and SHA-256, the
     quality report, the template (frontal captures usually) and the officer's override reason
-    when a gating measure failed but the photo was kept."""
+    when a gating measure failed but the photo was kept. ``operator`` names the officer who took this
+    photo when it is not the booking's operator (a hand-over mid-booking); it is left out otherwise, so a
+    record without a hand-over is encoded exactly as before and a gallery that predates the key reads it."""
 
     pose: str
     jpeg: bytes
@@ -158,6 +160,7 @@ class WireCapture:
     template: WireTemplate | None = None
     override_reason: str | None = None
     description: str | None = None
+    operator: str | None = None
 
     @classmethod
     def build(
@@ -171,6 +174,7 @@ class WireCapture:
         template: WireTemplate | None = None,
         override_reason: str | None = None,
         description: str | None = None,
+        operator: str | None = None,
     ) -> WireCapture:
         """A capture with its SHA-256 computed from ``jpeg``."""
         return cls(
@@ -183,6 +187,7 @@ class WireCapture:
             template=template,
             override_reason=override_reason,
             description=description,
+            operator=operator,
         )
 
 
@@ -357,7 +362,7 @@ def _capture(obj: object, where: str) -> WireCapture:
         m,
         where,
         {"pose", "jpeg", "width", "height", "sha256", "quality", "template", "override_reason"},
-        {"description"},
+        {"description", "operator"},
     )
     pose = m["pose"]
     if type(pose) is not str:
@@ -392,6 +397,7 @@ def _capture(obj: object, where: str) -> WireCapture:
         quality=quality,
         template=_template(m["template"], f"{where}.template"),
         override_reason=_opt_field(m["override_reason"], f"{where}.override_reason", rules.OVERRIDE_REASON),
+        operator=_opt_field(m.get("operator"), f"{where}.operator", rules.OPERATOR_ID),
         description=description,
     )
 
@@ -459,6 +465,8 @@ def record_as_map(record: WireRecord) -> dict[str, Any]:
         }
         if c.description is not None:
             out["description"] = c.description
+        if c.operator is not None:
+            out["operator"] = c.operator
         return out
 
     return {

@@ -306,16 +306,22 @@ def sign_in(page: Any, server: StationServer, officer: Officer, *, goto: bool = 
 
 
 def saved_record_id(page: Any) -> str:
-    """The record id in the page's "Saved: ... stored as record <id>" confirmation."""
-    found = re.search(r"record ([0-9a-f-]{36})", page.locator("#saved-message").inner_text())
-    assert found is not None, "no record id in the saved message"
+    """The record id behind the page's "Saved: booking ..." confirmation (its "Details" line; the words
+    name the booking number only)."""
+    box = page.locator("#saved-message")
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", box.locator(".message-text").inner_text()), (
+        "a record id in the officer's words")
+    found = re.search(r"record ([0-9a-f-]{36})", box.locator(".message-details code").text_content() or "")
+    assert found is not None, "no record id behind the saved message's Details line"
+    assert box.get_attribute("data-record-id") == found.group(1)
     return found.group(1)
 
 
-def shoot(page: Any, name: str, visible: list[str]) -> list[Path]:
+def shoot(page: Any, name: str, visible: list[str], folder: Path | None = None) -> list[Path]:
     """At each screen size: no horizontal overflow, key elements visible and inside the viewport, then a
-    screenshot. Returns the files written."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot (in `folder`, default test-artifacts/screenshots). Returns the files written."""
+    folder = folder or SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
     files = []
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
@@ -332,7 +338,7 @@ def shoot(page: Any, name: str, visible: list[str]) -> list[Path]:
             assert box["x"] >= -0.5 and box["y"] >= -0.5, f"{name} {width}x{height}: {selector} starts off-screen {box}"
             assert box["x"] + box["width"] <= width + 0.5 and box["y"] + box["height"] <= height + 0.5, (
                 f"{name} at {width}x{height}: {selector} is cut off {box}")
-        path = SCREENSHOTS / f"{name}-{width}x{height}.png"
+        path = folder / f"{name}-{width}x{height}.png"
         page.screenshot(path=str(path))
         files.append(path)
     page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})

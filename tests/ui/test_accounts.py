@@ -127,3 +127,27 @@ def test_a_damaged_draft_is_set_aside_not_deleted(data_dir: Path, cipher: BlobCi
         drafts.load()
     assert not drafts.path.exists()
     assert len(list(drafts.dir.glob("draft.bin.damaged-*"))) == 1
+
+
+def test_roles_and_an_accounts_file_from_before_roles(data_dir: Path, cipher: BlobCipher) -> None:
+    import sqlite3
+
+    from appliance.ui.accounts import SCHEMA, totp_issuer
+
+    # An accounts file written before roles existed: the column is added, everyone in it is an officer.
+    old_schema = SCHEMA.replace(",\n    role TEXT NOT NULL DEFAULT 'officer'", "")
+    assert "role" not in old_schema
+    with sqlite3.connect(data_dir / "accounts.db") as conn:
+        conn.execute(old_schema)
+        conn.execute("INSERT INTO officers (officer_id, name, pin_hash, totp_secret, created_at) "
+                     "VALUES ('o.old', 'Old', 'x', x'00', '2026-01-01T00:00:00.000000Z')")
+    (data_dir / "accounts.db").chmod(0o600)
+    with AccountStore.open_data_dir(data_dir, cipher) as accounts:
+        assert accounts.get("o.old").role == "officer"
+        issuer = totp_issuer("king-county", "desk-1")
+        new = accounts.add("o.boss", "Sergeant", PIN, role="station-admin", issuer=issuer)
+        assert accounts.get("o.boss").role == "station-admin"
+        assert pyotp.parse_uri(new.uri).issuer == "Booking station king-county desk-1"
+        with pytest.raises(AccountError, match="role"):
+            accounts.add("o.chief", "", PIN, role="chief")
+    assert totp_issuer("", "desk-1") == "Booking station desk-1"

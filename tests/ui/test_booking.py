@@ -145,6 +145,8 @@ def test_full_booking_with_auto_capture_is_saved_and_queued(page, start_server, 
     page.click("#start-submit")
     message = page.locator("#start-message")
     expect(message).to_contain_text(f"Booking number {BOOKING} (VA0290000) is already in use")
-    expect(message).to_contain_text(record_id)
+    assert record_id not in message.locator(".message-text").inner_text()  # the record id is for county IT:
+    expect(message.locator(".message-details code")).to_have_text(f"booking_number_in_use: record {record_id}")
     expect(page.locator("#screen-start")).to_be_visible()
+    expect(page.locator("#saved-message")).to_be_hidden()  # no green "Saved" beside the red refusal
     shoot(page, "start-number-in-use", ["#start-message", "#start-submit"])

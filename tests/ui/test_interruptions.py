@@ -19,14 +19,27 @@ def _start_and_accept_frontal(page, booking: str) -> None:
     expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
 
 
-def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, start_server) -> None:
-    server = start_server(extra=["--idle-lock-minutes", "0.15"])  # 9 s instead of 30 min
+def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, start_server,
+                                                                        tmp_path: Path) -> None:
+    server = start_server(extra=["--idle-lock-minutes", "0.15"])  # 9 s instead of 30 min: warned 4.5 s before
     officer = add_officer(server.data_dir, "o.fox")
     sign_in(page, server, officer)
     _start_and_accept_frontal(page, "2026-000300")
     verdict = page.locator("#review-verdict")
     confirm_turn(page, "Left profile")
     expect(verdict).to_contain_text("Left profile:", timeout=20_000)  # auto-captured; the officer walks away
+
+    # The lock is announced with a countdown; "I'm still here" is an action and starts the count again.
+    warning = page.locator("#idle-warning")
+    expect(warning).to_be_visible(timeout=20_000)
+    expect(page.locator("#idle-warning-text")).to_contain_text(re.compile(r"locks in 0:0\d\. The booking is kept"))
+    page.click("#idle-stay")
+    expect(warning).to_be_hidden()
+    expect(warning).to_be_visible(timeout=20_000)
+    shoot(page, "idle-warning", ["#idle-warning-text", "#idle-stay", "#accept-btn"], tmp_path / "shots")
+    first = page.locator("#idle-warning-text").inner_text()
+    page.wait_for_timeout(1200)
+    assert page.locator("#idle-warning-text").inner_text() != first, "the countdown does not count"
 
     # Nobody touches the screen: the page's own polling does not keep the session open.
     expect(page.locator("#screen-signin")).to_be_visible(timeout=30_000)
@@ -36,6 +49,10 @@ def test_an_idle_session_locks_and_the_booking_survives_signing_in_again(page, s
 
     sign_in(page, server, officer, goto=False)
     expect(page.locator("#top-booking")).to_contain_text("2026-000300")
+    kept = page.locator("#toast")
+    expect(kept).to_have_text("Booking kept: 2026-000300, 1 photo accepted. Carry on.")
+    expect(page.locator("#handover-dialog")).to_be_hidden()  # the same officer: no hand-over
+    shoot(page, "booking-kept", ["#toast", "#top-booking-ori", "#accept-btn"], tmp_path / "shots")
     expect(verdict).to_contain_text("Left profile:")  # the candidate waits where it was
     page.click("#accept-btn")
     expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
@@ -103,7 +120,11 @@ def test_a_server_restart_mid_booking_loses_no_accepted_capture(page, start_serv
     sign_in(page, server, officer, goto=False)
     expect(page.locator("#top-booking")).to_contain_text("2026-000500")
     expect(page.locator("#pose-frontal .step-state")).to_have_text("\u2713 Accepted")
-    expect(page.locator("#pose-left_profile .step-state")).to_have_text("Not taken")  # never accepted: not kept
+    # The candidate was never accepted, so it is not kept; the next view is armed for a manual capture at once.
+    expect(page.locator("#pose-left_profile .step-state")).to_have_text("Taking now")
+    expect(page.locator("#capture-btn")).to_be_enabled(timeout=20_000)
+    expect(page.locator("#auto-btn")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#guidance-text")).to_have_text("Press Capture.", timeout=20_000)
     assert ("system", "booking_restore") in [(a, b) for a, b, _ in audit_actions(server.data_dir)]
 
     page.click("#save-btn")

@@ -33,7 +33,8 @@ def test_queue_shows_delivery_states_and_alarms(page, start_server, face_sources
     data.mkdir()
     now = datetime.now(timezone.utc)
     with Store.open_data_dir(data, clock=lambda: now - timedelta(minutes=70)) as store:
-        _save(store, face_sources, "2026-000601")  # waiting for 70 minutes
+        waiting = _save(store, face_sources, "2026-000601")  # waiting for 70 minutes
+        store.mark_failed(waiting, "no gallery is subscribed on the broker (PUBACK 0x10)")  # the agent's words
     with Store.open_data_dir(data) as store:
         delivered = _save(store, face_sources, "2026-000602")
         rejected = _save(store, face_sources, "2026-000603")
@@ -71,5 +72,13 @@ def test_queue_shows_delivery_states_and_alarms(page, start_server, face_sources
     expect(row).to_contain_text("Rejected")
     expect(row).to_contain_text("template model not accepted")
     expect(page.locator("#queue-body tr[data-booking='2026-000602']")).to_contain_text("Delivered")
+    # The agent's technical reason is said in words; the code stays behind the row's Details line.
+    waiting_row = page.locator("#queue-body tr[data-booking='2026-000601']")
+    expect(waiting_row).to_contain_text("The county gallery is not taking bookings right now")
+    assert "PUBACK" not in waiting_row.inner_text()
+    waiting_row.locator("summary").click()
+    expect(waiting_row.locator(".message-details code")).to_have_text(
+        "no gallery is subscribed on the broker (PUBACK 0x10)")
+    page.locator("#screen-queue").evaluate("el => { el.scrollTop = 0; }")
     shoot(page, "alarm", ["#alarms [data-alarm='offline']", "#alarms [data-alarm='disk_low']", "#count-pending",
                           "#nav-alarm"])

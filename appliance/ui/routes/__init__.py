@@ -5,10 +5,11 @@ includes them in this order; ``API.md`` documents the JSON API):
 * `session` - sign-in, who is signed in, sign-out
 * `booking` - opening a booking (officer or JMS), the capture steps, saving, the images
 * `queue`   - the queue screen's data
+* `admin`   - the station admin's Officers screen (enrolment with an authenticator QR code)
 """
 
 from __future__ import annotations
 
-from appliance.ui.routes import booking, page, queue, session
+from appliance.ui.routes import admin, booking, page, queue, session
 
-ROUTERS = (page.router, session.router, booking.router, queue.router)
+ROUTERS = (page.router, session.router, booking.router, queue.router, admin.router)

@@ -64,58 +64,71 @@ def booking_lookup(request: Request, booking_number: str, agency_ori: str = "",
 
 # --- the open booking ----------------------------------------------------------------------------------
 
+def holder(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> WebSession:
+    """An officer action on the open booking: only by the officer who carries it on (see `handover`)."""
+    ctx.desk.require_holder(session.officer_id)
+    return session
+
+
+@router.post("/api/v1/booking/handover")
+def handover(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> dict[str, Any]:
+    """The signed-in officer takes the open booking over; the photos already taken keep their officer."""
+    ctx.desk.handover(session.officer_id)
+    return ctx.desk.state()
+
+
 @router.get("/api/v1/booking")
 def booking_state(session: WebSession = Depends(officer_poll), ctx: Context = Depends(context)) -> dict[str, Any]:
     return ctx.desk.state()
 
 
 @router.post("/api/v1/booking/pose")
-def select_pose(body: PoseBody, session: WebSession = Depends(officer_action),
+def select_pose(body: PoseBody, session: WebSession = Depends(holder),
                 ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.select_pose(body.pose, body.description, body.auto)
     return ctx.desk.state()
 
 
 @router.post("/api/v1/booking/capture")
-def capture(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> dict[str, Any]:
+def capture(session: WebSession = Depends(holder), ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.capture()
     return ctx.desk.state()
 
 
 @router.post("/api/v1/booking/retake")
-def retake(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> dict[str, Any]:
+def retake(session: WebSession = Depends(holder), ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.retake()
     return ctx.desk.state()
 
 
 @router.post("/api/v1/booking/accept")
-def accept(body: AcceptBody, session: WebSession = Depends(officer_action),
+def accept(body: AcceptBody, session: WebSession = Depends(holder),
            ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.accept(session.officer_id, body.override_reason)
     return ctx.desk.state()
 
 
 @router.delete("/api/v1/booking/smt/{index}")
-def remove_smt(index: int, session: WebSession = Depends(officer_action),
+def remove_smt(index: int, session: WebSession = Depends(holder),
                ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.remove_smt(index)
     return ctx.desk.state()
 
 
 @router.post("/api/v1/booking/camera")
-def reconnect(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> dict[str, Any]:
+def reconnect(session: WebSession = Depends(holder), ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.reconnect_camera()
     return ctx.desk.state()
 
 
 @router.post("/api/v1/booking/save")
-def save(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> dict[str, Any]:
+def save(session: WebSession = Depends(holder), ctx: Context = Depends(context)) -> dict[str, Any]:
     record_id = ctx.desk.save(session.officer_id)
     return {"record_id": record_id, **ctx.desk.state()}
 
 
 @router.post("/api/v1/booking/discard")
-def discard(body: DiscardBody, session: WebSession = Depends(officer_action),
+def discard(body: DiscardBody, session: WebSession = Depends(holder),
             ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.desk.discard(session.officer_id, body.reason)
     return ctx.desk.state()

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from appliance.ui.auth import WebSession
 from appliance.ui.context import Context, context
-from appliance.ui.guards import COOKIE, client_of, officer_poll
+from appliance.ui.guards import COOKIE, client_of, officer_action, officer_poll
 
 router = APIRouter()
 
@@ -34,6 +34,12 @@ def whoami(session: WebSession = Depends(officer_poll), ctx: Context = Depends(c
     return _me(ctx, session)
 
 
+@router.post("/api/v1/session/alive")
+def still_here(session: WebSession = Depends(officer_action), ctx: Context = Depends(context)) -> dict[str, Any]:
+    """The officer answered the idle warning: an action, so the idle timer starts again."""
+    return _me(ctx, session)
+
+
 @router.delete("/api/v1/session")
 def sign_out(request: Request, response: Response, ctx: Context = Depends(context)) -> dict[str, Any]:
     ctx.auth.sign_out(request.cookies.get(COOKIE))
@@ -42,5 +48,7 @@ def sign_out(request: Request, response: Response, ctx: Context = Depends(contex
 
 
 def _me(ctx: Context, session: WebSession) -> dict[str, Any]:
-    return {"officer_id": session.officer_id, "name": session.name, "station_id": ctx.settings.station_id,
-            "default_agency": ctx.settings.agency_ori, "idle_seconds": ctx.auth.idle_seconds}
+    return {"officer_id": session.officer_id, "name": session.name, "role": session.role,
+            "station_id": ctx.settings.station_id,
+            "default_agency": ctx.settings.agency_ori, "idle_seconds": ctx.auth.idle_seconds,
+            "idle_left_seconds": ctx.auth.idle_left(session)}

@@ -1,4 +1,6 @@
-// Booking station officer UI: plain JavaScript, no build step, no third-party code.
+// Booking station officer UI: plain JavaScript, no build step, no third-party code. This file is the page's
+// core (screens, booking, review, queue; over 500 lines because they share one state object and one poll);
+// presence.js (idle lock warning, hand-over) and officers.js (admin screen, number keypad) use its globals.
 // One page with screens (sign-in, start, booking, review, queue). State lives on the station; the page
 // polls it (booking state 4x a second on the booking screen, the queue every 5 s) and sends officer
 // actions as JSON. Every request carries the X-Booking-Station header the server requires (CSRF guard).
@@ -33,6 +35,12 @@ const ui = {
   busy: false,
   auto: true,             // the officer's auto-capture preference for face views
   prompted: new Set(),    // "booking:pose" of profiles whose turn the officer has asked for
+  autoFrom: null,         // the restored booking whose armed view set `auto`
+  lastAction: 0,          // Date.now() of the last officer action the station counted (idle lock)
+  idleTimer: null,
+  toastTimer: null,
+  idleAsking: false,
+  locked: false,          // the last sign-out was the idle lock: say "Booking kept" after signing in
 };
 
 function promptKey(pose) {
@@ -45,10 +53,11 @@ function awaitingTurn(live) {
 }
 
 class ApiError extends Error {
-  constructor(message, code, status) {
+  constructor(message, code, status, detail) {
     super(message);
     this.code = code;
     this.status = status;
+    this.detail = detail;   // the technical text behind the "Details" line
   }
 }
 
@@ -64,15 +73,17 @@ async function api(method, path, body) {
   } catch (e) {
     throw new ApiError("The station does not answer. Check that it is running, then try again.", "network", 0);
   }
+  // The station counts every officer request but a poll as activity, refused or not (not a failed sign-in).
+  if (method !== "GET" && res.status !== 401 && res.status !== 403) noteAction();
   let data = null;
   if (res.status !== 204) {
     try { data = await res.json(); } catch (e) { data = null; }
   }
   if (!res.ok) {
-    const err = new ApiError((data && data.error) || `The station answered with error ${res.status}.`,
-      data && data.code, res.status);
+    const err = new ApiError((data && data.error) || "The station could not do that. Try again.",
+      data && data.code, res.status, (data && data.detail) || `${(data && data.code) || "http"} ${res.status}`);
     if (res.status === 401 && (err.code === "signed_out" || err.code === "session_locked")) {
-      signedOut(err.code === "session_locked" ? err.message : "");
+      signedOut(err.code === "session_locked" ? err.message : "", err.code === "session_locked");
     }
     throw err;
   }
@@ -85,20 +96,50 @@ function show(name) {
   for (const s of document.querySelectorAll(".screen")) s.hidden = s.id !== `screen-${name}`;
   ui.screen = name;
   $("nav").hidden = !ui.me;
-  $("nav-booking").setAttribute("aria-current", name === "queue" ? "false" : "page");
+  $("nav-booking").setAttribute("aria-current", name === "queue" || name === "admin" ? "false" : "page");
   $("nav-queue").setAttribute("aria-current", name === "queue" ? "page" : "false");
+  $("nav-admin").setAttribute("aria-current", name === "admin" ? "page" : "false");
+  $("nav-admin").hidden = !(ui.me && ui.me.role === "station-admin");
+  if (name === "admin") openAdmin();
   if (name === "booking") startPreview(); else stopPreview();
   if (name === "queue") startQueuePolling(); else stopQueuePolling();
 }
 
-function message(el, text, info) {
-  el.textContent = text || "";
+// A message in plain words; `detail` (the technical code) goes behind a collapsed "Details" line.
+function message(el, text, info, detail) {
+  el.replaceChildren();
+  if (text) {
+    const words = document.createElement("span");
+    words.className = "message-text";
+    words.textContent = text;
+    el.append(words);
+    if (detail) el.append(detailsLine(detail));
+  }
   el.hidden = !text;
   el.classList.toggle("info", Boolean(info));
+  if (text && el.closest(".panel-scroll")) el.scrollIntoView({ block: "nearest" });
 }
 
-function signedOut(reason) {
+function detailsLine(detail) {
+  const more = document.createElement("details");
+  more.className = "message-details";
+  const summary = document.createElement("summary");
+  summary.textContent = "Details";
+  const code = document.createElement("code");
+  code.textContent = detail;
+  more.append(summary, code);
+  return more;
+}
+
+function problem(el, err) {
+  message(el, err.message, false, err.status ? err.detail : "");
+}
+
+function signedOut(reason, locked) {
   ui.me = null;
+  ui.locked = Boolean(locked);
+  stopIdleWatch();
+  $("handover-dialog").hidden = true;
   stopPolling();
   stopQueuePolling();
   stopPreview();
@@ -119,9 +160,11 @@ async function signedIn(me) {
   $("officer-name").textContent = me.officer_id;
   $("station-id").textContent = me.station_id;
   if (!$("start-agency").value) $("start-agency").value = me.default_agency || "";
+  startIdleWatch(me);
   startPolling();
   startAlarmPolling();
   await refresh();
+  announceKept();
   if (ui.want === "queue") show("queue");
   else routeBooking();
 }
@@ -152,8 +195,9 @@ function apply(data) {
   ui.data = data;
   renderStart(data);
   const b = data.booking;
+  renderHandover(b);
   $("top-booking").hidden = !b;
-  if (b) $("top-booking").textContent = `Booking ${b.booking_number} \u00b7 ${b.agency_ori}`;
+  if (b) renderTopBooking(b);
   if (ui.screen === "booking" || ui.screen === "review" || ui.screen === "start") routeBooking();
 }
 
@@ -173,12 +217,36 @@ function routeBooking() {
   }
 }
 
+// The booking number may be shortened on a small screen, the ORI never (see .tb-ori).
+function renderTopBooking(b) {
+  const el = $("top-booking");
+  if (el.dataset.key === `${b.booking_number}|${b.agency_ori}`) return;
+  el.dataset.key = `${b.booking_number}|${b.agency_ori}`;
+  const word = document.createElement("span");
+  word.className = "tb-word";
+  word.textContent = "Booking";
+  const number = document.createElement("span");
+  number.className = "tb-number";
+  number.id = "top-booking-number";
+  number.textContent = b.booking_number;
+  const ori = document.createElement("span");
+  ori.className = "tb-ori";
+  ori.id = "top-booking-ori";
+  ori.textContent = `\u00b7 ${b.agency_ori}`;
+  el.replaceChildren(word, number, ori);
+}
+
 function renderStart(data) {
   const saved = data.last_saved;
   const box = $("saved-message");
-  if (saved) {
-    box.textContent = `Saved: booking ${saved.booking_number} (${saved.agency_ori}) is stored as record ${saved.record_id} ` +
-      `and queued for delivery to the county gallery.`;
+  // The booking number is what the officer knows; the record id is for county IT (behind "Details").
+  // A refusal on the start form (e.g. a number already in use) replaces the last "Saved" notice.
+  if (saved && $("start-message").hidden) {
+    if (box.dataset.recordId !== saved.record_id) {
+      box.dataset.recordId = saved.record_id;
+      message(box, `Saved: booking ${saved.booking_number} (${saved.agency_ori}) is stored and queued for ` +
+        `delivery to the county gallery.`, false, `record ${saved.record_id}`);
+    }
     box.hidden = false;
   } else {
     box.hidden = true;
@@ -216,6 +284,8 @@ function renderBooking(b) {
       state.textContent = items.length ? "Retaking" : "Taking now";
     } else if (items.length) {
       state.textContent = items[0].override_reason ? `Kept: ${items[0].override_reason}` : "\u2713 Accepted";
+      // After a hand-over, a photo taken by the officer before says whose it is.
+      if (b.officer && items[0].operator_id !== b.officer) state.textContent += ` (${items[0].operator_id})`;
     } else {
       state.textContent = "Not taken";
     }
@@ -286,6 +356,12 @@ function renderBooking(b) {
 
   renderPriorCheck(b.prior_check);
   drawFaceBox(live, kind === "ready");
+  // A restored booking was armed by the station itself (auto-capture off): show its choice, once.
+  if (b.restored && ui.autoFrom !== b.booking_number && live.phase === "live" && live.pose && live.pose !== "smt") {
+    ui.autoFrom = b.booking_number;
+    ui.auto = Boolean(live.auto);
+    renderAuto();
+  }
   $("capture-btn").disabled = ui.busy || live.phase !== "live" || !live.camera;
   $("save-btn").disabled = ui.busy || !b.can_save || live.phase === "processing";
 }
@@ -347,16 +423,20 @@ function renderReview(b) {
   v.className = `verdict ${gated ? (r.passed ? "pass" : "fail") : "info"}`;
   v.textContent = `${r.label}: ${r.verdict}`;
   const gl = $("review-guidance");
-  gl.replaceChildren();
-  for (const h of r.guidance) {
-    const li = document.createElement("li");
-    li.textContent = h.message;
-    gl.append(li);
-  }
-  for (const n of r.notes) {
-    const li = document.createElement("li");
-    li.textContent = n;
-    gl.append(li);
+  if (gl.dataset.key !== key) {   // rebuilt per capture only, so an opened "Details" line stays open
+    gl.dataset.key = key;
+    gl.replaceChildren();
+    for (const h of r.guidance) {
+      const li = document.createElement("li");
+      li.textContent = h.message;
+      if (h.detail) li.append(detailsLine(h.detail));
+      gl.append(li);
+    }
+    for (const n of r.notes) {
+      const li = document.createElement("li");
+      li.textContent = n;
+      gl.append(li);
+    }
   }
   const checks = r.checks || [];
   const failed = checks.filter((c) => !c.passed).length;
@@ -426,13 +506,15 @@ function stopPreview() {
 async function act(fn, msgEl) {
   if (ui.busy) return;
   ui.busy = true;
+  // Until the station answers, the step buttons are off: a tap now would be dropped, so it must look so.
+  for (const id of ["capture-btn", "save-btn", "accept-btn", "retake-btn"]) $(id).disabled = true;
   if (msgEl) message(msgEl, "");
   try {
     const data = await fn();
     if (data) apply(data);
     return data;
   } catch (e) {
-    if (msgEl && e.status !== 401) message(msgEl, e.message);
+    if (msgEl && e.status !== 401) problem(msgEl, e);
     return null;
   } finally {
     ui.busy = false;
@@ -459,6 +541,7 @@ async function selectPose(pose, description) {
 async function toggleAuto() {
   ui.auto = !ui.auto;
   renderAuto();
+  while (ui.busy) await new Promise((resolve) => setTimeout(resolve, 50));  // the station must hear it
   const b = ui.data && ui.data.booking;
   if (b && b.live.phase === "live" && b.live.pose && b.live.pose !== "smt") await selectPose(b.live.pose);
 }
@@ -471,6 +554,12 @@ function renderAuto() {
 
 async function accept() {
   const reason = $("override-reason").value.trim();
+  const r = ui.data && ui.data.booking && ui.data.booking.review;
+  if (r && r.needs_override && !reason) {   // said here, short: the reasons are already listed above
+    message($("review-message"), "This photo fails the quality standard: type the reason to keep it anyway, or press Retake.", false, "override_required");
+    $("override-reason").focus();
+    return null;
+  }
   const data = await act(() => api("POST", "/api/v1/booking/accept", { override_reason: reason || null }),
     $("review-message"));
   if (data && data.booking) {
@@ -541,6 +630,8 @@ function renderQueue(q) {
   $("count-rejected").textContent = String(q.counts.rejected || 0);
   $("last-contact").textContent = q.last_contact_text;
   const body = $("queue-body");
+  const opened = new Set([...body.querySelectorAll("tr")]   // Details lines stay open across refreshes
+    .filter((tr) => tr.querySelector("details[open]")).map((tr) => tr.dataset.booking));
   body.replaceChildren();
   for (const row of q.today) {
     const tr = document.createElement("tr");
@@ -562,7 +653,12 @@ function renderQueue(q) {
     detail.className = "state-detail";
     if (row.state === "rejected") detail.textContent = row.reject_reason || "";
     else if (row.state === "delivered") detail.textContent = `confirmed ${hhmm(row.delivered_at)}`;
-    else detail.textContent = row.attempts ? `${row.attempts} attempt(s)${row.last_error ? ": " + row.last_error : ""}` : "not sent yet";
+    else detail.textContent = row.attempts ? `${row.attempts} attempt(s)` : "not sent yet";
+    if (row.state === "pending" && row.last_error_words) {
+      const more = detailsLine(row.last_error);
+      more.open = opened.has(row.booking_number);
+      detail.append(document.createElement("br"), row.last_error_words, more);
+    }
     st.append(badge, detail);
     tr.append(num, when, st);
     body.append(tr);
@@ -639,6 +735,8 @@ function wire() {
   $("accept-btn").addEventListener("click", accept);
   $("nav-booking").addEventListener("click", () => { ui.want = "booking"; routeBooking(); if (!ui.data || !ui.data.booking) show("start"); });
   $("nav-queue").addEventListener("click", () => { ui.want = "queue"; show("queue"); });
+  wirePresence();   // presence.js: idle warning, hand-over
+  wireOfficers();   // officers.js: the station admin's screen, the number keypad
   $("nav-alarm").addEventListener("click", () => { ui.want = "queue"; show("queue"); });
   $("nav-signout").addEventListener("click", async () => {
     try { await api("DELETE", "/api/v1/session"); } catch (e) { /* signed out anyway */ }

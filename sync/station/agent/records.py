@@ -48,6 +48,8 @@ def to_wire_record(stored: StationRecord, *, county: str, station: str) -> wire.
                 template=template,
                 override_reason=c.override_reason,
                 description=c.smt_description,
+                # Named only after a hand-over: a record without one stays byte-identical to before.
+                operator=c.operator_id if c.operator_id != b.operator_id else None,
             )
         )
     return wire.WireRecord(

@@ -76,6 +76,19 @@ def test_round_trip_keeps_every_field() -> None:
     assert out.captures[0].quality["0x41"] == {"raw": 0.83, "score": 83}
 
 
+def test_a_capture_operator_travels_only_after_a_hand_over() -> None:
+    """A capture names its officer only when it differs from the booking's: records without a hand-over
+    keep the map they always had (a gallery that predates the key still reads them)."""
+    rec = factory.record()
+    assert all("operator" not in c for c in wire.record_as_map(rec)["captures"])
+    taken = replace(rec, captures=(rec.captures[0], replace(rec.captures[1], operator="o2"), *rec.captures[2:]))
+    out = decode(wire.encode_record(taken, KEY))
+    assert [c.operator for c in out.captures][:2] == [None, "o2"]
+    bad = wire.record_as_map(taken)
+    bad["captures"][1]["operator"] = "o2\n"
+    rejects("control_character", sign_map(bad))
+
+
 def test_encoding_is_deterministic_so_a_resend_is_byte_identical() -> None:
     rec = factory.record()
     assert wire.encode_record(rec, KEY) == wire.encode_record(rec, KEY)

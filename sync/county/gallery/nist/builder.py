@@ -185,6 +185,8 @@ def _type10(capture: WireCapture, idc: int, record: WireRecord, config: NistConf
     fields[11] = "JPEGL" if info is not None and info.sof == 0xC3 else "JPEGB"
     fields[12] = "GRAY" if info is not None and info.components == 1 else "YCC"
     override = f"kept by officer override: {capture.override_reason}" if capture.override_reason else None
+    if capture.operator is not None:  # a hand-over: this photo was taken by another officer than the booking's
+        override = _comment((f"taken by officer {capture.operator}", override))
     if pos is not None:
         pos, angles = pose_fields(capture.pose, capture.quality)
         sap, sap_note = _choose_sap(capture, pos, config)
