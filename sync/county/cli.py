@@ -11,6 +11,7 @@ from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, lo
 from sync.county.enroll.cli import ca, enroll_server, tokens
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
+from sync.county.gallery.status_cli import status_cmd
 
 EXIT_SETUP = 2
 
@@ -55,6 +56,7 @@ main.add_command(ca)
 main.add_command(tokens)
 main.add_command(enroll_server)
 main.add_command(fleet)
+main.add_command(status_cmd)
 
 if __name__ == "__main__":
     main()

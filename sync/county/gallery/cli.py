@@ -35,10 +35,11 @@ from sync.county.gallery.export import (
     FILE_MODE,
     ExportConfigError,
     ExportError,
-    ExportingReceiver,
     ExportSettings,
     export_stored,
+    prepare_folder,
 )
+from sync.county.gallery.exporters import UnknownFormatError, export_handlers
 from sync.county.gallery.nist import NistCodecMissing, NistExportError
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, ReceiverConfigError
 from sync.county.gallery.store import (
@@ -49,6 +50,7 @@ from sync.county.gallery.store import (
     NotAGalleryDatabaseError,
     open_store,
 )
+from sync.county.gallery.worker import JobWorker
 from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
@@ -111,6 +113,11 @@ def _store(db_url: str, *, create: bool = False) -> Iterator[GalleryStore]:
 
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
+
+
+# For the command modules beside this one (status_cli): the same store opening and time format.
+open_for_command = _store
+iso = _iso
 
 
 @click.command("records")
@@ -425,14 +432,16 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with _store(db_url or config.db, create=True) as store:
-        if export_folder is None:
-            receiver = GalleryReceiver(config, store)
-        else:
+        jobs = None
+        if export_folder is not None:
             try:
-                receiver = ExportingReceiver(config, store, export_folder=export_folder, nist=export.nist)
-            except (OSError, NistCodecMissing) as exc:
+                jobs = JobWorker(store, export_handlers(store, export, export_folder), worker_id=config.client_id)
+            except (NistCodecMissing, UnknownFormatError) as exc:
                 raise click.ClickException(f"cannot export to {export_folder}: {exc}") from None
-            logging.getLogger(__name__).info("exporting each committed record to %s", export_folder)
+            prepare_folder(export_folder)
+            logging.getLogger(__name__).info("exporting each committed record to %s (%s) from the work queue",
+                                             export_folder, ", ".join(export.formats))
+        receiver = GalleryReceiver(config, store, jobs=jobs)
         try:
             receiver.run_forever(stop)
         except (OSError, ValueError) as exc:

@@ -16,7 +16,9 @@ Per message, in this order (the order is the point):
 6. It is committed (idempotent on ``record_id``), and only **then** the ack goes out on the
    station's ``acks`` topic at QoS 1: ``stored``, ``duplicate`` for a repeat, or ``rejected`` with
    a reason (``replay`` when the id is known with different content). The station marks a record
-   delivered only on ``stored``/``duplicate``.
+   delivered only on ``stored``/``duplicate``. The work the gallery still owes the record (exports,
+   indexing) is enqueued in the same transaction and done later by the work queue's thread
+   (:mod:`sync.county.gallery.worker`): nothing but verify-once-and-commit is on the ack path.
 
 Every refusal is logged in the store's rejection table and the log, and acked where the topic
 names a station. Nothing a payload contains can stop the worker: ``on_message`` catches
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
+from sync.county.gallery.worker import JobWorker
 from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
 
@@ -211,7 +214,8 @@ class GalleryReceiver:
     """Subscribes to ``$share/{group}/booking/v1/{county}/+/records`` and handles each record.
 
     :meth:`handle` is the whole per-message decision without MQTT (unit-testable); :meth:`start`,
-    :meth:`stop` and :meth:`run_forever` wire it to a paho-mqtt 2.x client.
+    :meth:`stop` and :meth:`run_forever` wire it to a paho-mqtt 2.x client. ``jobs`` is the work queue's
+    worker: its kinds are enqueued with every committed record, and it runs while the receiver does.
     """
 
     def __init__(
@@ -220,9 +224,11 @@ class GalleryReceiver:
         store: GalleryStore,
         *,
         clock: Callable[[], datetime] | None = None,
+        jobs: JobWorker | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.jobs = jobs
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.stats = ReceiverStats()
         self.subscribed = threading.Event()
@@ -308,10 +314,17 @@ class GalleryReceiver:
         if record.county != parsed.county:
             raise WireError("county_mismatch", f"record is for county {record.county!r}", record_id=record.record_id)
         try:
-            status = self.store.insert_record(verified, payload, received_at=received_at)
+            status = self.store.insert_record(verified, payload, received_at=received_at, jobs=self.job_kinds)
         except RecordConflictError as exc:
             raise WireError("replay", str(exc), record_id=record.record_id) from None
+        if self.jobs is not None:
+            self.jobs.wake()
         return Ack(record.record_id, status)
+
+    @property
+    def job_kinds(self) -> tuple[str, ...]:
+        """What is enqueued with each record: the worker's kinds (``export:<format>``, ``index``, ...)."""
+        return () if self.jobs is None else self.jobs.kinds
 
     def _reject(
         self, topic_name: str, station: str | None, payload: bytes, exc: WireError, received_at: datetime
@@ -405,7 +418,10 @@ class GalleryReceiver:
         return mqtt.Client(self.mqtt_settings(), self._on_event)
 
     def start(self) -> None:
-        """Connect in the background (retrying until the broker answers) and start the loop."""
+        """Start the work queue's thread, connect in the background (retrying until the broker answers)
+        and start the loop."""
+        if self.jobs is not None:
+            self.jobs.start()
         self.client = client = self.build_client()
         client.connect_async()
         client.loop_start()
@@ -419,14 +435,16 @@ class GalleryReceiver:
             self.client.disconnect()
             self.client.loop_stop()
             self.client = None
+        if self.jobs is not None:
+            self.jobs.stop()
 
     def run_forever(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT).
 
         Under systemd (``Type=notify``) it reports READY as soon as it runs (it reconnects to the broker
         by itself, so a broker that starts later is not a failed start), says in its status line whether
-        it is subscribed, and feeds the watchdog only while paho's network thread is alive, so a wedged
-        worker is restarted rather than kept.
+        it is subscribed, and feeds the watchdog only while paho's network thread and the work queue's thread
+        are alive, so a wedged worker is restarted rather than kept.
         """
         from sync.protocol.sdnotify import Watchdog, notify_ready, notify_status, notify_stopping
 
@@ -440,7 +458,7 @@ class GalleryReceiver:
                     subscribed = self.subscribed.is_set()
                     notify_status(f"subscribed to {self.config.county} records" if subscribed
                                   else f"waiting for the broker at {self.config.host}:{self.config.port}")
-                if self.client is not None and self.client.loop_alive():
+                if self.client is not None and self.client.loop_alive() and (self.jobs is None or self.jobs.healthy()):
                     watchdog.ping_if_due()
                 if stop.wait(0.5):
                     break
