@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -180,7 +180,8 @@ class JobQueueMixin:
             for row in rows:
                 self._exec(cur, "UPDATE jobs SET state = 'running', claimed_by = ?, lease_until = ?, "
                                 "attempts = attempts + 1 WHERE id = ?", (worker, until, row[0]))
-        return [self._job(row) for row in rows]
+        return [replace(self._job(row), state="running", attempts=int(row[4]) + 1, claimed_by=worker)
+                for row in rows]
 
     def release_claims(self, worker: str) -> int:
         """Hand back every job ``worker`` still holds (it starts again, so the earlier process is gone)."""
