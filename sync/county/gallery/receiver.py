@@ -49,6 +49,7 @@ import math
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -269,6 +270,9 @@ class GalleryReceiver:
         self.subscribed = threading.Event()
         self.client: mqtt.Client | None = None
         self.committer: GroupCommitter | None = None
+        self._last_record = -1e9
+        if jobs is not None:
+            jobs.defer_while = self.busy
 
     # -------------------------------------------------------------------------- the decision
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
@@ -436,6 +440,7 @@ class GalleryReceiver:
             if topic_name.endswith("/status"):
                 self.handle_status(topic_name, message.payload, retained=message.retain)
                 return
+            self._last_record = time.monotonic()
             if self.committer is not None:
                 checked = self.check(topic_name, message.payload)
                 if checked.verified is not None:
@@ -519,6 +524,10 @@ class GalleryReceiver:
             self.client = None
         if self.jobs is not None:
             self.jobs.stop()
+
+    def busy(self) -> bool:
+        """A record arrived in the last 0.1 s (the work queue then lets the acks go first)."""
+        return time.monotonic() - self._last_record < 0.1
 
     def _threads_alive(self) -> bool:
         return (self.jobs is None or self.jobs.healthy()) and (self.committer is None or self.committer.alive())

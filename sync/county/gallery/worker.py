@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ class JobWorker:
         self.batch = batch
         self.poll = poll
         self.stats: Counter[str] = Counter()
+        #: While this says the receiver is busy, each job waits (at most ``max_defer`` seconds): acks first.
+        self.defer_while: Callable[[], bool] | None = None
+        self.max_defer = 1.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,10 +81,21 @@ class JobWorker:
         """Claim one batch of due jobs and run them; returns how many ran."""
         jobs = self.store.claim_jobs(self.worker_id, self.kinds, limit=self.batch, lease=self.policy.lease)
         for job in jobs:
+            self._yield_to_acks()
             if self._stop.is_set():
                 break  # the rest of the batch stays claimed by us; _loop hands it back
             self._run(job)
         return len(jobs)
+
+    def _yield_to_acks(self) -> None:
+        """In one process the GIL makes an export and the receiver take turns: while records are arriving,
+        each job waits up to ``max_defer`` seconds, so a burst is acked at the wire's pace and its exports
+        follow (at least one a second meanwhile, so they never starve)."""
+        if self.defer_while is None:
+            return
+        deadline = time.monotonic() + self.max_defer
+        while self.defer_while() and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(0.02)
 
     def _run(self, job: Job) -> None:
         handler = self.handlers[job.kind]
