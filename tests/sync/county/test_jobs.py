@@ -51,7 +51,14 @@ def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private PostgreSQL in a temporary folder (never the machine's own server)."""
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    for attempt in range(3):  # a start can fail while another private server on the machine starts too
+        try:
+            server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
+            time.sleep(2.0)
     try:
         yield server.get_uri()
     finally:
