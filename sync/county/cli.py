@@ -12,6 +12,7 @@ from sync.county.console.cli import add_audit_list, serve_cmd, users_group
 from sync.county.enroll.cli import ca, enroll_server, tokens
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
+from sync.county.gallery.status_cli import status_cmd
 from sync.county.intake.cli import import_cmd, purge_cmd
 from sync.county.search.search_cli import index_group, search_cmd
 
@@ -65,6 +66,7 @@ main.add_command(index_group)
 main.add_command(serve_cmd)
 main.add_command(users_group)
 add_audit_list(main)
+main.add_command(status_cmd)
 
 if __name__ == "__main__":
     main()

@@ -35,10 +35,11 @@ from sync.county.gallery.export import (
     FILE_MODE,
     ExportConfigError,
     ExportError,
-    ExportingReceiver,
     ExportSettings,
     export_stored,
+    prepare_folder,
 )
+from sync.county.gallery.exporters import UnknownFormatError, export_handlers
 from sync.county.gallery.nist import NistCodecMissing, NistExportError
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, ReceiverConfigError
 from sync.county.gallery.store import (
@@ -49,6 +50,7 @@ from sync.county.gallery.store import (
     NotAGalleryDatabaseError,
     open_store,
 )
+from sync.county.gallery.worker import JobWorker
 from sync.protocol.files import write_file_atomic
 from sync.protocol.topics import TopicError
 
@@ -111,6 +113,11 @@ def _store(db_url: str, *, create: bool = False) -> Iterator[GalleryStore]:
 
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
+
+
+# For the command modules beside this one (status_cli): the same store opening and time format.
+open_for_command = _store
+iso = _iso
 
 
 @click.command("records")
@@ -427,15 +434,21 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with _store(db_url or config.db, create=True) as store:
-        if export_folder is None:
-            receiver = GalleryReceiver(config, store)
-        else:
-            try:
-                receiver = ExportingReceiver(config, store, export_folder=export_folder, nist=export.nist)
-            except (OSError, NistCodecMissing) as exc:
-                raise click.ClickException(f"cannot export to {export_folder}: {exc}") from None
-            logging.getLogger(__name__).info("exporting each committed record to %s", export_folder)
         index = None if no_index else _start_index(store, db_url or config.db)
+        handlers: dict[str, Any] = {}
+        if export_folder is not None:
+            try:
+                handlers.update(export_handlers(store, export, export_folder))
+            except (NistCodecMissing, UnknownFormatError) as exc:
+                raise click.ClickException(f"cannot export to {export_folder}: {exc}") from None
+            prepare_folder(export_folder)
+            logging.getLogger(__name__).info("exporting each committed record to %s (%s) from the work queue",
+                                             export_folder, ", ".join(export.formats))
+        if index is not None:
+            # Indexing is downstream work like export: a job in the same queue, never on the ack path.
+            handlers["index"] = lambda job: receiver.update_index(job)
+        jobs = JobWorker(store, handlers, worker_id=config.client_id) if handlers else None
+        receiver = GalleryReceiver(config, store, jobs=jobs)
         receiver.index = index
         from sync.county.search.booking_check import responder_from_config
 

@@ -8,22 +8,16 @@ so the rename itself survives power loss. A reader never sees half a file, whate
 Exports are made from what the gallery committed (the signed payload, re-verified with the station's
 key), never from what arrived on the wire, so a file always matches the database.
 
-When the receiver exports
--------------------------
-:class:`ExportingReceiver` is the gallery receiver plus a drop after each commit, before the ack goes
-out:
-
-* ``stored``: the record was just committed; it is exported.
-* ``duplicate``: exported only if it never was. A worker that died between commit and export sent no
-  ack, so the station retries, gets ``duplicate``, and the export happens then. A marker file per
-  record (``.exported/{record_id}`` in the export folder, written after the rename) keeps a repeat from
-  dropping a second copy after the county's pickup has already taken and removed the first.
-* An export failure (bad image, disk full) is logged and counted (``stats.counts["export_errors"]``);
-  the record is still acked. It is safe in the gallery, and holding the ack would only make the
-  station resend it forever; ``booking-gallery export`` re-creates the file once the cause is fixed.
-  A database failure, as everywhere in the receiver, sends no ack and the station retries.
-
-All workers of a county should share one export folder, so they share the markers.
+When the gallery exports
+------------------------
+Never on the ack path. The receiver commits each record together with one ``export:<format>`` job per
+configured format (``[export] formats``, default ``["ansi-nist"]``; one module per format in
+:mod:`sync.county.gallery.exporters`), acks, and the work queue's thread (:mod:`sync.county.gallery.worker`)
+makes the files: re-verified from the store, dropped atomically, retried with backoff while the folder
+cannot be written, parked as failed (``booking-gallery status``) when the record can never make a valid
+file. A marker per record (``.exported/{record_id}`` in the export folder, written after the rename)
+keeps a job repeated after a crash from dropping a second copy after the county's pickup already took
+and removed the first. All workers of a county should share one export folder, so they share the markers.
 """
 
 from __future__ import annotations
@@ -33,15 +27,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sync.county.gallery.nist import NistConfig, NistConfigError, export_record, require_codec
-from sync.county.gallery.receiver import GalleryReceiver, Outcome, ReceiverConfig
-from sync.county.gallery.store import GalleryStore, GalleryStoreError
+from sync.county.gallery.nist import NistConfig, NistConfigError, export_record
+from sync.county.gallery.store import GalleryStore
 from sync.protocol.files import fsync_dir, write_file_atomic
 from sync.protocol.wire import DEFAULT_MAX_RECORD_BYTES, WireError, WireRecord, check_uuid7, verify_record
 
@@ -76,6 +68,7 @@ class ExportSettings:
 
         [export]
         folder = "/var/spool/booking-gallery/eft"   # where the receiver drops {record_id}.eft
+        formats = ["ansi-nist"]                      # one module each in sync.county.gallery.exporters
         tot = "MUG"                                  # any NistConfig setting (sync.county.gallery.nist.config)
         dai = "WA0170000"
         timezone = "America/Los_Angeles"
@@ -87,17 +80,19 @@ class ExportSettings:
 
     folder: Path | None = None
     nist: NistConfig = field(default_factory=NistConfig)
+    formats: tuple[str, ...] = ("ansi-nist",)
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], base: Path | None = None) -> ExportSettings:
         known = {f.name for f in fields(NistConfig)}
-        unknown = set(table) - known - {"folder"}
+        unknown = set(table) - known - {"folder", "formats"}
         if unknown:
             raise ExportConfigError(f"[export]: unknown setting(s) {', '.join(sorted(unknown))}")
         folder = table.get("folder")
         if folder is not None and (not isinstance(folder, str) or not folder.strip()):
             raise ExportConfigError("[export] folder must be a path")
-        nist_settings = {k: v for k, v in table.items() if k != "folder"}
+        formats = _formats(table.get("formats", ["ansi-nist"]))
+        nist_settings = {k: v for k, v in table.items() if k not in ("folder", "formats")}
         if "type2_fields" in nist_settings:
             nist_settings["type2_fields"] = {**NistConfig().type2_fields, **nist_settings["type2_fields"]}
         try:
@@ -105,7 +100,7 @@ class ExportSettings:
         except (NistConfigError, TypeError) as exc:
             raise ExportConfigError(f"[export]: {exc}") from None
         path = None if folder is None else (base / folder if base is not None else Path(folder))
-        return cls(folder=path, nist=nist)
+        return cls(folder=path, nist=nist, formats=formats)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ExportSettings:
@@ -120,11 +115,30 @@ class ExportSettings:
         return cls.from_mapping(table, Path(path).resolve().parent)
 
 
+def _formats(value: object) -> tuple[str, ...]:
+    from sync.county.gallery.exporters import UnknownFormatError, check_format
+
+    if not isinstance(value, list) or not value:
+        raise ExportConfigError("[export] formats must be a non-empty list, e.g. [\"ansi-nist\"]")
+    try:
+        names = tuple(check_format(v) for v in value)
+    except UnknownFormatError as exc:
+        raise ExportConfigError(f"[export] formats: {exc}") from None
+    if len(set(names)) != len(names):
+        raise ExportConfigError("[export] formats names a format twice")
+    return names
+
+
 # ------------------------------------------------------------------------------------ from store
 def load_record(store: GalleryStore, record_id: str) -> WireRecord:
     """The stored record, re-verified with its station's key (the key stays on file after a
     revocation, so records of revoked stations still export). A record that no longer verifies has
     been altered in the database: it is refused, never exported."""
+    return load_verified(store, record_id)[0]
+
+
+def load_verified(store: GalleryStore, record_id: str) -> tuple[WireRecord, bytes]:
+    """:func:`load_record` and the signed payload it was verified from."""
     payload = store.get_payload(record_id)
     stored = store.get_record(record_id)
     if payload is None or stored is None:
@@ -144,7 +158,7 @@ def load_record(store: GalleryStore, record_id: str) -> WireRecord:
         raise ExportError(f"record {record_id} as stored does not verify ({exc.code}): {exc.message}") from None
     if verified.content_sha256 != stored.content_sha256:
         raise ExportError(f"record {record_id}: stored content hash does not match its payload")
-    return verified.record
+    return verified.record, payload
 
 
 def export_stored(store: GalleryStore, record_id: str, config: NistConfig | None = None) -> bytes:
@@ -204,48 +218,15 @@ def remove_stale_temps(folder: str | os.PathLike[str], *, older_than: float = ST
     return removed
 
 
-# -------------------------------------------------------------------------------------- receiver
-class ExportingReceiver(GalleryReceiver):
-    """:class:`~sync.county.gallery.receiver.GalleryReceiver` that drops ``{record_id}.eft`` into
-    ``export_folder`` after each commit, before the ack (see the module docstring)."""
-
-    def __init__(
-        self,
-        config: ReceiverConfig,
-        store: GalleryStore,
-        *,
-        export_folder: str | os.PathLike[str],
-        nist: NistConfig | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        require_codec()
-        super().__init__(config, store, clock=clock)
-        self.export_folder = Path(export_folder)
-        self.nist = nist or NistConfig()
-        self.export_folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-        stale = remove_stale_temps(self.export_folder)
-        if stale:
-            log.warning("removed %d unfinished export file(s) from %s", stale, self.export_folder)
-
-    def handle(self, topic_name: str, payload: bytes) -> Outcome:
-        outcome = super().handle(topic_name, payload)
-        ack = outcome.ack
-        if ack is not None and ack.record_id is not None and ack.status in ("stored", "duplicate"):
-            self.export(ack.record_id, repeat=ack.status == "duplicate")
-        return outcome
-
-    def export(self, record_id: str, *, repeat: bool = False) -> Path | None:
-        """Drop one committed record; returns the file, or None when skipped or failed (logged)."""
-        if repeat and already_exported(self.export_folder, record_id):
-            return None
-        try:
-            path = drop_export(load_record(self.store, record_id), self.export_folder, self.nist)
-        except GalleryStoreError:
-            raise  # no ack: the station retries and the export is attempted again
-        except Exception as exc:  # the record is committed: a failed export must never hold its ack
-            self.stats.counts["export_errors"] += 1
-            log.error("record %s is stored but was not exported to %s: %s", record_id, self.export_folder, exc)
-            return None
-        self.stats.counts["exported"] += 1
-        log.info("record %s exported to %s", record_id, path)
-        return path
+def prepare_folder(folder: Path) -> None:
+    """At a worker's start: make the folder and clear what a crashed writer left. A folder that cannot be
+    made is no reason not to receive: records are still stored and acked, and their export jobs wait in
+    the work queue (retried, shown by ``booking-gallery status``) until it can be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        stale = remove_stale_temps(folder)
+    except OSError as exc:
+        log.error("export folder %s cannot be used (%s): exports wait in the work queue until it can", folder, exc)
+        return
+    if stale:
+        log.warning("removed %d unfinished export file(s) from %s", stale, folder)

@@ -29,6 +29,10 @@ Rules the implementations keep:
   retained ``status`` topic); it is an operational view, not an audit trail. The table was added
   after schema 1 shipped and is created with ``IF NOT EXISTS`` on open, so an existing gallery
   database gains it without a migration step and older workers simply ignore it.
+* ``jobs`` is the durable work queue (:mod:`sync.county.gallery.jobs`): what the gallery still owes a
+  record after its ack (exports, indexing) is enqueued inside the record's own transaction, so an ack
+  never goes out for a record whose follow-up work could be forgotten. Created on open like
+  ``station_status``. ``insert_records`` commits a group of records in one transaction (group commit).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from sync.county.gallery.jobs import JOBS_SCHEMA, JobQueueMixin
 from sync.protocol import record as rules
 from sync.protocol.topics import check_slug
 from sync.protocol.wire import VerifiedRecord, WireRecord
@@ -150,6 +155,16 @@ class GalleryRecord:
     created_at: datetime
     capture_count: int
     content_sha256: bytes
+
+
+@dataclass(frozen=True)
+class PendingInsert:
+    """One verified record waiting for a group commit (:meth:`GalleryStore.insert_records`)."""
+
+    verified: VerifiedRecord
+    payload: bytes
+    received_at: datetime
+    jobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -330,6 +345,7 @@ _SCHEMA = [
         UNIQUE (record_id, capture_index),
         FOREIGN KEY (record_id, capture_index) REFERENCES templates (record_id, capture_index) ON DELETE CASCADE
     )""",
+    *JOBS_SCHEMA,
 ]
 
 _RECORD_COLUMNS = (
@@ -338,9 +354,10 @@ _RECORD_COLUMNS = (
 )
 
 
-class GalleryStore(ABC):
+class GalleryStore(JobQueueMixin, ABC):
     """Storage behind the gallery receiver and the CLI. Thread-safe: one lock per store, since the
-    MQTT network thread and a CLI or health thread may share one."""
+    MQTT network thread, the job worker and a CLI or health thread may share one. The work queue's
+    methods come from :class:`~sync.county.gallery.jobs.JobQueueMixin`."""
 
     placeholder = "?"
     dialect: dict[str, str] = {}
@@ -449,58 +466,102 @@ class GalleryStore(ABC):
 
     # -- records
     def insert_record(
-        self, verified: VerifiedRecord, payload: bytes, *, received_at: datetime | None = None
+        self, verified: VerifiedRecord, payload: bytes, *, received_at: datetime | None = None,
+        jobs: Sequence[str] = (),
     ) -> InsertResult:
-        """Store a verified record and its templates in one transaction; see the module docstring."""
+        """Store a verified record and its templates in one transaction; see the module docstring.
+        ``jobs`` are the work-queue kinds owed to the record, enqueued in the same transaction (also on a
+        duplicate, where the queue's uniqueness makes it a no-op unless the kind is new)."""
         rec = verified.record
         check_record_fields(rec)
         received = received_at or _utcnow()
         with self._lock, self._transaction() as cur:
-            if self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (rec.record_id,)).fetchone():
-                raise RecordPurgedError(f"record {rec.record_id} was purged; it is not stored again")
-            cur = self._exec(
-                cur,
-                f"INSERT INTO records ({_RECORD_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (record_id) DO NOTHING",
-                (
-                    rec.record_id,
-                    rec.station,
-                    rec.county,
-                    self._to_ts(received),
-                    rec.booking.ori,
-                    rec.booking.booking_number,
-                    rec.booking.operator,
-                    self._to_ts(rec.booking.captured_at),
-                    self._to_ts(rec.created_at),
-                    len(rec.captures),
-                    verified.content_sha256,
-                    bytes(payload),
-                ),
-            )
-            if cur.rowcount == 1:
-                for index, capture in enumerate(rec.captures):
-                    if capture.template is None:
-                        continue
-                    self._exec(
-                        cur,
-                        "INSERT INTO templates (record_id, capture_index, pose, model, dim, vector) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            rec.record_id,
-                            index,
-                            capture.pose,
-                            capture.template.model,
-                            capture.template.dim,
-                            capture.template.values,
-                        ),
-                    )
-                    self._exec(cur, "INSERT INTO template_seq (record_id, capture_index) VALUES (?, ?)",
-                               (rec.record_id, index))
-                return "stored"
-            row = self._exec(cur, "SELECT content_sha256 FROM records WHERE record_id = ?", (rec.record_id,)).fetchone()
+            result = self._insert_record(cur, verified, payload, received)
+            if result is not None and jobs:
+                self._enqueue(cur, rec.record_id, jobs, received)
+        if result is not None:
+            return result
+        raise RecordConflictError(f"record {rec.record_id} is already stored with different content")
+
+    def _insert_record(self, cur: Any, verified: VerifiedRecord, payload: bytes,
+                       received: datetime) -> InsertResult | None:
+        """Inside a transaction: ``stored``, ``duplicate``, or None for different content under a known id."""
+        rec = verified.record
+        if self._exec(cur, "SELECT 1 FROM purged WHERE record_id = ?", (rec.record_id,)).fetchone():
+            raise RecordPurgedError(f"record {rec.record_id} was purged; it is not stored again")
+        cur = self._exec(
+            cur,
+            f"INSERT INTO records ({_RECORD_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (record_id) DO NOTHING",
+            (
+                rec.record_id,
+                rec.station,
+                rec.county,
+                self._to_ts(received),
+                rec.booking.ori,
+                rec.booking.booking_number,
+                rec.booking.operator,
+                self._to_ts(rec.booking.captured_at),
+                self._to_ts(rec.created_at),
+                len(rec.captures),
+                verified.content_sha256,
+                bytes(payload),
+            ),
+        )
+        if cur.rowcount == 1:
+            for index, capture in enumerate(rec.captures):
+                if capture.template is None:
+                    continue
+                self._exec(
+                    cur,
+                    "INSERT INTO templates (record_id, capture_index, pose, model, dim, vector) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        rec.record_id,
+                        index,
+                        capture.pose,
+                        capture.template.model,
+                        capture.template.dim,
+                        capture.template.values,
+                    ),
+                )
+                self._exec(cur, "INSERT INTO template_seq (record_id, capture_index) VALUES (?, ?)",
+                           (rec.record_id, index))
+            return "stored"
+        row = self._exec(cur, "SELECT content_sha256 FROM records WHERE record_id = ?", (rec.record_id,)).fetchone()
         if row is not None and bytes(row[0]) == verified.content_sha256:
             return "duplicate"
-        raise RecordConflictError(f"record {rec.record_id} is already stored with different content")
+        return None
+
+    def insert_records(self, batch: Sequence[PendingInsert]) -> list[InsertResult | GalleryStoreError]:
+        """Group commit: several verified records in ONE transaction (one fsync instead of one each), with
+        their jobs. Per record: ``stored``, ``duplicate``, or the error that refuses it alone
+        (:class:`RecordFieldError`, :class:`RecordConflictError`); the others are stored anyway. A database
+        failure raises and stores none of them, like :meth:`insert_record`."""
+        results: list[InsertResult | GalleryStoreError | None] = []
+        for item in batch:
+            try:
+                check_record_fields(item.verified.record)
+                results.append(None)
+            except RecordFieldError as exc:
+                results.append(exc)
+        with self._lock, self._transaction() as cur:
+            for n, item in enumerate(batch):
+                if results[n] is not None:
+                    continue
+                rec = item.verified.record
+                try:
+                    result = self._insert_record(cur, item.verified, item.payload, item.received_at)
+                except RecordPurgedError as exc:  # refused alone; the others in the group are stored
+                    results[n] = exc
+                    continue
+                if result is None:
+                    results[n] = RecordConflictError(f"record {rec.record_id} is already stored with different content")
+                    continue
+                results[n] = result
+                if item.jobs:
+                    self._enqueue(cur, rec.record_id, item.jobs, item.received_at)
+        return [r for r in results if r is not None]
 
     def _record(self, row: Sequence[Any]) -> GalleryRecord:
         return GalleryRecord(
@@ -949,7 +1010,8 @@ class PostgresStore(GalleryStore):
     """PostgreSQL store (psycopg 3). ``schema`` isolates a gallery (and each test run)."""
 
     placeholder = "%s"
-    dialect = {"blob": "BYTEA", "ts": "TIMESTAMPTZ", "serial": "BIGSERIAL PRIMARY KEY"}
+    dialect = {"blob": "BYTEA", "ts": "TIMESTAMPTZ", "serial": "BIGSERIAL PRIMARY KEY",
+               "skip_locked": "FOR UPDATE SKIP LOCKED"}
 
     def __init__(self, conninfo: str, *, schema: str = "public") -> None:
         super().__init__()

@@ -22,9 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from sync.county.broker_config import gallery_identity
 from sync.county.gallery import export, nist
 from sync.county.gallery.cli import register_commands
-from sync.county.gallery.export import ExportConfigError, ExportingReceiver, ExportSettings
-from sync.county.gallery.receiver import ReceiverConfig
+from sync.county.gallery.export import ExportConfigError, ExportSettings
+from sync.county.gallery.exporters import export_handlers
+from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
 from sync.county.gallery.store import SQLiteStore
+from sync.county.gallery.worker import JobWorker
 from sync.protocol import topics, wire
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, MqttTestClient
@@ -235,47 +237,58 @@ def receiver(tmp_path: Path) -> Any:
     store = SQLiteStore(tmp_path / "g.db")
     store.register_device("st-01", COUNTY, RAW)
     config = ReceiverConfig(county=COUNTY, ca_file="ca", cert_file="c", key_file="k")
-    r = ExportingReceiver(config, store, export_folder=tmp_path / "spool")
+    folder = tmp_path / "spool"
+    jobs = JobWorker(store, export_handlers(store, ExportSettings(folder=folder), folder), worker_id="gallery.king")
+    r = GalleryReceiver(config, store, jobs=jobs)
+    r.export_folder = folder
     yield r
     store.close()
 
 
-def test_receiver_exports_after_commit_and_not_twice(receiver: ExportingReceiver) -> None:
+def test_receiver_exports_after_commit_and_not_twice(receiver: Any) -> None:
+    """The ack goes out at commit; the file comes from the work queue, once, even when the station repeats."""
     rec = real_record()
     payload = wire.encode_record(rec, KEY)
     folder = receiver.export_folder
     out = receiver.handle(TOPIC, payload)
     assert out.ack == wire.Ack(rec.record_id, "stored")
     path = folder / f"{rec.record_id}.eft"
+    assert not path.exists()  # nothing downstream on the ack path
+    assert [j.kind for j in receiver.store.list_jobs(state="pending")] == ["export:ansi-nist"]
+    assert receiver.jobs.drain() == 1
     assert path.read_bytes() == nist.export_record(rec)
-    assert receiver.stats.counts["exported"] == 1
+    assert receiver.jobs.stats["export:ansi-nist"] == 1
 
     path.unlink()  # the county's pickup took it
     out = receiver.handle(TOPIC, payload)  # the station repeats (its ack was lost)
     assert out.ack == wire.Ack(rec.record_id, "duplicate")
-    assert not path.exists() and receiver.stats.counts["exported"] == 1
+    assert receiver.jobs.drain() == 0
+    assert not path.exists() and receiver.jobs.stats["export:ansi-nist"] == 1
 
     bad = receiver.handle(TOPIC, b"not cbor")
     assert bad.ack is not None and bad.ack.status == "rejected" and visible(folder) == []
 
 
-def test_receiver_exports_on_the_repeat_after_a_crash_between_commit_and_export(
-    receiver: ExportingReceiver, tmp_path: Path
-) -> None:
+def test_a_record_stored_without_its_job_gains_it_on_the_repeat(receiver: Any) -> None:
+    """A record committed by an older gallery (no work queue yet) is exported when the station repeats it."""
     rec = real_record()
     payload = wire.encode_record(rec, KEY)
-    receiver.store.insert_record(wire.verify_record(payload, lambda kid: KEY.public_key()), payload)  # no export
+    receiver.store.insert_record(wire.verify_record(payload, lambda kid: KEY.public_key()), payload)  # no jobs
     out = receiver.handle(TOPIC, payload)
     assert out.ack == wire.Ack(rec.record_id, "duplicate")
+    assert receiver.jobs.drain() == 1
     assert (receiver.export_folder / f"{rec.record_id}.eft").exists()
 
 
-def test_a_failed_export_never_holds_the_ack(receiver: ExportingReceiver) -> None:
+def test_a_failed_export_never_holds_the_ack(receiver: Any) -> None:
     rec = swap_frontal(real_record(), PROGRESSIVE)
     out = receiver.handle(TOPIC, wire.encode_record(rec, KEY))
     assert out.ack == wire.Ack(rec.record_id, "stored")
     assert receiver.store.get_record(rec.record_id) is not None
-    assert receiver.stats.counts["export_errors"] == 1 and visible(receiver.export_folder) == []
+    assert receiver.jobs.drain() == 1
+    (job,) = receiver.store.list_jobs()
+    assert job.state == "failed" and "JPEGB needs a baseline" in (job.last_error or "")
+    assert receiver.jobs.stats["failed"] == 1 and not list(receiver.export_folder.glob("*.eft"))
 
 
 def test_receive_process_drops_exports_into_the_folder(
@@ -317,6 +330,10 @@ def test_receive_process_drops_exports_into_the_folder(
             except Exception:  # noqa: BLE001 - queue.Empty while the worker starts
                 ack = None
         assert ack is not None and ack.record_id == rec.record_id and ack.delivered
+        dropped = tmp_path / "spool" / f"{rec.record_id}.eft"  # relative to the TOML's folder
+        deadline = time.monotonic() + 20
+        while not dropped.exists() and time.monotonic() < deadline:  # the work queue exports after the ack
+            time.sleep(0.05)
     finally:
         st1.close()
         proc.send_signal(signal.SIGTERM)
@@ -328,7 +345,6 @@ def test_receive_process_drops_exports_into_the_folder(
             pytest.fail(f"receive did not stop on SIGTERM:\n{out.decode(errors='replace')}")
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b"exporting each committed record to" in out
-    dropped = tmp_path / "spool" / f"{rec.record_id}.eft"  # relative to the TOML's folder
     assert dropped.read_bytes() == nist.export_record(rec, ExportSettings.from_toml(config).nist)
     assert nist.decode_transaction(dropped.read_bytes())[0].fields[4] == "BKG"
 
@@ -340,16 +356,16 @@ def test_without_nistitl_the_export_says_what_to_install(tmp_path: Path, monkeyp
     r = run("export", rec.record_id, "-o", str(tmp_path / "x.eft"), "--db", str(db))
     assert r.exit_code == 1 and "needs the nistitl package: pip install 'nistitl>=0.6,<0.7'" in r.output
     store = SQLiteStore(db)
-    config = ReceiverConfig(county=COUNTY, ca_file="ca", cert_file="c", key_file="k")
     with pytest.raises(nist.NistCodecMissing):  # refused at start-up, not on the first record
-        ExportingReceiver(config, store, export_folder=tmp_path / "spool")
+        export_handlers(store, ExportSettings(), tmp_path / "spool")
     store.close()
 
 
 def test_export_modules_import_no_appliance_or_vision_code() -> None:
     """The gallery (and so the export) runs on a server with no camera and no vision stack."""
     code = (
-        "import sys, sync.county.gallery.nist, sync.county.gallery.export, nistitl; "
+        "import sys, sync.county.gallery.nist, sync.county.gallery.export, sync.county.gallery.exporters.ansi_nist, "
+        "sync.county.gallery.worker, nistitl; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('appliance', 'cv2', 'numpy', 'ai_edge_litert')); "
         "print(bad); sys.exit(1 if bad else 0)"
     )

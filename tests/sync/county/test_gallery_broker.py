@@ -342,15 +342,22 @@ def test_broker_crash_loses_queued_records_but_the_station_resend_recovers_them(
 
 
 class _FailOnceStore(SQLiteStore):
-    """A store whose first insert blows up with an unexpected exception."""
+    """A store whose first insert (single or group commit) blows up with an unexpected exception."""
 
     failed = False
 
-    def insert_record(self, *args: Any, **kwargs: Any) -> Any:
+    def _fail_once(self) -> None:
         if not self.failed:
             self.failed = True
             raise RuntimeError("disk I/O error (simulated)")
+
+    def insert_record(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail_once()
         return super().insert_record(*args, **kwargs)
+
+    def insert_records(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail_once()
+        return super().insert_records(*args, **kwargs)
 
 
 def test_an_exception_in_the_handler_does_not_kill_the_worker(

@@ -60,7 +60,8 @@ def entry_states(rows: list[Any]) -> Counter[str]:
 
 
 class InsertHook:
-    """Wraps the gallery store's insert to count commits and run an action after the n-th one."""
+    """Wraps the gallery store's inserts (one record, or a group commit) to count committed records and
+    run an action after the n-th one."""
 
     def __init__(self, gallery: Any) -> None:
         self.count = 0
@@ -68,16 +69,26 @@ class InsertHook:
         self.action: Callable[[], None] | None = None
         self.after = 0
         self._insert = gallery.store.insert_record
+        self._insert_group = gallery.store.insert_records
         gallery.store.insert_record = self._wrapped
+        gallery.store.insert_records = self._wrapped_group
+
+    def _wrapped_group(self, batch: Any) -> Any:
+        results = self._insert_group(batch)
+        self._committed(len(results))
+        return results
 
     def _wrapped(self, *args: Any, **kwargs: Any) -> Any:
         result = self._insert(*args, **kwargs)
-        self.count += 1
+        self._committed(1)
+        return result
+
+    def _committed(self, n: int) -> None:
+        self.count += n
         self.committed.set()
         if self.action is not None and self.count >= self.after:
             action, self.action = self.action, None
             action()
-        return result
 
 
 def _station(tmp_path: Path, pki: PKI, broker: MosquittoBroker, **sync: Any) -> factory.Station:
@@ -91,7 +102,7 @@ def test_broker_killed_and_restarted_mid_stream(tmp_path: Path, pki: PKI, broker
     hook = InsertHook(gallery)
     killed = threading.Event()
 
-    def kill_broker() -> None:  # runs in the gallery's network thread, right after a commit
+    def kill_broker() -> None:  # runs in the gallery's committer thread, right after a commit
         broker.kill()
         killed.set()
 
