@@ -17,8 +17,8 @@ from typing import Literal
 PREFIX = "booking/v1"
 SHARE_GROUP = "gallery"
 
-TopicKind = Literal["records", "acks", "status", "commands"]
-KINDS: tuple[TopicKind, ...] = ("records", "acks", "status", "commands")
+TopicKind = Literal["records", "acks", "status", "commands", "audit", "audit-acks"]
+KINDS: tuple[TopicKind, ...] = ("records", "acks", "status", "commands", "audit", "audit-acks")
 
 #: 1-63 characters; starts and ends with a letter or digit; hyphens only inside.
 SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -65,6 +65,22 @@ def status_topic(county: str, station: str) -> str:
 def commands_topic(county: str, station: str) -> str:
     """County to device: signed commands with an expiry."""
     return topic(county, station, "commands")
+
+
+def audit_topic(county: str, station: str) -> str:
+    """Device to gallery: signed batches of the station's audit entries, QoS 1, never retained."""
+    return topic(county, station, "audit")
+
+
+def audit_acks_topic(county: str, station: str) -> str:
+    """Gallery to device: one ack per audit batch, QoS 1."""
+    return topic(county, station, "audit-acks")
+
+
+def gallery_audit_subscription(county: str, group: str = SHARE_GROUP) -> str:
+    """Every station's audit batches of ``county``, shared by the gallery workers like records."""
+    check_slug(group, "share group")
+    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/audit"
 
 
 def gallery_subscription(county: str, group: str = SHARE_GROUP) -> str:
