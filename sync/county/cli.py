@@ -9,6 +9,7 @@ import click
 from sync import __version__
 from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, load_county_config
 from sync.county.enroll.cli import ca, enroll_server, tokens
+from sync.county.gallery.audit_cli import audit
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
 
@@ -55,6 +56,7 @@ main.add_command(ca)
 main.add_command(tokens)
 main.add_command(enroll_server)
 main.add_command(fleet)
+main.add_command(audit)
 
 if __name__ == "__main__":
     main()

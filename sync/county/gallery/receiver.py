@@ -54,6 +54,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from sync.county.gallery import audit_intake
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
 from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
@@ -283,6 +284,7 @@ class GalleryReceiver:
             return StatusOutcome(topic_name, station, "unchanged")
         self.store.put_station_status(station, parsed.county, body,
                                       received_at=_seen_at(body, previous, retained, received_at))
+        audit_intake.check_status_head(self.store, station, parsed.county, body)
         self.stats.counts["status"] += 1
         return StatusOutcome(topic_name, station, "stored")
 
@@ -360,6 +362,9 @@ class GalleryReceiver:
             if topic_name.endswith("/status"):
                 self.handle_status(topic_name, message.payload, retained=message.retain)
                 return
+            if topic_name.endswith("/audit"):
+                self._on_audit(message)
+                return
             outcome = self.handle(topic_name, message.payload)
             if outcome.ack is not None and outcome.ack_topic is not None:
                 self._publish_ack(message.client, outcome.ack_topic, outcome.ack, message)
@@ -367,6 +372,12 @@ class GalleryReceiver:
             self.stats.counts["errors"] += 1
             log.exception("could not handle a message on %s; no ack sent, the station will retry",
                           _clean(message.topic, 200))
+
+    def _on_audit(self, message: mqtt.Message) -> None:
+        """A station's audit batch (:mod:`sync.county.gallery.audit_intake`), acked on its audit-acks topic."""
+        ack, ack_topic = audit_intake.handle_audit(self, message.topic, message.payload)
+        if ack is not None and ack_topic is not None:
+            audit_intake.publish_audit_ack(message.client, ack_topic, ack, self.config.ack_expiry)
 
     def _publish_ack(self, client: mqtt.Client, ack_topic: str, ack: Ack, message: mqtt.Message) -> None:
         # A lost ack costs nothing: the station retries and gets "duplicate". So acks may expire (MQTT 5)
@@ -396,7 +407,8 @@ class GalleryReceiver:
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             protocol=cfg.protocol, keepalive=cfg.keepalive, clean_start=False, session_expiry=cfg.session_expiry,
             subscriptions=((topics.gallery_subscription(cfg.county, cfg.share_group), 1),
-                           (status_subscription(cfg.county), 1)),
+                           (status_subscription(cfg.county), 1),
+                           (topics.gallery_audit_subscription(cfg.county, cfg.share_group), 1)),
             reconnect_min=1, reconnect_max=30,
         )  # fmt: skip
 
