@@ -615,6 +615,8 @@ class SQLiteStore(GalleryStore):
         except sqlite3.OperationalError as exc:
             raise GalleryDatabaseMissingError(f"cannot open the gallery database {self.path}: {exc}") from None
         try:
+            if not create and target != ":memory:":
+                _require_gallery_schema(self._conn, self.path)
             for pragma in (
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA synchronous = FULL",
@@ -623,9 +625,12 @@ class SQLiteStore(GalleryStore):
             ):
                 self._conn.execute(pragma)
             self._create_schema()
+        except NotAGalleryDatabaseError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            if "not a database" not in str(exc):
+            if "not a database" not in str(exc) and "malformed" not in str(exc):
                 raise
             raise NotAGalleryDatabaseError(f"{self.path} is not a gallery database: {exc}") from None
 
@@ -653,6 +658,17 @@ class SQLiteStore(GalleryStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _require_gallery_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """A command that only reads must not turn some other SQLite file into a gallery (by creating the tables
+    in it): the file must already say it is one."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: some other application's database
+        row = None
+    if row is None:
+        raise NotAGalleryDatabaseError(f"{path} is not a gallery database: it has no gallery schema")
 
 
 _SCHEMA_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
