@@ -18,8 +18,9 @@ Per message, in this order (the order is the point):
    a reason (``replay`` when the id is known with different content). The station marks a record
    delivered only on ``stored``/``duplicate``.
 
-Every refusal is logged in the store's rejection table and the log, and acked where the topic
-names a station. Nothing a payload contains can stop the worker: ``on_message`` catches
+Every refusal is counted in the store's rejection table (one row per station and reason: a counter with
+the first and last example) and logged at a bounded rate (one line per station and reason a minute), and
+acked where the topic names a station. Nothing a payload contains can stop the worker: ``on_message`` catches
 everything. A store failure (database down) sends no ack at all, so the station simply retries.
 
 The MQTT session is persistent (MQTT 5 ``clean_start=False`` with a session expiry; 3.1.1
@@ -55,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from sync.county.gallery import audit_intake
+from sync.county.gallery.ratelog import RateLimitedLog
 from sync.county.gallery.store import DEFAULT_DB, GalleryStore, RecordConflictError, StationStatus, parse_iso
 from sync.protocol import mqtt, topics
 from sync.protocol.wire import ACK_CONTENT_TYPE, DEFAULT_MAX_RECORD_BYTES, Ack, WireError, encode_ack, verify_record
@@ -68,6 +70,8 @@ log = logging.getLogger(__name__)
 
 #: A status body is a small JSON object; anything bigger is not one of ours.
 MAX_STATUS_BYTES = 64 * 1024
+#: Refusals of one station and reason are logged at most once per this many seconds (all are counted).
+REJECT_LOG_INTERVAL = 60.0
 STATUS_STATES = ("online", "offline")
 STATUS_VERSION = 1
 
@@ -226,6 +230,7 @@ class GalleryReceiver:
         self.store = store
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.stats = ReceiverStats()
+        self._reject_log = RateLimitedLog(REJECT_LOG_INTERVAL)
         self.subscribed = threading.Event()
         self.client: mqtt.Client | None = None
 
@@ -319,15 +324,7 @@ class GalleryReceiver:
         self, topic_name: str, station: str | None, payload: bytes, exc: WireError, received_at: datetime
     ) -> None:
         self.stats.counts["rejected"] += 1
-        log.warning(
-            "rejected payload on %s (%d bytes, record %s): %s: %s",
-            _clean(topic_name, 200),
-            len(payload),
-            exc.record_id or "-",
-            exc.code,
-            _clean(exc.message),
-        )
-        self.store.log_rejection(
+        total = self.store.log_rejection(
             topic=_clean(topic_name, 512),
             station=station,
             record_id=exc.record_id,
@@ -337,6 +334,17 @@ class GalleryReceiver:
             payload_size=len(payload),
             received_at=received_at,
         )
+        held = self._reject_log.allow((station, exc.code))  # one line per station and reason per interval
+        if held is not None:
+            log.warning(
+                "rejected payload on %s (%d bytes, record %s): %s: %s%s",
+                _clean(topic_name, 200),
+                len(payload),
+                exc.record_id or "-",
+                exc.code,
+                _clean(exc.message),
+                f" [{held} more like it since the last line, {total} in all]" if held else "",
+            )
 
     # --------------------------------------------------------------------------------- MQTT
     def _on_event(self, event: mqtt.Event) -> None:

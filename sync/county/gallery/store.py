@@ -172,7 +172,8 @@ class StationStatus:
 
 @dataclass(frozen=True)
 class Rejection:
-    """One refused payload: who sent it (if the topic said), why, and its hash and size."""
+    """Refused payloads of one station (if the topic said) and reason: the last one's topic, record id,
+    detail, hash and size; how many there were; and when the first came, with its detail, hash and size."""
 
     id: int
     received_at: datetime
@@ -183,6 +184,11 @@ class Rejection:
     detail: str
     payload_sha256: bytes
     payload_size: int
+    count: int = 1
+    first_received_at: datetime | None = None
+    first_detail: str | None = None
+    first_payload_sha256: bytes | None = None
+    first_payload_size: int | None = None
 
 
 def _utcnow() -> datetime:
@@ -246,6 +252,26 @@ _SCHEMA = [
         detail TEXT NOT NULL,
         payload_sha256 {blob} NOT NULL,
         payload_size INTEGER NOT NULL
+    )""",
+    # Refusals collapsed per station and reason (what log_rejection writes since; ``rejections`` keeps the
+    # rows of older workers): a counter, the first example and the last one.
+    """CREATE TABLE IF NOT EXISTS rejection_groups (
+        id {serial},
+        station_key TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        first_at {ts} NOT NULL,
+        first_detail TEXT NOT NULL,
+        first_sha256 {blob} NOT NULL,
+        first_size INTEGER NOT NULL,
+        last_at {ts} NOT NULL,
+        topic TEXT NOT NULL,
+        station TEXT,
+        record_id TEXT,
+        detail TEXT NOT NULL,
+        payload_sha256 {blob} NOT NULL,
+        payload_size INTEGER NOT NULL,
+        UNIQUE (station_key, reason)
     )""",
     # No foreign key to devices: a status from a station the registry does not know (a certificate
     # the county CA issued, a device table restored from an old backup) is exactly what the fleet
@@ -484,35 +510,43 @@ class GalleryStore(ABC):
         payload_sha256: bytes,
         payload_size: int,
         received_at: datetime | None = None,
-    ) -> None:
+    ) -> int:
+        """Count one refusal in its (station, reason) group and keep it as the group's last example; the
+        first example stays. Returns the group's count: one certificate sending junk in a loop costs one
+        row, not one per payload. Payload bytes are never kept, only their hash and size."""
+        at = self._to_ts(received_at or _utcnow())
+        values = (station or "", reason[:64], at, detail[:1000], payload_sha256, payload_size, at, topic[:512],
+                  station, record_id, detail[:1000], payload_sha256, payload_size)
         with self._lock, self._transaction() as cur:
             self._exec(
                 cur,
-                "INSERT INTO rejections (received_at, topic, station, record_id, reason, detail, payload_sha256, "
-                "payload_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self._to_ts(received_at or _utcnow()),
-                    topic[:512],
-                    station,
-                    record_id,
-                    reason,
-                    detail[:1000],
-                    payload_sha256,
-                    payload_size,
-                ),
+                "INSERT INTO rejection_groups (station_key, reason, count, first_at, first_detail, first_sha256, "
+                "first_size, last_at, topic, station, record_id, detail, payload_sha256, payload_size) "
+                "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_key, reason) DO UPDATE SET "
+                "count = rejection_groups.count + 1, last_at = excluded.last_at, topic = excluded.topic, "
+                "station = excluded.station, record_id = excluded.record_id, detail = excluded.detail, "
+                "payload_sha256 = excluded.payload_sha256, payload_size = excluded.payload_size",
+                values,
             )
+            row = self._exec(cur, "SELECT count FROM rejection_groups WHERE station_key = ? AND reason = ?",
+                             (station or "", reason[:64])).fetchone()
+        return int(row[0])
 
     def list_rejections(self, *, limit: int = 100) -> list[Rejection]:
-        """Newest first."""
+        """Newest first: one entry per station and reason (plus single rows an older worker logged)."""
         with self._lock, self._transaction(write=False) as cur:
             rows = self._exec(
                 cur,
-                "SELECT id, received_at, topic, station, record_id, reason, detail, payload_sha256, payload_size "
-                "FROM rejections ORDER BY id DESC LIMIT ?",
+                "SELECT id, last_at, topic, station, record_id, reason, detail, payload_sha256, payload_size, "
+                "count, first_at, first_detail, first_sha256, first_size FROM rejection_groups "
+                "UNION ALL SELECT -id, received_at, topic, station, record_id, reason, detail, payload_sha256, "
+                "payload_size, 1, received_at, detail, payload_sha256, payload_size FROM rejections "
+                "ORDER BY 2 DESC, 1 DESC LIMIT ?",
                 (int(limit),),
             ).fetchall()
         return [
-            Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
+            Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]),
+                      int(r[9]), self._from_ts(r[10]), r[11], bytes(r[12]), int(r[13]))
             for r in rows
         ]
 
