@@ -5,6 +5,7 @@ stay quiet for a normal run."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -163,6 +164,10 @@ def test_a_rewrite_with_recomputed_hashes_raises_the_county_alarm(tmp_path: Path
     assert [e.seq for e in AuditChains(gallery.store).entries(station.name)] == list(range(1, 41))
     code, out = _verify_cli(tmp_path, station)
     assert code == 1 and '"kind": "rewrite"' in out and '"ok": false' in out
+    fleet = CliRunner().invoke(gallery_cli, ["fleet", "--json", "--db", str(tmp_path / "gallery.db")])
+    [row] = [r for r in json.loads(fleet.output) if r["station"] == station.name]
+    assert fleet.exit_code == 1 and row["flagged"] and row["audit"]["held_seq"] == 40
+    assert "audit rewrite at entry 40" in row["audit"]["alarms"]
 
 
 def test_dropping_the_newest_entries_raises_the_county_alarm(tmp_path: Path, station: factory.Station,
