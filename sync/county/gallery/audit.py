@@ -143,12 +143,6 @@ class AuditChains:
         return [AuditAlarm(r[0], r[1], int(r[2]), r[3], self.store._from_ts(r[4]), self.store._from_ts(r[5]),
                            int(r[6])) for r in rows]
 
-    def stations(self) -> list[str]:
-        with self.store._transaction(write=False) as cur:
-            rows = self.store._exec(cur, "SELECT DISTINCT station FROM audit_chain UNION "
-                                         "SELECT DISTINCT station FROM audit_alarms ORDER BY 1").fetchall()
-        return [r[0] for r in rows]
-
     # ------------------------------------------------------------------------------- writing
     def raise_alarm(self, station: str, kind: str, seq: int, detail: str, now: datetime) -> None:
         ts = self.store._to_ts(now)

@@ -408,7 +408,8 @@ class GalleryReceiver:
 
     def mqtt_settings(self) -> mqtt.Settings:
         """A persistent session with paho's own reconnect, TLS 1.2+ with the gallery's certificate, and one
-        SUBSCRIBE per connection: records first (their reason code decides readiness), status second."""
+        SUBSCRIBE per connection: records first (their reason code decides readiness), status second, the
+        stations' audit batches third (shared like records; :mod:`sync.county.gallery.audit_intake`)."""
         cfg = self.config
         return mqtt.Settings(
             host=cfg.host, port=cfg.port, client_id=cfg.client_id,
