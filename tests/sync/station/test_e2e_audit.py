@@ -199,3 +199,39 @@ def test_a_restored_old_database_that_goes_on_differently_is_a_fork(tmp_path: Pa
     _reconnect(station, gallery, lambda: ("fork", 31) in _alarms(gallery, station))
     code, out = _verify_cli(tmp_path, station)
     assert code == 1 and '"kind": "fork"' in out
+
+
+def test_a_killed_agent_loses_no_audit_entry_and_sends_none_twice(tmp_path: Path, station: factory.Station,
+                                                                   gallery: Any) -> None:
+    import signal
+
+    _append(station, 3 * 200)
+    chains = AuditChains(gallery.store)
+    log = tmp_path / "agent.log"
+    proc = factory.spawn_agent(station, log)
+    try:
+        factory.wait_for(lambda: (chains.held_head(station.name) or (0, ""))[0] >= 200, timeout=60,
+                         message="the first batch held")
+    finally:
+        proc.send_signal(signal.SIGKILL)  # mid-stream: a batch may be in flight, its ack unread
+        proc.wait(30)
+    _append(station, 5, "after-kill")
+    proc = factory.spawn_agent(station, log)
+    try:
+        factory.wait_for(lambda: (chains.held_head(station.name) or (0, ""))[0] >= 605, timeout=60,
+                         message="every entry held after the restart")
+        factory.wait_for(lambda: _delivered(station) == 605, timeout=30, message="the station's mark at 605")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert [e.seq for e in chains.entries(station.name)] == list(range(1, 606))
+    assert chains.held_head(station.name) == _station_head(station)
+    assert _alarms(gallery, station) == set()
+
+
+def _delivered(station: factory.Station) -> int:
+    store: Store = station.open_store()  # type: ignore[assignment]
+    try:
+        return audit_log.delivered_seq(store.conn)
+    finally:
+        store.close()
