@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
 THREADS ?= 1 2
 
-.PHONY: install demo test bench bench-scale lint soak clean help install-systemd system-packages lock targets drift-check
+.PHONY: install demo test bench bench-scale lint soak fuzz clean help install-systemd system-packages lock targets drift-check
 
 SIDE ?= device
 
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-scale  face search at 1 M and 15 M templates (hours; bench-results/search-scale.md)"
 	@echo "make lint      ruff and the import contracts (lint-imports)"
 	@echo "make soak      long fault-injection runs (not part of make test)"
+	@echo "make fuzz      coverage-guided fuzzing (atheris) of the decoders and loaders, FUZZ_RUNS each"
 	@echo "make lock      refresh the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
 	@echo "make targets   check that every device platform has a wheel for every locked package"
 	@echo "make drift-check  golden, parity and EER tests with the oldest and newest allowed numpy/OpenCV/LiteRT"
@@ -77,6 +78,13 @@ lint: install
 soak: install
 	$(PY) -m pytest -q -m soak
 
+# Not part of `make test` (its seed corpus is: tests/fuzz/test_corpus.py). Scratch corpus and crashes go
+# to fuzz-work/; FUZZ_TARGET=wire|command|nist|config runs one.
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGET ?= all
+fuzz: install
+	$(PY) -m tests.fuzz $(FUZZ_TARGET) --runs $(FUZZ_RUNS)
+
 # Resolve pyproject.toml's ranges into the locks with uv, then run `make test` before committing them.
 lock: install
 	$(PY) -m firmware.lock $(if $(UPGRADE),--upgrade)
@@ -89,4 +97,4 @@ drift-check: install
 	$(PY) -m tests.drift --out bench-results
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache test-artifacts
+	rm -rf $(VENV) bench-results .pytest_cache test-artifacts fuzz-work

@@ -211,11 +211,19 @@ def run_capture(config: StationConfig, report: Reporter, *, booking_number: str,
     plans = _pose_plans(report, camera=camera, left=left, right=right, smt=smt)
     station = _open_station(config, data_dir=data_dir, station_id=station_id, profile=profile,
                             profile_dir=profile_dir)
-    session = station.start_booking(agency, booking_number, operator)
+    from appliance.store import DiskFullError
+
+    try:  # the free-space check before the booking starts, and again before each photo is processed
+        session = station.start_booking(agency, booking_number, operator)
+    except DiskFullError as exc:
+        raise CaptureFailed(str(exc), EXIT_SETUP) from None
     try:
         for plan in plans:
-            _capture_pose(station, session, plan, report, auto=auto, override_reason=override_reason,
-                          timeout=timeout, fps=fps, loop=loop, clock=clock)
+            try:
+                _capture_pose(station, session, plan, report, auto=auto, override_reason=override_reason,
+                              timeout=timeout, fps=fps, loop=loop, clock=clock)
+            except DiskFullError as exc:
+                raise CaptureFailed(str(exc), EXIT_SETUP) from None
         summary = session.summary()
         if summary.missing:
             report.warn(f"saving without: {', '.join(summary.missing)}", missing=list(summary.missing))

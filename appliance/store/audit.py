@@ -8,8 +8,10 @@ run of sequence numbers. `verify` walks the chain and reports the first entry th
 
 What the chain proves, and what it does not: it proves the log is internally consistent. Someone with
 write access to the file could rewrite the whole chain from some point on; that is caught by comparing
-with the county's copy of the log (the log is synced to the county), not locally. Truncating the newest
-entries is likewise caught only by that comparison.
+with the county's copy of the log, not locally: the sync agent sends every entry to the county gallery
+(`delivered_seq` is how far the gallery has acknowledged) and its status carries the signed head
+(`head`), so a rewrite shows as a fork or a changed head there, and truncating the newest entries as a
+head older than what the county holds.
 
 Retention (CJIS: keep at least a year) removes only a prefix of old entries, and first stores a
 checkpoint (the last removed entry's seq and hash) so the remaining chain still verifies from there.
@@ -21,7 +23,6 @@ Actions in use: ``logon``, ``logon_failed``, ``logoff``, ``session_lock``, ``cap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
@@ -33,15 +34,13 @@ from typing import Any
 from appliance.store.clock import to_text, utc_now
 from appliance.store.errors import AuditChainError, ValidationError
 from appliance.store.transactions import read_transaction, write_transaction
-
-GENESIS_HASH = "0" * 64
-"""``prev_hash`` of the very first entry."""
+from sync.protocol.audit_wire import GENESIS_HASH, entry_hash  # the chain's rule, shared with the county's copy
 
 MIN_KEEP_DAYS = 365
 """Audit entries are kept at least a year (FBI CJIS Security Policy, audit record retention)."""
 
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,39}")
-_FORMAT_TAG = "booking-station-audit-v1"
+_DELIVERED_KEY = "audit_delivered_seq"
 
 
 @dataclass(frozen=True)
@@ -99,22 +98,33 @@ def canonical_details(details: Mapping[str, Any]) -> str:
         raise ValidationError(f"audit details must be plain JSON data: {exc}") from None
 
 
-def entry_hash(seq: int, at: str, actor: str, action: str, details: str, prev_hash: str) -> str:
-    """SHA-256 (hex) of the canonical encoding of one entry.
-
-    The encoding is a JSON array ``[format tag, seq, at, actor, action, details, prev_hash]`` with no
-    spaces and ASCII escapes: strings and an integer only, so it has exactly one serialisation and a
-    field boundary can never be shifted (``"ab","c"`` and ``"a","bc"`` encode differently).
-    """
-    payload = json.dumps([_FORMAT_TAG, seq, at, actor, action, details, prev_hash],
-                         separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(payload.encode("ascii")).hexdigest()
-
-
 def checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
     """The retention checkpoint, or None if no entry was ever removed."""
     row = conn.execute("SELECT seq, hash, removed_total, updated_at FROM audit_checkpoint WHERE id = 1").fetchone()
     return Checkpoint(*row) if row else None
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The newest entry's (seq, hash): what the station's status reports to the county."""
+    return _head(conn)
+
+
+def delivered_seq(conn: sqlite3.Connection) -> int:
+    """The last seq the county gallery acknowledged holding (0: none yet)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_DELIVERED_KEY,)).fetchone()
+    try:
+        return int(row[0]) if row else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def set_delivered_seq(conn: sqlite3.Connection, seq: int) -> None:
+    """Move the delivery mark forward to ``seq`` (never back: a late ack for an older batch is harmless)."""
+    with write_transaction(conn):
+        if seq <= delivered_seq(conn):
+            return
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+                     "excluded.value", (_DELIVERED_KEY, str(int(seq))))
 
 
 def _head(conn: sqlite3.Connection) -> tuple[int, str]:

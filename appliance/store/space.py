@@ -47,17 +47,20 @@ def free_bytes(path: Path | str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def ensure_space(path: Path | str, floor_bytes: int, needed_bytes: int = 0) -> int:
+def ensure_space(path: Path | str, floor_bytes: int, needed_bytes: int = 0, *,
+                 what: str = "Booking NOT saved") -> int:
     """Return the free bytes at ``path``, or raise `DiskFullError` if writing ``needed_bytes`` more
     would leave less than ``floor_bytes`` free.
 
-    The message says how much is free, what the floor is, and that nothing was deleted.
+    The message starts with ``what`` (what was refused), then says how much is free, what the floor is,
+    and that nothing was deleted. The capture path checks before a booking starts and before each photo
+    is processed, so a full disk refuses before the officer's work, not at the save after it.
     """
     free = free_bytes(path)
     if free - needed_bytes < floor_bytes:
-        need = f" (this booking needs about {human_bytes(needed_bytes)})" if needed_bytes else ""
+        need = f" (a booking needs about {human_bytes(needed_bytes)})" if needed_bytes else ""
         raise DiskFullError(
-            f"Booking NOT saved: the disk is too full. {human_bytes(free)} free on {path}{need}, and at "
+            f"{what}: the disk is too full. {human_bytes(free)} free on {path}{need}, and at "
             f"least {human_bytes(floor_bytes)} must stay free for the records already queued. {_SAFE}",
             path=str(path), free_bytes=free, floor_bytes=floor_bytes)
     return free

@@ -128,18 +128,25 @@ def users_group() -> None:
     """Officer accounts (PIN + TOTP) of this station, for the station admin."""
 
 
-def _accounts(data_dir: Path) -> Any:
-    """Open the accounts file (and the store, whose key encrypts the TOTP secrets)."""
+def _accounts(data_dir: Path, *, create: bool = True) -> Any:
+    """Open the accounts file (and the store, whose key encrypts the TOTP secrets). ``create=False`` (a command
+    that only reads) opens what exists and makes no file: None when the station has no accounts file yet."""
     from appliance.store import StationStoreError, Store
     from appliance.store.crypto import BlobCipher, load_key
     from appliance.store.db import data_paths
-    from appliance.ui.accounts import AccountError, AccountStore
+    from appliance.ui.accounts import ACCOUNTS_FILE, AccountError, AccountStore
 
     if not data_dir.is_dir():
         _fail(f"data directory {data_dir} does not exist; pass --data-dir (or set {ENV_DATA_DIR})", EXIT_SETUP)
+    db_path, key_path = data_paths(data_dir)
+    if not create and not (db_path.is_file() and key_path.is_file()):
+        _fail(f"no station database at {db_path}: {data_dir} is not a station's data directory (pass --data-dir "
+              f"or set {ENV_DATA_DIR}), or the station has not run yet", EXIT_SETUP)
     try:
         with Store.open_data_dir(data_dir):
             pass  # creates the key on a fresh station, refuses a wrong one
+        if not create and not (data_dir / ACCOUNTS_FILE).is_file():
+            return None
         return AccountStore.open_data_dir(data_dir, BlobCipher(load_key(data_paths(data_dir)[1])))
     except (StationStoreError, AccountError) as exc:
         _fail(str(exc), EXIT_SETUP)
@@ -213,8 +220,12 @@ def users_list(as_json: bool, data_dir: Path) -> None:
     """List accounts with their lock state."""
     from appliance.store.clock import utc_now
 
-    with _accounts(data_dir) as accounts:
-        officers = accounts.officers()
+    accounts = _accounts(data_dir, create=False)
+    if accounts is None:
+        officers = []
+    else:
+        with accounts:
+            officers = accounts.officers()
     now = utc_now()
     for o in officers:
         locked = o.locked(now)

@@ -202,6 +202,8 @@ class BookingDesk:
                 session = self.station.start_booking(agency_ori, booking_number, officer_id)
             except ValidationError as exc:
                 raise DeskError(str(exc), "invalid", 422) from None
+            except DiskFullError as exc:
+                raise DeskError(str(exc), "store_full", 507) from None
             saved = self._saved_records(booking_number, agency_ori)
             if saved:
                 when = self._saved_when(saved[-1])
@@ -321,6 +323,8 @@ class BookingDesk:
             return session.capture(source="latest")
         except CaptureError as exc:
             raise DeskError(_sentence(str(exc)), "capture_error") from None
+        except DiskFullError as exc:
+            raise DeskError(str(exc), "store_full", 507) from None
         except (ValueError, RuntimeError) as exc:
             raise DeskError.plain(capture_problem(str(exc)), "capture_failed", 500) from None
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from appliance.ui.auth import AuthError
+from appliance.ui.body_limit import BodyTooLarge, body_too_large
 from appliance.ui.desk import DeskError
 from appliance.ui.guards import COOKIE, security_headers
 
@@ -53,4 +54,5 @@ ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     DeskError: desk_error,
     Exception: unexpected,
     RequestValidationError: bad_body,
+    BodyTooLarge: body_too_large,
 }

@@ -11,6 +11,7 @@ The app is assembled here from the parts: `context` (what the handlers share, bu
 
 Guards, in the order a request meets them:
 
+0. **Body limit** (`body_limit`): any body over 64 KiB is answered 413 before it is read.
 1. **Host check** (`TrustedHostMiddleware`): only localhost names and the configured ones, so a web page
    cannot reach the station through DNS rebinding.
 2. **CSRF**: every state-changing request (POST, PUT, PATCH, DELETE) that is not a JMS call with its
@@ -38,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from appliance import __version__
+from appliance.ui.body_limit import BodyLimitMiddleware
 from appliance.ui.context import Context, build_context
 from appliance.ui.errors import ERROR_HANDLERS
 from appliance.ui.guards import GuardMiddleware
@@ -65,6 +67,7 @@ def create_app(ctx: Context) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(ctx.settings.allowed_hosts))
+    app.add_middleware(BodyLimitMiddleware)  # added last, so it runs first: before anything reads a body
     app.state.ctx = ctx
     for exc_class, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(exc_class, handler)

@@ -10,6 +10,7 @@ from sync import __version__
 from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, load_county_config
 from sync.county.console.cli import add_audit_list, serve_cmd, users_group
 from sync.county.enroll.cli import ca, enroll_server, tokens
+from sync.county.gallery.audit_cli import audit
 from sync.county.gallery.cli import register_commands
 from sync.county.gallery.fleet_cli import fleet
 from sync.county.gallery.status_cli import status_cmd
@@ -65,6 +66,7 @@ main.add_command(search_cmd)
 main.add_command(index_group)
 main.add_command(serve_cmd)
 main.add_command(users_group)
+main.add_command(audit)
 add_audit_list(main)
 main.add_command(status_cmd)
 

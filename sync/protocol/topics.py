@@ -17,8 +17,8 @@ from typing import Literal
 PREFIX = "booking/v1"
 SHARE_GROUP = "gallery"
 
-TopicKind = Literal["records", "acks", "status", "commands", "checks", "answers"]
-KINDS: tuple[TopicKind, ...] = ("records", "acks", "status", "commands", "checks", "answers")
+TopicKind = Literal["records", "acks", "status", "commands", "checks", "answers", "audit", "audit-acks"]
+KINDS: tuple[TopicKind, ...] = ("records", "acks", "status", "commands", "checks", "answers", "audit", "audit-acks")
 
 #: 1-63 characters; starts and ends with a letter or digit; hyphens only inside.
 SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -81,6 +81,22 @@ def checks_subscription(county: str, group: str = SHARE_GROUP) -> str:
     """The shared subscription of the gallery workers that answer booking-time checks."""
     check_slug(group, "share group")
     return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/checks"
+
+
+def audit_topic(county: str, station: str) -> str:
+    """Device to gallery: signed batches of the station's audit entries, QoS 1, never retained."""
+    return topic(county, station, "audit")
+
+
+def audit_acks_topic(county: str, station: str) -> str:
+    """Gallery to device: one ack per audit batch, QoS 1."""
+    return topic(county, station, "audit-acks")
+
+
+def gallery_audit_subscription(county: str, group: str = SHARE_GROUP) -> str:
+    """Every station's audit batches of ``county``, shared by the gallery workers like records."""
+    check_slug(group, "share group")
+    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/audit"
 
 
 def gallery_subscription(county: str, group: str = SHARE_GROUP) -> str:

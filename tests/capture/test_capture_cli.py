@@ -159,9 +159,13 @@ def test_full_disk_is_a_clear_error_and_earlier_records_stay(config_file: Path, 
     first = capture(config_file, "--booking", "2026-000001", "--camera", f"replay:{frontals['passing']}",
                     "--data-dir", small_fs, "--fps", "0", "--timeout", "1",
                     "--override-reason", "demo photo")
-    # The CLI uses the store's default floor (512 MiB kept free), which a 4 MiB disk can never meet.
+    # The CLI uses the store's default floor (512 MiB kept free), which a 4 MiB disk can never meet: the
+    # booking is refused before it starts, not after the officer's photos at the save.
     assert first.returncode == 2, first.stderr
-    assert "Booking NOT saved: the disk is too full" in first.stderr and "Nothing was deleted" in first.stderr
+    assert "Booking NOT started: the disk is too full" in first.stderr and "Nothing was deleted" in first.stderr
+    assert "captured" not in first.stdout and "Traceback" not in first.stderr
+    assert [line for line in first.stderr.splitlines() if "disk" in line and not line.startswith("warning:")] == [
+        first.stderr.splitlines()[-1]]  # one line, after the warnings about skipped profile views
 
     with Store.open_data_dir(small_fs, floor_bytes=0) as store:  # a store with a floor that fits this disk
         image = cv2.imencode(".jpg", cv2.imread(str(frontals["passing"])))[1].tobytes()

@@ -399,6 +399,35 @@ def test_full_disk_gives_a_clear_error_keeps_the_session_and_earlier_records(
         assert [e.record_id for e in store.queue("pending")] == [earlier, record_id]
 
 
+def test_a_full_disk_refuses_before_the_booking_starts_and_before_a_photo_is_processed(
+        make_station: Callable[..., CaptureStation], frontals: dict[str, Path], clock: FakeClock,
+        data_dir: Path) -> None:
+    from appliance.store.space import ensure_space
+
+    floor = {"bytes": 1 << 60}  # as far as the floor says, the disk is full
+
+    def space_check(what: str) -> None:
+        ensure_space(data_dir, floor["bytes"], 0, what=what)
+
+    station = make_station(space_check=space_check)
+    with pytest.raises(DiskFullError, match="Booking NOT started: the disk is too full"):
+        station.start_booking(ORI, "2026-000010", OPERATOR)
+
+    floor["bytes"] = 0
+    session = station.start_booking(ORI, "2026-000010", OPERATOR)
+    open_replay(session, frontals["passing"], clock)
+    session.select_pose("frontal", auto=False)
+    session.step()
+    floor["bytes"] = 1 << 60  # the disk fills up while the officer frames the photo
+    with pytest.raises(DiskFullError, match="Photo NOT processed: the disk is too full") as info:
+        session.capture(source="latest")
+    assert "Nothing was deleted" in str(info.value)
+    assert session.review() is None and session.live_status().phase is Phase.LIVE  # the officer can try again
+    floor["bytes"] = 0
+    assert session.capture(source="latest").pose == "frontal"
+    session.close()
+
+
 def test_background_live_loop_with_a_polling_ui(
         make_station: Callable[..., CaptureStation], frontals: dict[str, Path], faces_dir: Path,
         data_dir: Path) -> None:

@@ -44,8 +44,10 @@ def run_child(data_dir: Path, delay: float, *, wait_ready: bool = True) -> list[
     """Start the child, let it run ``delay`` seconds (counted from ``ready``, or from the start when
     ``wait_ready`` is false, to kill it while it opens the store), SIGKILL it, return its full lines."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # bufsize=0: readline() below must not read ahead, since communicate() reads the pipe's fd directly and would
+    # never see "saved" lines a buffered readline had already taken in with "ready" (a loaded machine does that).
     proc = subprocess.Popen([sys.executable, "-m", "tests.store.crash_child", str(data_dir), str(BLOB_BYTES)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     assert proc.stdout is not None
     if wait_ready:
         first = proc.stdout.readline()

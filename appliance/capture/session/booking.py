@@ -343,6 +343,7 @@ class BookingSession:
         captured_at = self.station.utc_now()
         frame = self._still_for(frame)
         try:
+            self.station.check_space("Photo NOT processed")
             with self.station.vision_lock:
                 processed = self.station.processor.process(pose, np.asarray(frame.image), mode=mode,
                                                            captured_at=captured_at, frame_sequence=frame.sequence)

@@ -16,6 +16,12 @@ from appliance.capture.session.booking import BookingSession
 from appliance.capture.session.snapshots import AcceptedCapture, CaptureError
 from appliance.imageio import set_max_pixels
 from appliance.store import Booking, Store
+from appliance.store.db import DEFAULT_FLOOR_BYTES
+from appliance.store.space import ensure_space
+
+#: Free space a booking may need beyond the floor (three standardized photos and their reports, twice over
+#: while the save's transaction commits); the save itself checks its exact size.
+BOOKING_ESTIMATE_BYTES = 8 * 1024 * 1024
 
 DEFAULT_PROFILE = "nist-sap30"  # until the station config names one
 
@@ -37,8 +43,10 @@ class CaptureStation:
                  camera_spec: str | Mapping[str, Any] | None = None, camera_options: Mapping[str, Any] | None = None,
                  stable_seconds: float = 0.5, max_gap: float | None = 0.3, profile_hold_seconds: float = 2.0,
                  max_reason_chars: int = MAX_REASON_CHARS, camera_factory: CameraFactory = create_camera,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 space_check: Callable[[str], None] | None = None) -> None:
         self.processor = processor
+        self.space_check = space_check
         self.station_id = station_id
         self.store_opener = store_opener
         self.camera_spec = camera_spec
@@ -83,6 +91,11 @@ class CaptureStation:
         def open_store() -> Store:
             return Store.open_data_dir(data_dir, **store_kwargs)
 
+        floor = int(store_kwargs.get("floor_bytes", DEFAULT_FLOOR_BYTES))
+
+        def space_check(what: str) -> None:
+            ensure_space(data_dir, floor, BOOKING_ESTIMATE_BYTES, what=what)
+
         settings: dict[str, Any] = {
             "camera_spec": config.camera.source, "camera_options": config.camera.options,
             "stable_seconds": config.capture.stable_seconds, "max_gap": config.capture.max_gap,
@@ -90,6 +103,7 @@ class CaptureStation:
             "max_reason_chars": config.capture.override_reason_max,
         }
         settings.update(overrides)
+        settings.setdefault("space_check", space_check)
         return cls(processor, station_id=station_id, store_opener=open_store, **settings)
 
     def start_booking(self, agency_ori: str, booking_number: str, operator_id: str) -> BookingSession:
@@ -98,7 +112,15 @@ class CaptureStation:
         before any photo is taken: `ValidationError` names the field, the character and its position."""
         booking = Booking(agency_ori=agency_ori, booking_number=booking_number, operator_id=operator_id,
                           captured_at=self.utc_now(), station_id=self.station_id)
+        self.check_space("Booking NOT started")
         return BookingSession(self, booking)
+
+    def check_space(self, what: str) -> None:
+        """`DiskFullError` (message starting with ``what``) when a booking would not fit above the store's
+        free-space floor: checked before a booking starts and before each photo is processed, so a full disk
+        refuses before the officer's work instead of failing the save after it."""
+        if self.space_check is not None:
+            self.space_check(what)
 
     def resume_booking(self, booking: Booking, accepted: Iterable[AcceptedCapture]) -> BookingSession:
         """A session that carries on a booking in progress (e.g. the UI's draft after a restart): the

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,6 +106,8 @@ def _store(db_url: str, *, create: bool = False) -> Iterator[GalleryStore]:
         raise click.ClickException(f"cannot open the gallery database {db_url}: {exc}") from None
     try:
         yield store
+    except sqlite3.DatabaseError as exc:  # damaged pages past the header: one line, nothing changed
+        raise ConfigSetupError(f"the gallery database {db_url} cannot be read: {exc}") from None
     except (GalleryStoreError, TopicError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sync.county.gallery.audit import AuditChains, alarm_summary
 from sync.county.gallery.store import Device, GalleryStore, StationStatus, parse_iso
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
@@ -65,6 +66,8 @@ class StationHealth:
     reason: str | None = None
     stale: list[str] = field(default_factory=list)
     unhealthy: list[str] = field(default_factory=list)
+    audit_held_seq: int | None = None  # the newest audit entry the county holds for this station
+    audit_alarms: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
@@ -93,6 +96,7 @@ class StationHealth:
             "flagged": self.flagged,
             "stale": list(self.stale),
             "unhealthy": list(self.unhealthy),
+            "audit": {"held_seq": self.audit_held_seq, "alarms": list(self.audit_alarms)},
         }
 
 
@@ -177,13 +181,26 @@ def fleet_report(store: GalleryStore, *, now: datetime | None = None,
     devices = {d.station: d for d in store.list_devices()}
     statuses = {s.station: s for s in store.list_station_status()}
     rows = [_health(devices.get(name), statuses.get(name), now, limits) for name in set(devices) | set(statuses)]
+    _add_audit(store, rows)
     return sorted(rows, key=lambda h: (h.county, h.station))
+
+
+def _add_audit(store: GalleryStore, rows: list[StationHealth]) -> None:
+    """The county's copy of each station's audit log: how far it goes, and any alarm it raised (unhealthy)."""
+    chains = AuditChains(store)
+    alarms = alarm_summary(store)
+    for h in rows:
+        held = chains.held_head(h.station)
+        h.audit_held_seq = None if held is None else held[0]
+        h.audit_alarms = alarms.get(h.station, [])
+        if h.audit_alarms:
+            h.unhealthy.append(f"{'; '.join(h.audit_alarms)} (booking-gallery audit verify --station {h.station})")
 
 
 def render_table(rows: list[StationHealth], now: datetime) -> list[str]:
     """The plain-text view: one line per station, then one line per flagged station saying why."""
     header = (f"{'station':<16} {'registry':<12} {'state':<8} {'software':<22} {'pend':>5} {'deliv':>6} {'rej':>4} "
-              f"{'oldest':>8}  {'last ack (UTC)':<20} {'last seen':>10}  alarms")
+              f"{'oldest':>8}  {'last ack (UTC)':<20} {'last seen':>10} {'audit':>6}  alarms")
     lines = [header]
 
     def num(value: int | None) -> str:
@@ -193,10 +210,11 @@ def render_table(rows: list[StationHealth], now: datetime) -> list[str]:
         oldest = "-" if h.oldest_pending_age_s is None else human_age(h.oldest_pending_age_s)
         seen = "never" if h.last_seen is None else human_age((now - h.last_seen).total_seconds()) + " ago"
         ack = "-" if h.last_ack_at is None else _when(h.last_ack_at)
+        audit = "ALARM" if h.audit_alarms else ("-" if h.audit_held_seq is None else str(h.audit_held_seq))
         lines.append(
             f"{h.station:<16} {h.registry:<12} {h.state:<8} {(h.software or '-'):<22} {num(h.queue.get('pending')):>5} "
             f"{num(h.queue.get('delivered')):>6} {num(h.queue.get('rejected')):>4} {oldest:>8}  {ack:<20} "
-            f"{seen:>10}  {', '.join(h.alarms) or '-'}"
+            f"{seen:>10} {audit:>6}  {', '.join(h.alarms) or '-'}"
         )
     flagged = [h for h in rows if h.flagged]
     if flagged:

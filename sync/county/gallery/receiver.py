@@ -20,8 +20,9 @@ Per message, in this order (the order is the point):
    indexing) is enqueued in the same transaction and done later by the work queue's thread
    (:mod:`sync.county.gallery.worker`): nothing but verify-once-and-commit is on the ack path.
 
-Every refusal is logged in the store's rejection table and the log, and acked where the topic
-names a station. Nothing a payload contains can stop the worker: ``on_message`` catches
+Every refusal is counted in the store's rejection table (one row per station and reason: a counter with
+the first and last example) and logged at a bounded rate (one line per station and reason a minute), and
+acked where the topic names a station. Nothing a payload contains can stop the worker: ``on_message`` catches
 everything. A store failure (database down) sends no ack at all, so the station simply retries.
 
 The MQTT session is persistent (MQTT 5 ``clean_start=False`` with a session expiry; 3.1.1
@@ -58,8 +59,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
+from sync.county.gallery import audit_intake
 from sync.county.gallery.group_commit import GroupCommitSettings, GroupCommitter
 from sync.county.gallery.images import check_decoded_sizes
+from sync.county.gallery.ratelog import RateLimitedLog
 from sync.county.gallery.store import (
     DEFAULT_DB,
     GalleryStore,
@@ -91,6 +94,8 @@ log = logging.getLogger(__name__)
 
 #: A status body is a small JSON object; anything bigger is not one of ours.
 MAX_STATUS_BYTES = 64 * 1024
+#: Refusals of one station and reason are logged at most once per this many seconds (all are counted).
+REJECT_LOG_INTERVAL = 60.0
 STATUS_STATES = ("online", "offline")
 STATUS_VERSION = 1
 
@@ -286,6 +291,7 @@ class GalleryReceiver:
         self.jobs = jobs
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.stats = ReceiverStats()
+        self._reject_log = RateLimitedLog(REJECT_LOG_INTERVAL)
         self.subscribed = threading.Event()
         self.client: mqtt.Client | None = None
         #: The search index to bring up to date after each stored record (None: no search index).
@@ -409,6 +415,7 @@ class GalleryReceiver:
             return StatusOutcome(topic_name, station, "unchanged")
         self.store.put_station_status(station, parsed.county, body,
                                       received_at=_seen_at(body, previous, retained, received_at))
+        audit_intake.check_status_head(self.store, station, parsed.county, body)
         self.stats.counts["status"] += 1
         return StatusOutcome(topic_name, station, "stored")
 
@@ -445,15 +452,7 @@ class GalleryReceiver:
         self, topic_name: str, station: str | None, payload: bytes, exc: WireError, received_at: datetime
     ) -> None:
         self.stats.counts["rejected"] += 1
-        log.warning(
-            "rejected payload on %s (%d bytes, record %s): %s: %s",
-            _clean(topic_name, 200),
-            len(payload),
-            exc.record_id or "-",
-            exc.code,
-            _clean(exc.message),
-        )
-        self.store.log_rejection(
+        total = self.store.log_rejection(
             topic=_clean(topic_name, 512),
             station=station,
             record_id=exc.record_id,
@@ -463,6 +462,17 @@ class GalleryReceiver:
             payload_size=len(payload),
             received_at=received_at,
         )
+        held = self._reject_log.allow((station, exc.code))  # one line per station and reason per interval
+        if held is not None:
+            log.warning(
+                "rejected payload on %s (%d bytes, record %s): %s: %s%s",
+                _clean(topic_name, 200),
+                len(payload),
+                exc.record_id or "-",
+                exc.code,
+                _clean(exc.message),
+                f" [{held} more like it since the last line, {total} in all]" if held else "",
+            )
 
     # --------------------------------------------------------------------------------- MQTT
     def _on_event(self, event: mqtt.Event) -> None:
@@ -491,6 +501,9 @@ class GalleryReceiver:
             if topic_name.endswith("/status"):
                 self.handle_status(topic_name, message.payload, retained=message.retain)
                 return
+            if topic_name.endswith("/audit"):
+                self._on_audit(message)
+                return
             if topic_name.endswith("/checks"):
                 self._on_check(message)
                 return
@@ -514,6 +527,12 @@ class GalleryReceiver:
             if self.config.group_commit > 1 and not handed_off:
                 with contextlib.suppress(Exception):
                     message.client.ack(message.mid, message.qos)
+
+    def _on_audit(self, message: mqtt.Message) -> None:
+        """A station's audit batch (:mod:`sync.county.gallery.audit_intake`), acked on its audit-acks topic."""
+        ack, ack_topic = audit_intake.handle_audit(self, message.topic, message.payload)
+        if ack is not None and ack_topic is not None:
+            audit_intake.publish_audit_ack(message.client, ack_topic, ack, self.config.ack_expiry)
 
     def _on_check(self, message: mqtt.Message) -> None:
         if self.checks is None:
@@ -550,14 +569,16 @@ class GalleryReceiver:
 
     def mqtt_settings(self) -> mqtt.Settings:
         """A persistent session with paho's own reconnect, TLS 1.2+ with the gallery's certificate, and one
-        SUBSCRIBE per connection: records first (their reason code decides readiness), status second."""
+        SUBSCRIBE per connection: records first (their reason code decides readiness), status second, the
+        stations' audit batches third (shared like records; :mod:`sync.county.gallery.audit_intake`)."""
         cfg = self.config
         return mqtt.Settings(
             host=cfg.host, port=cfg.port, client_id=cfg.client_id,
             ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file,
             protocol=cfg.protocol, keepalive=cfg.keepalive, clean_start=False, session_expiry=cfg.session_expiry,
             subscriptions=((topics.gallery_subscription(cfg.county, cfg.share_group), 1),
-                           (status_subscription(cfg.county), 1))
+                           (status_subscription(cfg.county), 1),
+                           (topics.gallery_audit_subscription(cfg.county, cfg.share_group), 1))
             + (((topics.checks_subscription(cfg.county, cfg.share_group), 1),) if self.checks is not None else ()),
             reconnect_min=1, reconnect_max=30, manual_ack=cfg.group_commit > 1,
         )  # fmt: skip

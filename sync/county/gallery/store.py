@@ -232,7 +232,8 @@ class AuditEntry:
 
 @dataclass(frozen=True)
 class Rejection:
-    """One refused payload: who sent it (if the topic said), why, and its hash and size."""
+    """Refused payloads of one station (if the topic said) and reason: the last one's topic, record id,
+    detail, hash and size; how many there were; and when the first came, with its detail, hash and size."""
 
     id: int
     received_at: datetime
@@ -243,6 +244,11 @@ class Rejection:
     detail: str
     payload_sha256: bytes
     payload_size: int
+    count: int = 1
+    first_received_at: datetime | None = None
+    first_detail: str | None = None
+    first_payload_sha256: bytes | None = None
+    first_payload_size: int | None = None
 
 
 def _utcnow() -> datetime:
@@ -306,6 +312,26 @@ _SCHEMA = [
         detail TEXT NOT NULL,
         payload_sha256 {blob} NOT NULL,
         payload_size INTEGER NOT NULL
+    )""",
+    # Refusals collapsed per station and reason (what log_rejection writes since; ``rejections`` keeps the
+    # rows of older workers): a counter, the first example and the last one.
+    """CREATE TABLE IF NOT EXISTS rejection_groups (
+        id {serial},
+        station_key TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        first_at {ts} NOT NULL,
+        first_detail TEXT NOT NULL,
+        first_sha256 {blob} NOT NULL,
+        first_size INTEGER NOT NULL,
+        last_at {ts} NOT NULL,
+        topic TEXT NOT NULL,
+        station TEXT,
+        record_id TEXT,
+        detail TEXT NOT NULL,
+        payload_sha256 {blob} NOT NULL,
+        payload_size INTEGER NOT NULL,
+        UNIQUE (station_key, reason)
     )""",
     # No foreign key to devices: a status from a station the registry does not know (a certificate
     # the county CA issued, a device table restored from an old backup) is exactly what the fleet
@@ -832,35 +858,43 @@ class GalleryStore(JobQueueMixin, ABC):
         payload_sha256: bytes,
         payload_size: int,
         received_at: datetime | None = None,
-    ) -> None:
+    ) -> int:
+        """Count one refusal in its (station, reason) group and keep it as the group's last example; the
+        first example stays. Returns the group's count: one certificate sending junk in a loop costs one
+        row, not one per payload. Payload bytes are never kept, only their hash and size."""
+        at = self._to_ts(received_at or _utcnow())
+        values = (station or "", reason[:64], at, detail[:1000], payload_sha256, payload_size, at, topic[:512],
+                  station, record_id, detail[:1000], payload_sha256, payload_size)
         with self._lock, self._transaction() as cur:
             self._exec(
                 cur,
-                "INSERT INTO rejections (received_at, topic, station, record_id, reason, detail, payload_sha256, "
-                "payload_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self._to_ts(received_at or _utcnow()),
-                    topic[:512],
-                    station,
-                    record_id,
-                    reason,
-                    detail[:1000],
-                    payload_sha256,
-                    payload_size,
-                ),
+                "INSERT INTO rejection_groups (station_key, reason, count, first_at, first_detail, first_sha256, "
+                "first_size, last_at, topic, station, record_id, detail, payload_sha256, payload_size) "
+                "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station_key, reason) DO UPDATE SET "
+                "count = rejection_groups.count + 1, last_at = excluded.last_at, topic = excluded.topic, "
+                "station = excluded.station, record_id = excluded.record_id, detail = excluded.detail, "
+                "payload_sha256 = excluded.payload_sha256, payload_size = excluded.payload_size",
+                values,
             )
+            row = self._exec(cur, "SELECT count FROM rejection_groups WHERE station_key = ? AND reason = ?",
+                             (station or "", reason[:64])).fetchone()
+        return int(row[0])
 
     def list_rejections(self, *, limit: int = 100) -> list[Rejection]:
-        """Newest first."""
+        """Newest first: one entry per station and reason (plus single rows an older worker logged)."""
         with self._lock, self._transaction(write=False) as cur:
             rows = self._exec(
                 cur,
-                "SELECT id, received_at, topic, station, record_id, reason, detail, payload_sha256, payload_size "
-                "FROM rejections ORDER BY id DESC LIMIT ?",
+                "SELECT id, last_at, topic, station, record_id, reason, detail, payload_sha256, payload_size, "
+                "count, first_at, first_detail, first_sha256, first_size FROM rejection_groups "
+                "UNION ALL SELECT -id, received_at, topic, station, record_id, reason, detail, payload_sha256, "
+                "payload_size, 1, received_at, detail, payload_sha256, payload_size FROM rejections "
+                "ORDER BY 2 DESC, 1 DESC LIMIT ?",
                 (int(limit),),
             ).fetchall()
         return [
-            Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
+            Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]),
+                      int(r[9]), self._from_ts(r[10]), r[11], bytes(r[12]), int(r[13]))
             for r in rows
         ]
 
@@ -963,6 +997,8 @@ class SQLiteStore(GalleryStore):
         except sqlite3.OperationalError as exc:
             raise GalleryDatabaseMissingError(f"cannot open the gallery database {self.path}: {exc}") from None
         try:
+            if not create and target != ":memory:":
+                _require_gallery_schema(self._conn, self.path)
             for pragma in (
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA synchronous = FULL",
@@ -971,9 +1007,12 @@ class SQLiteStore(GalleryStore):
             ):
                 self._conn.execute(pragma)
             self._create_schema()
+        except NotAGalleryDatabaseError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            if "not a database" not in str(exc):
+            if "not a database" not in str(exc) and "malformed" not in str(exc):
                 raise
             raise NotAGalleryDatabaseError(f"{self.path} is not a gallery database: {exc}") from None
 
@@ -1001,6 +1040,17 @@ class SQLiteStore(GalleryStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _require_gallery_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """A command that only reads must not turn some other SQLite file into a gallery (by creating the tables
+    in it): the file must already say it is one."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: some other application's database
+        row = None
+    if row is None:
+        raise NotAGalleryDatabaseError(f"{path} is not a gallery database: it has no gallery schema")
 
 
 _SCHEMA_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -7,7 +7,7 @@ import ssl
 import threading
 
 from appliance.store.outbox import backoff_delay
-from sync.protocol import mqtt
+from sync.protocol import mqtt, topics
 from sync.station.agent.common import STATUS_CONTENT_TYPE, log
 from sync.station.agent.status import StatusMixin
 
@@ -24,7 +24,8 @@ class ConnectionMixin(StatusMixin):
             protocol=cfg.protocol, keepalive=cfg.keepalive, clean_start=False, session_expiry=cfg.session_expiry,
             will=mqtt.Will(self.status_topic, self._offline_will(), qos=1, retain=True,
                            content_type=STATUS_CONTENT_TYPE),
-            subscriptions=((self.acks_topic, 1), (self.commands_topic, 1))
+            subscriptions=((self.acks_topic, 1), (self.commands_topic, 1),
+                           (topics.audit_acks_topic(self.county, self.station), 1))
             + (((self.answers_topic, 1),) if cfg.booking_check else ()),
             reconnect_min=cfg.reconnect_min, reconnect_max=cfg.reconnect_max,
             auto_reconnect=False, manual_ack=True, max_inflight=cfg.max_in_flight + 4,

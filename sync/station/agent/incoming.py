@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from appliance.store import OutboxStateError, UnknownStationRecordError
-from sync.protocol import mqtt, wire
+from sync.protocol import mqtt, topics, wire
 from sync.station.agent.common import (
     ALARM_ACK_CONFLICT,
     ALARM_BROKER_REFUSING,
@@ -27,6 +27,8 @@ class IncomingMixin(DeliveryMixin):
                 self._on_ack(message.payload, message.correlation_data)
             elif topic == self.answers_topic and self._checks is not None:
                 self._checks.on_answer(message.payload)
+            elif topic == topics.audit_acks_topic(self.county, self.station):
+                self._on_audit_ack(message.payload)  # type: ignore[attr-defined]  # AuditMixin, on SyncAgent
             elif topic == self.commands_topic:
                 assert self._commands is not None
                 outcome = self._commands.handle(message.payload)

@@ -17,6 +17,7 @@ from firmware.provision import ProvisionError, finish_rotation, rotate_certifica
 from sync.protocol import check, mqtt, sdnotify, wire
 from sync.protocol.files import make_private_dir
 from sync.protocol.tls import tls_context
+from sync.station.agent.audit import AuditMixin
 from sync.station.agent.common import (
     ALARM_BROKER_REFUSING,
     ALARM_GALLERY_REFUSING,
@@ -32,7 +33,7 @@ from sync.station.checks import CheckCarrier
 from sync.station.remote import CommandHandler, RotationFailed, load_command_keys, load_remote_settings, state_dir
 
 
-class SyncAgent(IncomingMixin, ConnectionMixin):
+class SyncAgent(AuditMixin, IncomingMixin, ConnectionMixin):
     """Delivers the outbox of ``data_dir`` as ``config`` says. Call :meth:`run` in the thread that should
     own the store; it returns when ``stop`` is set (the CLI sets it on SIGTERM)."""
 
@@ -156,6 +157,7 @@ class SyncAgent(IncomingMixin, ConnectionMixin):
         self._expire()
         self._fill()
         self._send_checks()
+        self._audit_tick()
         self._maybe_status()
         self._watchdog.ping_if_due()
         try:

@@ -10,7 +10,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from sync.protocol import mqtt, sdnotify
+from appliance.store import audit as audit_log
+from sync.protocol import audit_wire, mqtt, sdnotify
 from sync.protocol.files import write_file_atomic
 from sync.station.agent.common import SOFTWARE, STATUS_CONTENT_TYPE, STATUS_FILE, STATUS_MIN_INTERVAL
 from sync.station.agent.state import AgentState
@@ -51,6 +52,9 @@ class StatusMixin(AgentState):
             "last_ack_at": None if self._last_ack_at is None else self._last_ack_at.isoformat(),
             "alarms": sorted(a.name for a in store.active_alarms()),
         }
+        if self._key is not None:  # the signed chain head: lets the county see a truncated audit log
+            seq, digest = audit_log.head(store.conn)
+            body["audit_head"] = audit_wire.sign_head(self.county, self.station, seq, digest, self._key)
         if reason:
             body["reason"] = reason
         return body

@@ -1,0 +1,191 @@
+"""The county's copy of a station's audit chain, without a broker: the signed batch format, and how the gallery
+judges what arrives against what it holds (gap, fork, rewrite, truncation; repeats and late statuses are fine)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from sync.county.gallery.audit import AuditChains, verify_station
+from sync.county.gallery.audit_intake import check_status_head, handle_audit
+from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
+from sync.county.gallery.store import SQLiteStore
+from sync.protocol import audit_wire, wire
+from tests.sync import factory
+
+KEY = factory.key(1)
+RAW = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+T0 = dt.datetime(2026, 3, 1, 15, tzinfo=dt.timezone.utc)
+TOPIC = "booking/v1/king/st-01/audit"
+
+
+def _at(seq: int) -> str:
+    return (T0 + dt.timedelta(minutes=seq)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def chain(n: int, *, start: int = 1, prev: str = audit_wire.GENESIS_HASH) -> list[audit_wire.AuditWireEntry]:
+    out = []
+    for seq in range(start, start + n):
+        details = f'{{"i":{seq}}}'
+        digest = audit_wire.entry_hash(seq, _at(seq), "ofc-1", "logon", details, prev)
+        out.append(audit_wire.AuditWireEntry(seq, _at(seq), "ofc-1", "logon", details, prev, digest))
+        prev = digest
+    return out
+
+
+def batch(entries: list[audit_wire.AuditWireEntry], head: audit_wire.AuditWireEntry | None = None) -> bytes:
+    last = head or entries[-1]
+    return audit_wire.encode_batch(audit_wire.AuditBatch("king", "st-01", tuple(entries), last.seq, last.hash), KEY)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Any:
+    store = SQLiteStore(tmp_path / "g.db")
+    store.register_device("st-01", "king", RAW)
+    config = ReceiverConfig(county="king", ca_file="ca", cert_file="c", key_file="k")
+    r = GalleryReceiver(config, store, clock=lambda: T0 + dt.timedelta(days=1))
+    yield r
+    store.close()
+
+
+def kinds(receiver: GalleryReceiver) -> set[tuple[str, int]]:
+    return {(a.kind, a.seq) for a in AuditChains(receiver.store).alarms("st-01")}
+
+
+def test_batches_in_order_are_held_and_a_repeat_changes_nothing(receiver: GalleryReceiver) -> None:
+    entries = chain(10)
+    ack, topic = handle_audit(receiver, TOPIC, batch(entries[:6]))
+    assert ack == audit_wire.AuditAck(6, "stored") and topic == "booking/v1/king/st-01/audit-acks"
+    assert handle_audit(receiver, TOPIC, batch(entries[:6]))[0] == audit_wire.AuditAck(6, "stored")  # lost ack
+    assert handle_audit(receiver, TOPIC, batch(entries[4:]))[0] == audit_wire.AuditAck(10, "stored")  # overlap
+    assert [e.seq for e in AuditChains(receiver.store).entries("st-01")] == list(range(1, 11))
+    report = verify_station(receiver.store, "st-01")
+    assert report.ok and report.entries == 10 and report.last_hash == entries[-1].hash
+    audit_wire.decode_audit_ack(audit_wire.encode_audit_ack(ack))  # the ack is valid on the wire
+
+
+def test_a_gap_a_fork_and_an_edited_entry_each_raise_and_are_not_held(receiver: GalleryReceiver) -> None:
+    entries = chain(12)
+    handle_audit(receiver, TOPIC, batch(entries[:5]))
+    ack, _ = handle_audit(receiver, TOPIC, batch(entries[7:9]))  # 6 and 7 never came
+    assert ack is not None and (ack.status, ack.reason, ack.through_seq) == ("conflict", "gap", 9)
+    other = chain(3, start=6, prev="f" * 64)  # entry 6 chained onto something the county never saw
+    assert handle_audit(receiver, TOPIC, batch(other))[0].reason == "fork"  # type: ignore[union-attr]
+    edited = entries[5]
+    edited = audit_wire.AuditWireEntry(edited.seq, edited.at, edited.actor, edited.action, '{"i":0}',
+                                       edited.prev_hash, edited.hash)
+    assert handle_audit(receiver, TOPIC, batch([edited]))[0].reason == "rewrite"  # type: ignore[union-attr]
+    assert kinds(receiver) == {("gap", 8), ("fork", 6), ("rewrite", 6)}
+    assert [e.seq for e in AuditChains(receiver.store).entries("st-01")] == [1, 2, 3, 4, 5]
+    assert not verify_station(receiver.store, "st-01").ok
+
+
+def test_status_heads_truncation_only_for_entries_written_before_the_status(receiver: GalleryReceiver) -> None:
+    entries = chain(20)
+    handle_audit(receiver, TOPIC, batch(entries))
+    chains = AuditChains(receiver.store)
+    late = entries[14]
+    # A status the station sent when entry 15 was its newest, delivered after the county got 16..20: not news.
+    body = {"at": _at(15), "audit_head": audit_wire.sign_head("king", "st-01", late.seq, late.hash, KEY)}
+    assert check_status_head(receiver.store, "st-01", "king", body) == ""
+    # The same head in a status written after entry 20 existed: entries 16..20 were removed from the station.
+    body = {"at": _at(30), "audit_head": audit_wire.sign_head("king", "st-01", late.seq, late.hash, KEY)}
+    assert check_status_head(receiver.store, "st-01", "king", body) == "truncation"
+    assert check_status_head(receiver.store, "st-01", "king", body) == "truncation"
+    [alarm] = chains.alarms("st-01")
+    assert (alarm.kind, alarm.seq, alarm.count) == ("truncation", 20, 2)  # one alarm, counted, not two rows
+    # A head whose hash differs from the held entry of that seq: rewritten up to there.
+    body = {"at": _at(31), "audit_head": audit_wire.sign_head("king", "st-01", 20, "e" * 64, KEY)}
+    assert check_status_head(receiver.store, "st-01", "king", body) == "rewrite"
+    # A head signed by anyone else is ignored (it cannot prove anything).
+    forged = {"at": _at(32), "audit_head": audit_wire.sign_head("king", "st-01", 3, "d" * 64, factory.key(5))}
+    assert check_status_head(receiver.store, "st-01", "king", forged) == ""
+
+
+def test_batches_that_do_not_verify_are_refused_and_logged(receiver: GalleryReceiver) -> None:
+    entries = chain(3)
+    other_key = audit_wire.encode_batch(audit_wire.AuditBatch("king", "st-01", tuple(entries), 3, entries[-1].hash),
+                                        factory.key(2))
+    ack, _ = handle_audit(receiver, TOPIC, other_key)
+    assert ack == audit_wire.AuditAck(0, "rejected", "bad_signature")
+    ack, _ = handle_audit(receiver, "booking/v1/king/st-09/audit", batch(entries))
+    assert ack is not None and ack.reason == "unknown_station"
+    assert handle_audit(receiver, "booking/v1/pierce/st-01/audit", batch(entries)) == (None, None)
+    assert {r.reason for r in receiver.store.list_rejections()} == {"bad_signature", "unknown_station", "bad_topic"}
+    assert AuditChains(receiver.store).entries("st-01") == []
+
+
+@pytest.mark.parametrize("change", ["non_consecutive", "head_behind", "bad_hash_text", "extra_key"])
+def test_the_batch_format_is_strict(change: str) -> None:
+    import cbor2
+
+    entries = [e.as_list() for e in chain(3)]
+    content: dict[str, Any] = {"schema": 1, "county": "king", "station": "st-01", "entries": entries,
+                               "head": [3, entries[-1][6]]}
+    if change == "non_consecutive":
+        content["entries"] = [entries[0], entries[2]]
+    elif change == "head_behind":
+        content["head"] = [1, entries[0][6]]
+    elif change == "bad_hash_text":
+        content["entries"][0][6] = "XYZ"
+    else:
+        content["more"] = 1
+    payload = wire.sign1(cbor2.dumps(content, canonical=True), content_type=audit_wire.AUDIT_CONTENT_TYPE,
+                         kid="st-01", key=KEY)
+    with pytest.raises(wire.WireError):
+        audit_wire.verify_batch(payload, lambda kid: KEY.public_key())
+
+
+def test_the_station_store_uses_the_shared_hash_rule_and_its_delivery_mark_only_moves_forward(tmp_path: Path) -> None:
+    from appliance.store import Store
+    from appliance.store import audit as audit_log
+
+    with Store.open_data_dir(tmp_path, floor_bytes=0) as store:
+        entry = store.append_audit("ofc-1", "logon", {"desk": 1})
+        assert entry.hash == audit_wire.entry_hash(entry.seq, entry.at, entry.actor, entry.action, entry.details,
+                                                   entry.prev_hash)
+        assert audit_log.head(store.conn) == (entry.seq, entry.hash)
+        assert audit_log.delivered_seq(store.conn) == 0
+        audit_log.set_delivered_seq(store.conn, 5)
+        audit_log.set_delivered_seq(store.conn, 3)  # a late ack for an older batch
+        assert audit_log.delivered_seq(store.conn) == 5
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_chain_tables_work_in_both_dialects(dialect: str, tmp_path: Path) -> None:
+    import uuid
+
+    from sync.county.gallery.store import PostgresStore
+    from tests.sync.county.test_store import PG_URL, _pg_reachable
+
+    if dialect == "sqlite":
+        store: Any = SQLiteStore(tmp_path / "g.db")
+    else:
+        reason = _pg_reachable()
+        if reason:
+            pytest.skip(reason)
+        store = PostgresStore(PG_URL, schema=f"gallery_test_{uuid.uuid4().hex[:12]}")
+    try:
+        chains = AuditChains(store)
+        entries = chain(6)
+        head = entries[-1]
+        ok = chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(entries[:3]), 3, entries[2].hash), now=T0)
+        assert ok.status == "stored"
+        for _ in range(2):  # the same gap twice: one alarm, counted twice
+            ack = chains.receive(audit_wire.AuditBatch("king", "st-01", (entries[4],), 5, entries[4].hash), now=T0)
+            assert (ack.status, ack.reason) == ("conflict", "gap")
+        assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(entries[3:]), 6, head.hash)).status == \
+            "stored"
+        assert chains.held_head("st-01") == (6, head.hash)
+        [alarm] = chains.alarms()
+        assert (alarm.kind, alarm.seq, alarm.count) == ("gap", 5, 2)
+        report = verify_station(store, "st-01")
+        assert report.entries == 6 and report.broken_at is None and not report.ok  # the alarm stays
+    finally:
+        if dialect == "postgresql":
+            store.drop_schema()
+        store.close()
