@@ -63,9 +63,10 @@ def _ca_dir_or_default(ctx: click.Context, param: click.Parameter, value: Path |
 
 
 def _ca_dir_option(func):  # type: ignore[no-untyped-def]
-    return renamed_option("--ca-dir", "--dir", "ca_dir", type=click.Path(path_type=Path), envvar="BOOKING_CA_DIR",
-                          show_envvar=True, callback=_ca_dir_or_default,
-                          help=f"the county CA directory (default: [ca] dir of county.toml, else {DEFAULT_CA_DIR})")(func)
+    option = renamed_option("--ca-dir", "--dir", "ca_dir", type=click.Path(path_type=Path), envvar="BOOKING_CA_DIR",
+                            show_envvar=True, callback=_ca_dir_or_default,
+                            help=f"the county CA directory (default: [ca] dir of county.toml, else {DEFAULT_CA_DIR})")
+    return option(func)
 
 
 def _load_ca(ca_dir: Path) -> CountyCA:

@@ -17,7 +17,6 @@ command reference is in one place.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 
 import click
 
-from sync.cli_conventions import echo_json, echo_result, json_option
+from sync.cli_conventions import echo_json, echo_result, json_option, renamed_option
 from sync.county.broker_config import BrokerConfig, write_broker_files
 from sync.county.config import ConfigSetupError, current_config, from_config
 from sync.county.gallery import devices as device_registry
@@ -241,10 +240,11 @@ def devices_list(as_json: bool, db_url: str) -> None:
     envvar="BOOKING_CA_DIR",
     help="The county CA directory: write a CRL listing every certificate issued to a revoked station.",
 )
-@click.option(
+@renamed_option(
+    "--crlfile",
     "--crl-file",
+    "crl_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Where the CRL goes (default: the broker's crlfile, else BROKER_DIR/crl.pem, else CA_DIR/crl.pem).",
 )
 @json_option("Print {station, revoked_at, acl, crl, crl_serials, conf, broker_done, restart_needed}.")
@@ -399,8 +399,9 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
         raise click.ClickException(str(exc)) from None
     missed = any(notes)
     if as_json:
-        echo_json({"station": station, "commands": [{**_command_document(s), "file": None, "sent": True,
-                                                     "note": note or None} for s, note in zip(signed, notes, strict=True)]})
+        sent = [{**_command_document(s), "file": None, "sent": True, "note": note or None}
+                for s, note in zip(signed, notes, strict=True)]
+        echo_json({"station": station, "commands": sent})
     for s, note in zip(signed, notes, strict=True):
         if not as_json:
             click.echo(f"Sent rotate {s.command.args['target']} to {station}: command {s.command.command_id}, "
