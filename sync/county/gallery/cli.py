@@ -271,6 +271,9 @@ def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: P
                    "acl": _str_or_none(done.acl), "crl": _str_or_none(done.crl), "crl_serials": list(done.crl_serials),
                    "conf": _str_or_none(done.conf), "broker_done": done.acl is not None or done.crl is not None,
                    "restart_needed": bool(done.restart_needed)})
+        if done.acl is None and done.crl is None:
+            click.echo(f"warning: the broker still lets {device.station} connect; give --broker-dir and --ca-dir",
+                       err=True)
         return
     when = f"{device.revoked_at:%Y-%m-%d %H:%M:%SZ}" if device.revoked_at else "now"
     click.echo(f"Revoked {device.station} in the gallery ({when}): its records are refused; stored ones are kept.")
