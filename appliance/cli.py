@@ -1,7 +1,8 @@
 """`booking-station`: the device-side command line.
 
 Every command reads the station config (`--config`, default /etc/booking-station/station.toml) and
-prints plain text for people or, with `--json`, one JSON object per line for machines. Errors are one
+prints plain text for people or, with `--json`, one JSON object for machines (`analyze` and `capture`
+stream one per line; see :mod:`sync.cli_conventions`). Errors are one
 clear line on stderr and a non-zero exit, never a traceback.
 """
 
