@@ -118,6 +118,13 @@ def test_every_command_that_prints_a_result_has_json(path: tuple[str, ...], comm
     assert has_json == (path not in SERVICES), " ".join(path)
 
 
+@pytest.mark.parametrize("path", sorted(STREAMS), ids=" ".join)
+def test_streams_say_so_in_their_help(path: tuple[str, ...]) -> None:
+    command = dict(COMMANDS)[path]
+    [json_flag] = [o for o in _visible_options(command) if "--json" in o.opts]
+    assert "per line" in (json_flag.help or ""), json_flag.help
+
+
 def test_one_flag_name_per_thing_on_both_clis() -> None:
     names: dict[str, set[tuple[str, ...]]] = defaultdict(set)
     wrong: list[str] = []
