@@ -28,6 +28,7 @@ from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, 
 from appliance.imageio import ImageError, read_image, set_max_pixels
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing
+from sync.cli_conventions import RootGroup
 from sync.protocol.files import write_file_atomic
 
 
@@ -77,7 +78,7 @@ def face_summary(face) -> dict:
     }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="booking-station")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help=f"station config file (default: {DEFAULT_CONFIG} if it exists)")

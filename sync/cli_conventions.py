@@ -80,3 +80,28 @@ def renamed_option(new: str, old: str, dest: str, *, required: bool = False, **k
                             expose_value=False, callback=old_value)(func)
 
     return decorate
+
+
+class OneLineError(click.ClickException):
+    """A failed command's message as the one line both CLIs print: ``error: ...`` on stderr."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_CHECK_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class RootGroup(click.Group):
+    """The root group of a CLI: a command's ``click.ClickException`` prints ``error: ...`` like every other
+    error of both CLIs (click's own ``Error: ...`` otherwise), with the same exit status. Usage errors
+    keep click's usage text and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.UsageError, OneLineError):
+            raise
+        except click.ClickException as exc:
+            raise OneLineError(exc.format_message(), exc.exit_code) from None

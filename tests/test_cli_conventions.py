@@ -228,7 +228,11 @@ def test_an_error_with_json_is_one_line_on_stderr_and_nothing_on_stdout(tmp_path
     # No CA there: input error, exit 2; a script reading stdout finds nothing half-written.
     result = _gallery("tokens", "list", "--ca-dir", str(tmp_path / "nothing"), "--json")
     assert result.exit_code == 2 and result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.lower().startswith("error")
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    # A reading command never creates a database: the same one line, from a click exception inside the command.
+    result = _gallery("devices", "list", "--db", str(tmp_path / "missing.db"), "--json")
+    assert result.exit_code == 2 and result.stdout == "" and not (tmp_path / "missing.db").exists()
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
     result = _station("users", "unlock", "nobody", "--json", "--data-dir", str(tmp_path))
     assert result.exit_code != 0 and result.stdout == "" and result.stderr.startswith("error: ")
 
