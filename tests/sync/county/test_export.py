@@ -94,7 +94,7 @@ def test_export_command_unknown_record_is_a_plain_error(tmp_path: Path) -> None:
     out = tmp_path / "x.eft"
     r = run("export", missing, "-o", str(out), "--db", str(db))
     assert r.exit_code == 1
-    assert f"error: no record {missing} in the gallery database" in r.output and "Traceback" not in r.output
+    assert f"Error: no record {missing} in the gallery database" in r.output and "Traceback" not in r.output
     assert not out.exists()
 
 
