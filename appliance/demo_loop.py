@@ -383,7 +383,7 @@ class Demo:
         self.done(t)
 
         crl = self.broker_dir / "crl.pem"
-        argv = [g, "devices", "crl", "--empty", "--ca-dir", str(self.ca_dir), "--out", str(crl)]
+        argv = [g, "devices", "crl", "--empty", "--ca-dir", str(self.ca_dir), "-o", str(crl)]
         t = self.begin("county", "empty CRL for the broker (revocations go there)", argv)
         self.run(argv)
         self.done(t)

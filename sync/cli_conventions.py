@@ -43,12 +43,14 @@ def echo_result(as_json: bool, document: dict[str, Any], lines: Iterable[str]) -
         click.echo(line)
 
 
-def renamed_option(new: str, old: str, dest: str, *, required: bool = False, **kwargs: Any) -> Callable[[Any], Any]:
+def renamed_option(new: str, old: str, dest: str, *, required: bool = False, short: str | None = None,
+                   **kwargs: Any) -> Callable[[Any], Any]:
     """An option under its new name ``new`` that still takes its old name ``old`` for one release.
 
     The old name is hidden from ``--help`` and prints a one-line warning on stderr; giving both with
     different values is a usage error (exit 2). ``required`` is checked here rather than by click, so
-    that the old name alone satisfies it. Other ``kwargs`` go to the new option (``type``, ``help``, ...).
+    that the old name alone satisfies it. ``short`` is a one-letter name the new option also takes (``-o``).
+    Other ``kwargs`` go to the new option (``type``, ``help``, ...).
     """
     meta_key = f"renamed-option:{dest}"
     own_callback = kwargs.pop("callback", None)
@@ -75,7 +77,8 @@ def renamed_option(new: str, old: str, dest: str, *, required: bool = False, **k
         return own_callback(ctx, param, value) if own_callback is not None else value
 
     def decorate(func: Any) -> Any:
-        func = click.option(new, dest, default=None, callback=new_value, **kwargs)(func)
+        names = (short, new) if short else (new,)
+        func = click.option(*names, dest, default=None, callback=new_value, **kwargs)(func)
         return click.option(old, f"old_{dest}", type=kwargs.get("type"), default=None, hidden=True,
                             expose_value=False, callback=old_value)(func)
 

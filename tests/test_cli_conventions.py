@@ -62,10 +62,14 @@ CANONICAL = {
     "station_id": "--station",
     "agency": "--agency",
     "agency_ori": "--agency",
+    "out": "--output",  # a file the command writes: -o/--output FILE
+    "output": "--output",
+    "out_dir": "--out",  # a folder it writes into: --out DIR
 }
 
 #: Old names still accepted for one release: never shown in --help.
 RETIRED = {"--camera-source", "--dir", "--gallery-db", "--models", "--crl-file", "--profile", "--profile-dir"}
+#: (`--out` is retired only as `devices crl`'s file; it stays the name of a folder a command writes into.)
 
 
 def _walk(group: click.Group, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], click.Command]]:
@@ -185,7 +189,7 @@ def test_county_commands_print_one_json_object(tmp_path: Path) -> None:
     issued = _one_json_object(_gallery("tokens", "issue", "--ca-dir", str(ca), "--station", "desk-1", "--json"))
     doc = _one_json_object(_gallery("tokens", "list", "--ca-dir", str(ca), "--json"))
     assert [(t["token_id"], t["state"]) for t in doc["tokens"]] == [(issued["token_id"], "open")]
-    doc = _one_json_object(_gallery("devices", "crl", "--empty", "--ca-dir", str(ca), "--out",
+    doc = _one_json_object(_gallery("devices", "crl", "--empty", "--ca-dir", str(ca), "-o",
                                     str(tmp_path / "crl.pem"), "--json"))
     assert doc["serials"] == [] and Path(doc["crl"]).is_file()
     doc = _one_json_object(_gallery("broker-config", "--county", "king-county", "--out", str(tmp_path / "broker"),
@@ -243,3 +247,7 @@ def test_old_flag_names_still_work_with_a_warning(tmp_path: Path) -> None:
     assert "--dir is the old name of --ca-dir" in result.stderr
     result = _gallery("tokens", "list", "--dir", str(tmp_path / "ca"), "--ca-dir", str(tmp_path / "other"))
     assert result.exit_code == 2 and "give different values" in result.stderr
+    result = _gallery("devices", "crl", "--empty", "--ca-dir", str(tmp_path / "ca"), "--out", str(tmp_path / "c.pem"))
+    assert result.exit_code == 0 and (tmp_path / "c.pem").is_file(), result.output
+    assert "--out is the old name of --output" in result.stderr
+    assert "--out " not in _gallery("devices", "crl", "--help").stdout

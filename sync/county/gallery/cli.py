@@ -308,8 +308,9 @@ def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: P
 @devices_group.command("crl")
 @ca_dir_option(help="The county CA directory (its key signs the CRL; its enrolment log lists the certificates); "
                "default: [ca] dir of county.toml.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The CRL file to write (PEM), e.g. /etc/mosquitto/booking/crl.pem.")
+@renamed_option("--output", "--out", "out", short="-o", required=True,
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="The CRL file to write (PEM), e.g. /etc/mosquitto/booking/crl.pem.")
 @click.option("--empty", is_flag=True, help="List nothing (at installation, before a gallery database exists).")
 @db_option()
 @json_option("Print {crl, serials, next_update}.")
@@ -577,7 +578,7 @@ def broker_config_cmd(
         lines.append(f"Denied (revoked): {', '.join(cfg.revoked_stations)}.")
     if not crlfile:
         lines.append("Note: no --crlfile. Revoked certificates are then refused only through the ACL; configure a "
-                     "CRL from the start (booking-gallery devices crl --empty --ca-dir DIR --out FILE).")
+                     "CRL from the start (booking-gallery devices crl --empty --ca-dir DIR -o FILE).")
     echo_result(as_json, {"conf": str(conf), "acl": str(acl), "settings": _str_or_none(settings),
                           "gallery_identities": list(cfg.gallery_identities), "revoked": list(cfg.revoked_stations),
                           "crlfile": crlfile}, lines)

@@ -89,7 +89,7 @@ def running_county(tmp_path: Path, purpose: str, extra_gallery_identities: tuple
     ca = CountyCA.init(tmp_path / "county-ca", COUNTY)
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
-    r = gallery_cli("devices", "crl", "--empty", "--ca-dir", ca.directory, "--out", broker_dir / "crl.pem")
+    r = gallery_cli("devices", "crl", "--empty", "--ca-dir", ca.directory, "-o", broker_dir / "crl.pem")
     assert r.exit_code == 0, r.output
     broker = MosquittoBroker(broker_dir, county_pki(ca, tmp_path / "pki"), COUNTY, crlfile=str(broker_dir / "crl.pem"),
                              extra_gallery_identities=extra_gallery_identities)
