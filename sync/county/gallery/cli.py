@@ -11,8 +11,8 @@ Each database command takes ``--db`` (a SQLite path or a ``postgresql://`` URL, 
 Failures print one plain sentence and exit 1, never a traceback; a database that is missing (commands
 that only read never create one) or not a database exits 2.
 
-It stays one module (just over 500 lines): one short click function per command, so the county side's
-command reference is in one place.
+It stays one module (about 640 lines): one short click function per command, each printing its text and
+its ``--json`` object side by side, so the county side's command reference is in one place.
 """
 
 from __future__ import annotations
