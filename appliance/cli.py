@@ -1,7 +1,8 @@
 """`booking-station`: the device-side command line.
 
 Every command reads the station config (`--config`, default /etc/booking-station/station.toml) and
-prints plain text for people or, with `--json`, one JSON object per line for machines. Errors are one
+prints plain text for people or, with `--json`, one JSON object for machines (`analyze` and `capture`
+stream one per line; see :mod:`sync.cli_conventions`). Errors are one
 clear line on stderr and a non-zero exit, never a traceback.
 """
 
@@ -27,6 +28,7 @@ from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, 
 from appliance.imageio import ImageError, read_image, set_max_pixels
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing
+from sync.cli_conventions import RootGroup
 from sync.protocol.files import write_file_atomic
 
 
@@ -76,7 +78,7 @@ def face_summary(face) -> dict:
     }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="booking-station")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help=f"station config file (default: {DEFAULT_CONFIG} if it exists)")

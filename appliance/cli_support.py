@@ -1,5 +1,7 @@
 """What every `booking-station` CLI module shares: the one-line error exit, exit codes and the station config.
 
+The conventions both CLIs share (``renamed_option``, ``--json``) are in :mod:`sync.cli_conventions`.
+
 CLI modules are named `cli.py` inside the package they drive (capture, ui, store, ...) or `<topic>_cli.py`
 beside a topic module (`doctor_cli.py`, `firmware/provision_cli.py`). They are registered on the
 `booking-station` group in `appliance.cli` and take the config the group loaded (`--config`) from the
@@ -16,6 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from appliance.config import ENV_DATA_DIR, StationConfig, StationConfigError, load_config, resolve_data_dir
+from sync.cli_conventions import renamed_option
 
 EXIT_INPUT = 1  # some input could not be processed
 EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime, data directory)
@@ -88,45 +91,6 @@ def data_dir_option(what: str = "station.db, keys/", *, file_okay: bool = True) 
         callback=_data_dir_callback,
         help=f"station data directory ({what}); default: ${ENV_DATA_DIR}, else [station] data_dir in "
              f"station.toml, else /var/lib/booking-station")
-
-
-def renamed_option(new: str, old: str, dest: str, *, required: bool = False, **kwargs: Any) -> Callable[[Any], Any]:
-    """An option under its new name ``new`` that still takes its old name ``old`` for one release.
-
-    The old name is hidden from ``--help`` and prints a one-line warning on stderr; giving both with
-    different values is a usage error (exit 2). ``required`` is checked here rather than by click, so
-    that the old name alone satisfies it. Other ``kwargs`` go to the new option (``type``, ``help``, ...).
-    """
-    meta_key = f"renamed-option:{dest}"
-    own_callback = kwargs.pop("callback", None)
-
-    def conflict(ctx: click.Context, first: Any, second: Any) -> None:
-        if first is not None and second is not None and first != second:
-            raise click.UsageError(f"{old} (the old name of {new}) and {new} give different values; use {new}", ctx)
-
-    def old_value(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-        if value is None:
-            return
-        click.echo(f"warning: {old} is the old name of {new} and goes away in the next release", err=True)
-        conflict(ctx, ctx.params.get(dest), value)
-        ctx.meta[meta_key] = value
-        if dest in ctx.params:  # the new option came first on the command line
-            ctx.params[dest] = value
-
-    def new_value(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        given = ctx.meta.get(meta_key)
-        conflict(ctx, value, given)
-        value = value if value is not None else given
-        if value is None and required:
-            raise click.MissingParameter(ctx=ctx, param=param)
-        return own_callback(ctx, param, value) if own_callback is not None else value
-
-    def decorate(func: Any) -> Any:
-        func = click.option(new, dest, default=None, callback=new_value, **kwargs)(func)
-        return click.option(old, f"old_{dest}", type=kwargs.get("type"), default=None, hidden=True,
-                            expose_value=False, callback=old_value)(func)
-
-    return decorate
 
 
 def capture_standard_option(help_text: str, *, required: bool = False) -> Callable[[Any], Any]:

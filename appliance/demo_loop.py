@@ -356,41 +356,41 @@ class Demo:
         for folder in (self.tls_dir, self.broker_dir / "data", self.gallery_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
-        argv = [g, "ca", "init", "--dir", str(self.ca_dir), "--county", COUNTY]
+        argv = [g, "ca", "init", "--ca-dir", str(self.ca_dir), "--county", COUNTY]
         t = self.begin("county", "create the county CA and command-signing key", argv)
         self.run(argv)
         self.done(t)
 
         broker_crt, broker_key = self.tls_dir / "broker.crt", self.tls_dir / "broker.key"
-        argv = [g, "ca", "server-cert", "--dir", str(self.ca_dir), "--name", LOOPBACK, "--name", "localhost",
+        argv = [g, "ca", "server-cert", "--ca-dir", str(self.ca_dir), "--name", LOOPBACK, "--name", "localhost",
                 "--out-cert", str(broker_crt), "--out-key", str(broker_key)]
         t = self.begin("county", "TLS certificate of the MQTT broker", argv)
         self.run(argv)
         self.done(t)
 
         enroll_crt, enroll_key = self.tls_dir / "enroll.crt", self.tls_dir / "enroll.key"
-        argv = [g, "ca", "server-cert", "--dir", str(self.ca_dir), "--name", LOOPBACK, "--name", "localhost",
+        argv = [g, "ca", "server-cert", "--ca-dir", str(self.ca_dir), "--name", LOOPBACK, "--name", "localhost",
                 "--out-cert", str(enroll_crt), "--out-key", str(enroll_key)]
         t = self.begin("county", "TLS certificate of the enrolment server", argv)
         self.run(argv)
         self.done(t)
 
         gallery_crt, gallery_key = self.tls_dir / "gallery.crt", self.tls_dir / "gallery.key"
-        argv = [g, "ca", "client-cert", "--dir", str(self.ca_dir), "--name", f"gallery.{COUNTY}",
+        argv = [g, "ca", "client-cert", "--ca-dir", str(self.ca_dir), "--name", f"gallery.{COUNTY}",
                 "--out-cert", str(gallery_crt), "--out-key", str(gallery_key)]
         t = self.begin("county", "client certificate of the gallery worker", argv)
         self.run(argv)
         self.done(t)
 
         crl = self.broker_dir / "crl.pem"
-        argv = [g, "devices", "crl", "--empty", "--ca-dir", str(self.ca_dir), "--out", str(crl)]
+        argv = [g, "devices", "crl", "--empty", "--ca-dir", str(self.ca_dir), "-o", str(crl)]
         t = self.begin("county", "empty CRL for the broker (revocations go there)", argv)
         self.run(argv)
         self.done(t)
 
         self.start_broker(broker_crt, broker_key, crl)
 
-        argv = [g, "tokens", "issue", "--dir", str(self.ca_dir), "--station", STATION, "--expires-in", "1",
+        argv = [g, "tokens", "issue", "--ca-dir", str(self.ca_dir), "--station", STATION, "--expires-in", "1",
                 "--json"]
         t = self.begin("county", f"one-time enrolment token for station {STATION}", argv)
         token = self.run_json(argv).get("token")
@@ -404,9 +404,9 @@ class Demo:
         self.done(t, f"handed to the desk in {self.rel(str(token_file))}")
 
         self.enroll_port = free_port()
-        argv = [g, "enroll-server", "--dir", str(self.ca_dir), "--host", LOOPBACK, "--port", str(self.enroll_port),
+        argv = [g, "enroll-server", "--ca-dir", str(self.ca_dir), "--host", LOOPBACK, "--port", str(self.enroll_port),
                 "--tls-cert", str(enroll_crt), "--tls-key", str(enroll_key), "--mqtt-host", LOOPBACK,
-                "--mqtt-port", str(self.mqtt_port), "--gallery-db", str(self.gallery_db)]
+                "--mqtt-port", str(self.mqtt_port), "--db", str(self.gallery_db)]
         t = self.begin("county", "start the enrolment server (keys go into the gallery's device table)", argv)
         service = self.start("enroll-server", argv)
         self.wait_for(service, lambda svc: "READY=1" in svc.notes, "READY")
@@ -587,9 +587,10 @@ class Demo:
         argv = [self.gallery_bin, "records", "--db", str(self.gallery_db), "--station", STATION,
                 "--limit", str(max(50, 2 * self.bookings)), "--json"]
         t = self.begin("county", "the gallery's stored records", argv)
-        records = self.run_json(argv)
+        document = self.run_json(argv)
+        records = document.get("records") if isinstance(document, dict) else None
         if not isinstance(records, list):
-            raise StepFailed(f"records --json gave {type(records).__name__}, not a list")
+            raise StepFailed(f"records --json gave no list of records ({type(records).__name__})")
         stored_ids = {str(r.get("record_id")) for r in records if isinstance(r, dict)}
         stored = len(stored_ids & set(self.record_ids))
         strangers = len(stored_ids - set(self.record_ids))

@@ -133,7 +133,7 @@ def check_profile(st: Station) -> str:
 
 
 def camera_source(st: Station) -> str | None:
-    """The source for the profile's camera: ``--camera-source``, else the argument of ``[camera] source``
+    """The source for the profile's camera: ``--camera``, else the argument of ``[camera] source``
     when it names the profile's backend (``replay:/srv/demo``), else the profile's own."""
     if st.camera_source:
         return st.camera_source
@@ -151,7 +151,7 @@ def check_camera(st: Station, timeout: float = CAMERA_TIMEOUT) -> str:
     try:
         spec = st.profile.camera_spec(camera_source(st))
     except DeviceProfileError as exc:
-        raise CheckFailed(f"{exc} with --camera-source, or as [camera] source = "
+        raise CheckFailed(f"{exc} with --camera, or as [camera] source = "
                           f"\"{st.profile.camera.backend}:...\" in station.toml") from None
     result: dict[str, Any] = {}
 

@@ -36,13 +36,13 @@ def _config_path(ctx: click.Context, own: Path | None) -> Path | None:
 @data_dir_option("station.db, keys/, sync/", file_okay=False)
 @renamed_option("--device-profile", "--profile", "device_profile", metavar="NAME",
                 help="device profile to check against (default: [station] device_profile)")
-@click.option("--camera-source", default=None,
-              help="camera source for a profile that names none (replay: a folder, image or video)")
+@renamed_option("--camera", "--camera-source", "camera_source", metavar="SOURCE",
+                help="camera source for a profile that names none (replay: a folder, image or video)")
 @click.option("--broker-timeout", type=click.FloatRange(0.5, 60), default=BROKER_TIMEOUT, show_default=True,
               help="seconds to wait for the broker")
 @click.option("--camera-timeout", type=click.FloatRange(1, 120), default=CAMERA_TIMEOUT, show_default=True,
               help="seconds to wait for the camera's frames")
-@click.option("--json", "as_json", is_flag=True, help="one JSON list of {check, ok, detail}")
+@click.option("--json", "as_json", is_flag=True, help="print {ok, checks: [{check, ok, detail}]}")
 @click.pass_context
 def doctor(ctx: click.Context, config_path: Path | None, data_dir: Path, device_profile: str | None,
            camera_source: str | None, broker_timeout: float, camera_timeout: float, as_json: bool) -> None:
@@ -53,7 +53,7 @@ def doctor(ctx: click.Context, config_path: Path | None, data_dir: Path, device_
     results = run_doctor(_config_path(ctx, config_path), data_dir, profile=device_profile, camera_source=camera_source,
                          broker_timeout=broker_timeout, camera_timeout=camera_timeout)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in results]))
+        click.echo(json.dumps({"ok": all(r.ok for r in results), "checks": [r.as_dict() for r in results]}))
     else:
         for line in render(results):
             click.echo(line)

@@ -4,7 +4,7 @@ station admin).
     booking-station serve [--host 127.0.0.1] [--port 8080] [--data-dir DIR] [--camera SPEC] [--profile NAME]
     booking-station users add OFFICER_ID [--name "Full Name"] [--role officer|station-admin] [--pin-stdin] [--json]
     booking-station users list [--json]
-    booking-station users unlock OFFICER_ID
+    booking-station users unlock OFFICER_ID [--json]
     booking-station users reset-totp OFFICER_ID
 
 `users add` and `users reset-totp` print the officer's TOTP enrolment exactly once: a QR code for the
@@ -214,7 +214,7 @@ def users_add(ctx: click.Context, officer_id: str, name: str | None, role: str, 
 
 
 @users_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print {users: [{officer_id, name, locked, ...}]}")
 @data_dir_option
 def users_list(as_json: bool, data_dir: Path) -> None:
     """List accounts with their lock state."""
@@ -227,25 +227,27 @@ def users_list(as_json: bool, data_dir: Path) -> None:
         with accounts:
             officers = accounts.officers()
     now = utc_now()
+    if as_json:
+        click.echo(json.dumps({"users": [
+            {"officer_id": o.officer_id, "name": o.name, "role": o.role, "locked": o.locked(now),
+             "locked_until": o.locked_until.isoformat() if o.locked(now) and o.locked_until else None,
+             "failed_count": o.failed_count, "created_at": o.created_at.isoformat(),
+             "last_logon_at": o.last_logon_at.isoformat() if o.last_logon_at else None} for o in officers]}))
+        return
     for o in officers:
         locked = o.locked(now)
-        if as_json:
-            click.echo(json.dumps({"officer_id": o.officer_id, "name": o.name, "role": o.role, "locked": locked,
-                                   "locked_until": o.locked_until.isoformat() if locked and o.locked_until else None,
-                                   "failed_count": o.failed_count, "created_at": o.created_at.isoformat(),
-                                   "last_logon_at": o.last_logon_at.isoformat() if o.last_logon_at else None}))
-            continue
         state = f"LOCKED until {o.locked_until.astimezone():%H:%M}" if locked and o.locked_until else "active"
         last = f"{o.last_logon_at.astimezone():%Y-%m-%d %H:%M}" if o.last_logon_at else "never"
         click.echo(f"{o.officer_id:<20} {o.name:<30} {state:<20} last sign-in {last}")
-    if not officers and not as_json:
+    if not officers:
         click.echo("no accounts yet: booking-station users add OFFICER_ID")
 
 
 @users_group.command("unlock")
 @click.argument("officer_id")
+@click.option("--json", "as_json", is_flag=True, help="print {officer_id, unlocked}")
 @data_dir_option
-def users_unlock(officer_id: str, data_dir: Path) -> None:
+def users_unlock(officer_id: str, as_json: bool, data_dir: Path) -> None:
     """Unlock an account locked after failed sign-ins."""
     from appliance.ui.accounts import AccountError
 
@@ -255,7 +257,7 @@ def users_unlock(officer_id: str, data_dir: Path) -> None:
         except AccountError as exc:
             _fail(str(exc), EXIT_INPUT)
     _audit(data_dir, "account_unlock", {"officer_id": officer_id})
-    click.echo(f"{officer_id}: unlocked")
+    click.echo(json.dumps({"officer_id": officer_id, "unlocked": True}) if as_json else f"{officer_id}: unlocked")
 
 
 @users_group.command("reset-totp")

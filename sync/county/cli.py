@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sync import __version__
+from sync.cli_conventions import RootGroup
 from sync.county.config import CONFIG_ENV, DEFAULT_CONFIG, CountyConfigError, load_county_config
 from sync.county.console.cli import add_audit_list, serve_cmd, users_group
 from sync.county.enroll.cli import ca, enroll_server, tokens
@@ -20,7 +21,7 @@ from sync.county.search.search_cli import index_group, search_cmd
 EXIT_SETUP = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="booking-gallery")
 @click.option(
     "--config",

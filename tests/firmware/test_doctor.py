@@ -103,12 +103,14 @@ def test_a_provisioned_replay_station_passes_every_check(desk: Desk) -> None:
     assert "2 pending" in result.output and "audit chain intact" in result.output
 
 
-def test_json_is_a_list_of_check_ok_detail(desk: Desk) -> None:
+def test_json_is_one_object_with_the_checks(desk: Desk) -> None:
     result = CliRunner().invoke(doctor, ["--config", str(desk.write("good")), "--data-dir", str(desk.data_dir),
                                          "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    document = json.loads(result.output)
+    rows = document["checks"]
     assert [set(r) for r in rows] == [{"check", "ok", "detail"}] * 10 and all(r["ok"] for r in rows)
+    assert document["ok"] is True
 
 
 def _bundle_copy(tmp_path: Path) -> Path:
@@ -205,7 +207,7 @@ def test_an_edited_audit_entry_fails_the_database_check(desk: Desk, tmp_path: Pa
 def test_the_replay_profile_needs_a_source_and_says_where_to_give_it(desk: Desk) -> None:
     failed = _failed(run_doctor(desk.write("nocamera", camera=None), desk.data_dir))
     assert list(failed) == ["camera"]
-    assert "--camera-source" in failed["camera"] and "[camera] source" in failed["camera"]
+    assert "with --camera, or" in failed["camera"] and "[camera] source" in failed["camera"]
 
 
 def test_no_profile_at_all_fails_profile_and_camera_but_not_the_rest(desk: Desk) -> None:

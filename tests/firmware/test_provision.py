@@ -434,20 +434,20 @@ def test_the_server_refuses_tls_below_1_2(county: County) -> None:
 def test_county_and_device_commands_work_together(tmp_path: Path) -> None:
     runner = CliRunner()
     ca_dir = tmp_path / "ca"
-    result = runner.invoke(ca_cli, ["init", "--dir", str(ca_dir), "--county", COUNTY])
+    result = runner.invoke(ca_cli, ["init", "--ca-dir", str(ca_dir), "--county", COUNTY])
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(ca_dir.stat().st_mode) == 0o700
     for name in ("ca.key", "command-signing.key"):
         assert stat.S_IMODE((ca_dir / name).stat().st_mode) == 0o600, name
-    again = runner.invoke(ca_cli, ["init", "--dir", str(ca_dir), "--county", COUNTY])
+    again = runner.invoke(ca_cli, ["init", "--ca-dir", str(ca_dir), "--county", COUNTY])
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
 
-    server_cert = runner.invoke(ca_cli, ["server-cert", "--dir", str(ca_dir), "--name", "127.0.0.1",
+    server_cert = runner.invoke(ca_cli, ["server-cert", "--ca-dir", str(ca_dir), "--name", "127.0.0.1",
                                          "--out-cert", str(tmp_path / "s.crt"), "--out-key", str(tmp_path / "s.key")])
     assert server_cert.exit_code == 0, server_cert.output
     assert stat.S_IMODE((tmp_path / "s.key").stat().st_mode) == 0o600
 
-    gallery = runner.invoke(ca_cli, ["client-cert", "--dir", str(ca_dir), "--name", f"gallery.{COUNTY}",
+    gallery = runner.invoke(ca_cli, ["client-cert", "--ca-dir", str(ca_dir), "--name", f"gallery.{COUNTY}",
                                      "--out-cert", str(tmp_path / "g.crt"), "--out-key", str(tmp_path / "g.key")])
     assert gallery.exit_code == 0, gallery.output
     g_cert = x509.load_pem_x509_certificate((tmp_path / "g.crt").read_bytes())
@@ -500,7 +500,7 @@ def test_county_and_device_commands_work_together(tmp_path: Path) -> None:
         thread.join(5)
 
     listed = runner.invoke(tokens_cli, ["list", "--ca-dir", str(ca_dir), "--json"])
-    assert [json.loads(line)["state"] for line in listed.output.splitlines()] == ["used"]
+    assert [token["state"] for token in json.loads(listed.output)["tokens"]] == ["used"]
 
 
 def test_provision_hands_the_keys_to_the_service_user(county: County, tmp_path: Path) -> None:
@@ -602,7 +602,7 @@ def test_a_relative_data_dir_is_recorded_absolute_and_later_commands_use_it(coun
     monkeypatch.chdir(elsewhere)
     toml = str(tmp_path / "etc" / "station.toml")
     checks = runner.invoke(station_cli, ["--config", toml, "doctor", "--json"])
-    disk = next(c for c in json.loads(checks.stdout) if c["check"] == "disk")
+    disk = next(c for c in json.loads(checks.stdout)["checks"] if c["check"] == "disk")
     assert str(data_dir) in disk["detail"], disk
     missing = runner.invoke(station_cli, ["--config", toml, "queue"])  # provisioned, never started: no station.db
     assert missing.exit_code == 2 and str(data_dir / "station.db") in missing.output

@@ -7,7 +7,7 @@ Registered by ``sync/county/cli.py``::
 
 Every option of ``enroll-server`` can also come from the environment (``BOOKING_ENROLL_*``), which is how
 ``systemd/booking-gallery-enroll.service`` configures it through an ``EnvironmentFile``. With
-``--gallery-db`` (``BOOKING_ENROLL_GALLERY_DB``) the server registers station keys into the gallery's
+``--db`` (``BOOKING_ENROLL_GALLERY_DB``; old name ``--gallery-db``) the server registers station keys into the gallery's
 own device table (``sync.county.gallery.devices.StoreDeviceRegistry``) instead of ``devices.json``. Errors are
 one line on stderr and exit status 2, never a traceback.
 """
@@ -24,7 +24,8 @@ from typing import Any
 
 import click
 
-from sync.county.config import from_config
+from sync.cli_conventions import echo_result, json_option, renamed_option
+from sync.county.config import current_config
 from sync.county.enroll.ca import (
     CA_CERT,
     CA_DAYS,
@@ -53,11 +54,19 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_SETUP)
 
 
+def _ca_dir_or_default(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """Flag (or its old name ``--dir``) > ``BOOKING_CA_DIR`` > ``[ca] dir`` of county.toml > the default."""
+    if value is not None or ctx.resilient_parsing:
+        return value  # type: ignore[return-value]
+    configured = current_config().ca_dir
+    return Path(configured) if configured is not None else DEFAULT_CA_DIR
+
+
 def _ca_dir_option(func):  # type: ignore[no-untyped-def]
-    return click.option("--ca-dir", "--dir", "ca_dir", type=click.Path(path_type=Path), default=DEFAULT_CA_DIR,
-                        envvar="BOOKING_CA_DIR", show_default=True, show_envvar=True,
-                        callback=from_config("ca_dir"),
-                        help="the county CA directory (default: [ca] dir of county.toml, else)")(func)
+    option = renamed_option("--ca-dir", "--dir", "ca_dir", type=click.Path(path_type=Path), envvar="BOOKING_CA_DIR",
+                            show_envvar=True, callback=_ca_dir_or_default,
+                            help=f"the county CA directory (default: [ca] dir of county.toml, else {DEFAULT_CA_DIR})")
+    return option(func)
 
 
 def _load_ca(ca_dir: Path) -> CountyCA:
@@ -81,11 +90,12 @@ def ca() -> None:
 @click.option("--county", required=True, help="county id (a slug, e.g. king-county)")
 @click.option("--days", type=click.IntRange(1, 36500), default=CA_DAYS, show_default=True,
               help="validity of the CA certificate")
-def ca_init(ca_dir: Path, county: str, days: int) -> None:
-    """Create the county CA (EC P-256) and the county's Ed25519 command-signing key in --dir.
+@json_option("print {county, ca_dir, ca_certificate, not_after}")
+def ca_init(ca_dir: Path, county: str, days: int, as_json: bool) -> None:
+    """Create the county CA (EC P-256) and the county's Ed25519 command-signing key in --ca-dir.
 
     Run it as the user the enrolment server runs as (booking-enroll), so the service can read the key:
-    `sudo -u booking-enroll booking-gallery ca init --dir /var/lib/booking-enroll --county ID`.
+    `sudo -u booking-enroll booking-gallery ca init --ca-dir /var/lib/booking-enroll --county ID`.
     """
     try:
         authority = CountyCA.init(ca_dir, county, days=days)
@@ -96,13 +106,15 @@ def ca_init(ca_dir: Path, county: str, days: int) -> None:
         _fail(f"cannot create the CA in {ca_dir}: {exc.strerror or exc}")
         return
     cert = authority.certificate
-    click.echo(f"created the CA of county {county} in {ca_dir} (directory 0700, private keys 0600):")
-    click.echo(f"  ca.key, ca.crt             EC P-256 CA, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
-    click.echo("  command-signing.key/.pub   Ed25519 key that signs commands to stations")
-    click.echo("next: a TLS certificate for the enrolment server and the broker "
-               "(booking-gallery ca server-cert --name HOST ...),")
-    click.echo("      a token per station (booking-gallery tokens issue --station ID), "
-               f"and {ca_dir / CA_CERT} on every device.")
+    echo_result(as_json, {"county": county, "ca_dir": str(ca_dir), "ca_certificate": str(ca_dir / CA_CERT),
+                          "not_after": cert.not_valid_after_utc.isoformat()}, [
+        f"created the CA of county {county} in {ca_dir} (directory 0700, private keys 0600):",
+        f"  ca.key, ca.crt             EC P-256 CA, valid until {cert.not_valid_after_utc:%Y-%m-%d}",
+        "  command-signing.key/.pub   Ed25519 key that signs commands to stations",
+        "next: a TLS certificate for the enrolment server and the broker "
+        "(booking-gallery ca server-cert --name HOST ...),",
+        "      a token per station (booking-gallery tokens issue --station ID), "
+        f"and {ca_dir / CA_CERT} on every device."])
 
 
 def _issue_to_files(out_cert: Path, out_key: Path, issue: Callable[[Any], Any]) -> Any:
@@ -123,6 +135,12 @@ def _issue_to_files(out_cert: Path, out_key: Path, issue: Callable[[Any], Any]) 
     return cert
 
 
+def _cert_document(cert: Any, out_cert: Path, out_key: Path) -> dict[str, Any]:
+    """The ``--json`` fields every issued certificate shares."""
+    return {"certificate": str(out_cert), "key": str(out_key), "serial": format(cert.serial_number, "x"),
+            "not_after": cert.not_valid_after_utc.isoformat()}
+
+
 @ca.command("server-cert")
 @_ca_dir_option
 @click.option("--name", "names", multiple=True, required=True,
@@ -130,13 +148,16 @@ def _issue_to_files(out_cert: Path, out_key: Path, issue: Callable[[Any], Any]) 
 @click.option("--out-cert", type=click.Path(path_type=Path), required=True, help="certificate file to write (PEM)")
 @click.option("--out-key", type=click.Path(path_type=Path), required=True, help="private key file to write (0600)")
 @click.option("--days", type=click.IntRange(1, 3650), default=SERVER_CERT_DAYS, show_default=True)
-def ca_server_cert(ca_dir: Path, names: tuple[str, ...], out_cert: Path, out_key: Path, days: int) -> None:
+@json_option("print {names, certificate, key, serial, not_after}")
+def ca_server_cert(ca_dir: Path, names: tuple[str, ...], out_cert: Path, out_key: Path, days: int,
+                   as_json: bool) -> None:
     """Issue a TLS server certificate (enrolment server, MQTT broker) signed by the county CA."""
     authority = _load_ca(ca_dir)
     cert = _issue_to_files(out_cert, out_key,
                            lambda key: authority.issue_server_certificate(key, list(names), days=days))
-    click.echo(f"wrote {out_cert} (server certificate for {', '.join(names)}, valid until "
-               f"{cert.not_valid_after_utc:%Y-%m-%d}) and {out_key} (0600)")
+    echo_result(as_json, {"names": list(names), **_cert_document(cert, out_cert, out_key)},
+                [f"wrote {out_cert} (server certificate for {', '.join(names)}, valid until "
+                 f"{cert.not_valid_after_utc:%Y-%m-%d}) and {out_key} (0600)"])
 
 
 @ca.command("client-cert")
@@ -145,12 +166,14 @@ def ca_server_cert(ca_dir: Path, names: tuple[str, ...], out_cert: Path, out_key
 @click.option("--out-cert", type=click.Path(path_type=Path), required=True, help="certificate file to write (PEM)")
 @click.option("--out-key", type=click.Path(path_type=Path), required=True, help="private key file to write (0600)")
 @click.option("--days", type=click.IntRange(1, 3650), default=SERVER_CERT_DAYS, show_default=True)
-def ca_client_cert(ca_dir: Path, name: str, out_cert: Path, out_key: Path, days: int) -> None:
+@json_option("print {name, certificate, key, serial, not_after}")
+def ca_client_cert(ca_dir: Path, name: str, out_cert: Path, out_key: Path, days: int, as_json: bool) -> None:
     """Issue a TLS client certificate for a county service (the gallery receiver's broker login)."""
     authority = _load_ca(ca_dir)
     cert = _issue_to_files(out_cert, out_key, lambda key: authority.issue_client_certificate(key, name, days=days))
-    click.echo(f"wrote {out_cert} (client certificate CN={name}, valid until {cert.not_valid_after_utc:%Y-%m-%d}) "
-               f"and {out_key} (0600)")
+    echo_result(as_json, {"name": name, **_cert_document(cert, out_cert, out_key)},
+                [f"wrote {out_cert} (client certificate CN={name}, valid until "
+                 f"{cert.not_valid_after_utc:%Y-%m-%d}) and {out_key} (0600)"])
 
 
 # --- tokens -----------------------------------------------------------------------------------------
@@ -199,22 +222,22 @@ def tokens_issue(ca_dir: Path, station: str, hours: float, as_json: bool) -> Non
 
 @tokens.command("list")
 @_ca_dir_option
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per token")
+@json_option("print {tokens: [{token_id, station, county, issued_at, expires_at, state, certificate_serial}]}")
 def tokens_list(ca_dir: Path, as_json: bool) -> None:
     """List issued tokens (id, station, expiry, use); never their clear text, which is not stored."""
     _load_ca(ca_dir)
     now = dt.datetime.now(dt.timezone.utc)
-    if not (ca_dir / DB_NAME).is_file():  # no token issued yet: listing creates nothing
-        return
-    for info in TokenStore.in_ca_dir(ca_dir).list():
+    # No token issued yet: listing creates nothing.
+    infos = TokenStore.in_ca_dir(ca_dir).list() if (ca_dir / DB_NAME).is_file() else []
+    documents, lines = [], []
+    for info in infos:
         state = ("used " + info.used_at.isoformat(timespec="seconds") if info.used_at
                  else "expired" if info.expires_at <= now else "open")
-        if as_json:
-            click.echo(json.dumps({"token_id": info.token_id, "station": info.station, "county": info.county,
-                                   "issued_at": info.issued_at.isoformat(), "expires_at": info.expires_at.isoformat(),
-                                   "state": state.split()[0], "certificate_serial": info.certificate_serial}))
-        else:
-            click.echo(f"{info.token_id}  {info.station:<20} expires {info.expires_at:%Y-%m-%d %H:%M}Z  {state}")
+        documents.append({"token_id": info.token_id, "station": info.station, "county": info.county,
+                          "issued_at": info.issued_at.isoformat(), "expires_at": info.expires_at.isoformat(),
+                          "state": state.split()[0], "certificate_serial": info.certificate_serial})
+        lines.append(f"{info.token_id}  {info.station:<20} expires {info.expires_at:%Y-%m-%d %H:%M}Z  {state}")
+    echo_result(as_json, {"tokens": documents}, lines)
 
 
 # --- enroll-server ----------------------------------------------------------------------------------
@@ -237,15 +260,15 @@ def tokens_list(ca_dir: Path, as_json: bool) -> None:
 @click.option("--cert-days", type=click.IntRange(1, 3650), default=STATION_CERT_DAYS,
               envvar="BOOKING_ENROLL_CERT_DAYS", show_default=True, show_envvar=True,
               help="validity of issued station certificates")
-@click.option("--gallery-db", "gallery_db", default=None, envvar="BOOKING_ENROLL_GALLERY_DB", show_envvar=True,
-              metavar="URL",
-              help="register each enrolled station's signing key straight into the gallery's device table "
+@renamed_option("--db", "--gallery-db", "gallery_db", envvar="BOOKING_ENROLL_GALLERY_DB", show_envvar=True,
+                metavar="URL",
+                help="register each enrolled station's signing key straight into the gallery's device table "
                    "(a SQLite path or postgresql://...), instead of devices.json in the CA directory")
 def enroll_server(ca_dir: Path, host: str, port: int, tls_cert: Path, tls_key: Path, mqtt_host: str | None,
                   mqtt_port: int, cert_days: int, gallery_db: str | None) -> None:
     """Serve station enrolment over HTTPS (POST /enroll) until stopped.
 
-    With --gallery-db a provisioned station can deliver at once: its key is in the table the gallery
+    With --db a provisioned station can deliver at once: its key is in the table the gallery
     verifies records against, and a station the gallery has revoked cannot enrol again under its id.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -11,13 +11,12 @@ Each database command takes ``--db`` (a SQLite path or a ``postgresql://`` URL, 
 Failures print one plain sentence and exit 1, never a traceback; a database that is missing (commands
 that only read never create one) or not a database exits 2.
 
-It stays one module (just over 500 lines): one short click function per command, so the county side's
-command reference is in one place.
+It stays one module (about 640 lines): one short click function per command, each printing its text and
+its ``--json`` object side by side, so the county side's command reference is in one place.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sqlite3
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 
 import click
 
+from sync.cli_conventions import echo_json, echo_result, json_option, renamed_option
 from sync.county.broker_config import BrokerConfig, write_broker_files
 from sync.county.config import ConfigSetupError, current_config, from_config
 from sync.county.gallery import devices as device_registry
@@ -123,9 +123,13 @@ open_for_command = _store
 iso = _iso
 
 
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 @click.command("records")
 @db_option()
-@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@json_option("Print {records: [...], shown, total}, for scripts.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--station", default=None, help="Only this station's records.")
 def records_cmd(db_url: str, as_json: bool, limit: int, station: str | None) -> None:
@@ -134,9 +138,8 @@ def records_cmd(db_url: str, as_json: bool, limit: int, station: str | None) -> 
         rows = store.list_records(limit=limit, station=station)
         total = store.count_records()
     if as_json:
-        click.echo(
-            json.dumps(
-                [
+        echo_json({
+            "records": [
                     {
                         "record_id": r.record_id,
                         "station": r.station,
@@ -152,9 +155,9 @@ def records_cmd(db_url: str, as_json: bool, limit: int, station: str | None) -> 
                     }
                     for r in rows
                 ],
-                indent=2,
-            )
-        )
+            "shown": len(rows),
+            "total": total,
+        })
         return
     if not rows:
         click.echo("No records stored.")
@@ -184,27 +187,29 @@ def devices_group() -> None:
     help="The station's Ed25519 signing public key (PEM, as provisioning writes it).",
 )
 @db_option()
-def devices_register(station: str, county: str, public_key: Path, db_url: str) -> None:
+@json_option("Print {station, county, fingerprint}.")
+def devices_register(station: str, county: str, public_key: Path, db_url: str, as_json: bool) -> None:
     """Register a station's signing key so the gallery accepts its records."""
     with _store(db_url, create=True) as store:
         try:
             device = device_registry.register(store, station, county, public_key)
         except device_registry.DeviceKeyFileError as exc:
             raise click.ClickException(f"{public_key}: {exc}") from None
-    click.echo(f"Registered {device.station} ({device.county}), key {device_registry.fingerprint(device.public_key)}.")
+    fingerprint = device_registry.fingerprint(device.public_key)
+    echo_result(as_json, {"station": device.station, "county": device.county, "fingerprint": fingerprint},
+                [f"Registered {device.station} ({device.county}), key {fingerprint}."])
 
 
 @devices_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@json_option("Print {devices: [...]}, for scripts.")
 @db_option()
 def devices_list(as_json: bool, db_url: str) -> None:
     """List registered stations."""
     with _store(db_url) as store:
         rows = device_registry.list_devices(store)
     if as_json:
-        click.echo(
-            json.dumps(
-                [
+        echo_json({
+            "devices": [
                     {
                         "station": d.station,
                         "county": d.county,
@@ -216,9 +221,7 @@ def devices_list(as_json: bool, db_url: str) -> None:
                     }
                     for d in rows
                 ],
-                indent=2,
-            )
-        )
+        })
         return
     if not rows:
         click.echo("No stations registered.")
@@ -247,14 +250,16 @@ def devices_list(as_json: bool, db_url: str) -> None:
     envvar="BOOKING_CA_DIR",
     help="The county CA directory: write a CRL listing every certificate issued to a revoked station.",
 )
-@click.option(
+@renamed_option(
+    "--crlfile",
     "--crl-file",
+    "crl_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Where the CRL goes (default: the broker's crlfile, else BROKER_DIR/crl.pem, else CA_DIR/crl.pem).",
 )
+@json_option("Print {station, revoked_at, acl, crl, crl_serials, conf, broker_done, restart_needed}.")
 def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: Path | None,
-                   crl_file: Path | None) -> None:
+                   crl_file: Path | None, as_json: bool) -> None:
     """Refuse a station's records from now on, and shut it out of the broker.
 
     The gallery refuses its records at once. With --broker-dir the broker's ACL denies it everything
@@ -271,6 +276,15 @@ def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: P
                 f"{device.station} is revoked in the gallery (its records are refused), but the broker side failed: "
                 f"{exc}"
             ) from None
+    if as_json:
+        echo_json({"station": device.station, "revoked_at": _iso(device.revoked_at),
+                   "acl": _str_or_none(done.acl), "crl": _str_or_none(done.crl), "crl_serials": list(done.crl_serials),
+                   "conf": _str_or_none(done.conf), "broker_done": done.acl is not None or done.crl is not None,
+                   "restart_needed": bool(done.restart_needed)})
+        if done.acl is None and done.crl is None:
+            click.echo(f"warning: the broker still lets {device.station} connect; give --broker-dir and --ca-dir",
+                       err=True)
+        return
     when = f"{device.revoked_at:%Y-%m-%d %H:%M:%SZ}" if device.revoked_at else "now"
     click.echo(f"Revoked {device.station} in the gallery ({when}): its records are refused; stored ones are kept.")
     if done.acl is not None:
@@ -304,11 +318,13 @@ def devices_revoke(station: str, db_url: str, broker_dir: Path | None, ca_dir: P
 @devices_group.command("crl")
 @ca_dir_option(help="The county CA directory (its key signs the CRL; its enrolment log lists the certificates); "
                "default: [ca] dir of county.toml.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The CRL file to write (PEM), e.g. /etc/mosquitto/booking/crl.pem.")
+@renamed_option("--output", "--out", "out", short="-o", required=True,
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="The CRL file to write (PEM), e.g. /etc/mosquitto/booking/crl.pem.")
 @click.option("--empty", is_flag=True, help="List nothing (at installation, before a gallery database exists).")
 @db_option()
-def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str) -> None:
+@json_option("Print {crl, serials, next_update}.")
+def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str, as_json: bool) -> None:
     """Write the county CRL: every certificate of every revoked station (or none, with --empty).
 
     Configure it in the broker from the start (broker-config --crlfile): Mosquitto re-reads the file
@@ -322,7 +338,8 @@ def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str) -> None:
                 path, serials, until = device_registry.write_crl(store, ca_dir, out)
     except device_registry.RevocationError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Wrote {path}: {len(serials)} revoked certificate(s), valid until {until:%Y-%m-%d}.")
+    echo_result(as_json, {"crl": str(path), "serials": list(serials), "next_update": _iso(until)},
+                [f"Wrote {path}: {len(serials)} revoked certificate(s), valid until {until:%Y-%m-%d}."])
 
 
 @devices_group.command("rotate")
@@ -349,8 +366,9 @@ def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str) -> None:
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Write each signed command to OUT/STATION-TARGET-ID.cose instead, to publish later.")
 @db_option()
+@json_option("Print {station, commands: [{command_id, target, topic, expires_at, file, sent, note}]}.")
 def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: float, config_path: Path | None,
-                   out_dir: Path | None, db_url: str) -> None:
+                   out_dir: Path | None, db_url: str, as_json: bool) -> None:
     """Ask a station to rotate its keys: a rotate command signed with the county command key.
 
     The station verifies it (county key, its own station id, expiry), makes a new TLS key on the device,
@@ -373,13 +391,16 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
             raise click.ClickException(str(exc)) from None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        commands, lines = [], []
         for s in signed:
             path = out_dir / f"{station}-{s.command.args['target']}-{s.command.command_id}.cose"
             write_file_atomic(path, s.payload, FILE_MODE)
-            click.echo(f"Wrote {path}: rotate {s.command.args['target']} for {station}, valid until "
-                       f"{s.command.expires_at:%Y-%m-%d %H:%M}Z.")
-            click.echo(f"  publish: mosquitto_pub -h BROKER -p 8883 --cafile ca.crt --cert ops.crt --key ops.key -q 1 "
-                       f"-t {s.topic} -f {path}")
+            commands.append({**_command_document(s), "file": str(path), "sent": False, "note": None})
+            lines.append(f"Wrote {path}: rotate {s.command.args['target']} for {station}, valid until "
+                         f"{s.command.expires_at:%Y-%m-%d %H:%M}Z.")
+            lines.append(f"  publish: mosquitto_pub -h BROKER -p 8883 --cafile ca.crt --cert ops.crt --key ops.key "
+                         f"-q 1 -t {s.topic} -f {path}")
+        echo_result(as_json, {"station": station, "commands": commands}, lines)
         return
     assert config_path is not None
     try:
@@ -390,15 +411,25 @@ def devices_rotate(station: str, targets: tuple[str, ...], ca_dir: Path, hours: 
         notes = device_registry.publish_commands(config, signed)
     except device_registry.CommandError as exc:
         raise click.ClickException(str(exc)) from None
-    missed = False
+    missed = any(notes)
+    if as_json:
+        sent = [{**_command_document(s), "file": None, "sent": True, "note": note or None}
+                for s, note in zip(signed, notes, strict=True)]
+        echo_json({"station": station, "commands": sent})
     for s, note in zip(signed, notes, strict=True):
-        click.echo(f"Sent rotate {s.command.args['target']} to {station}: command {s.command.command_id}, valid until "
-                   f"{s.command.expires_at:%Y-%m-%d %H:%M}Z.")
+        if not as_json:
+            click.echo(f"Sent rotate {s.command.args['target']} to {station}: command {s.command.command_id}, "
+                       f"valid until {s.command.expires_at:%Y-%m-%d %H:%M}Z.")
         if note:
-            missed = True
             click.echo(f"  WARNING: {note}", err=True)
     if missed:
         raise SystemExit(1)
+
+
+def _command_document(signed: Any) -> dict[str, Any]:
+    """The ``--json`` fields of one signed rotate command."""
+    return {"command_id": signed.command.command_id, "target": signed.command.args["target"], "topic": signed.topic,
+            "expires_at": _iso(signed.command.expires_at)}
 
 
 @click.command("receive")
@@ -508,6 +539,7 @@ def _start_index(store: GalleryStore, db_url: str) -> Any:
               help="A revoked station to deny everything (repeatable); see also --db.")
 @click.option("--db", "db_url", default=None, envvar="BOOKING_GALLERY_DB", metavar="URL",
               help="Also deny every station the gallery's device registry has revoked.")
+@json_option("Print {conf, acl, settings, gallery_identities, revoked, crlfile}.")
 def broker_config_cmd(
     county: str,
     out_dir: Path,
@@ -523,6 +555,7 @@ def broker_config_cmd(
     extra_identities: tuple[str, ...],
     revoked: tuple[str, ...],
     db_url: str | None,
+    as_json: bool,
 ) -> None:
     """Write mosquitto.conf and acl for a county broker (mutual TLS, per-station ACL).
 
@@ -555,13 +588,16 @@ def broker_config_cmd(
     except (TopicError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     conf, acl = write_broker_files(cfg, out_dir / "mosquitto.conf")
-    save_settings(cfg, out_dir)
-    click.echo(f"Wrote {conf} and {acl}. Gallery certificate CN(s): {', '.join(cfg.gallery_identities)}.")
+    settings = save_settings(cfg, out_dir)
+    lines = [f"Wrote {conf} and {acl}. Gallery certificate CN(s): {', '.join(cfg.gallery_identities)}."]
     if cfg.revoked_stations:
-        click.echo(f"Denied (revoked): {', '.join(cfg.revoked_stations)}.")
+        lines.append(f"Denied (revoked): {', '.join(cfg.revoked_stations)}.")
     if not crlfile:
-        click.echo("Note: no --crlfile. Revoked certificates are then refused only through the ACL; configure a "
-                   "CRL from the start (booking-gallery devices crl --empty --ca-dir DIR --out FILE).")
+        lines.append("Note: no --crlfile. Revoked certificates are then refused only through the ACL; configure a "
+                     "CRL from the start (booking-gallery devices crl --empty --ca-dir DIR -o FILE).")
+    echo_result(as_json, {"conf": str(conf), "acl": str(acl), "settings": _str_or_none(settings),
+                          "gallery_identities": list(cfg.gallery_identities), "revoked": list(cfg.revoked_stations),
+                          "crlfile": crlfile}, lines)
 
 
 @click.command("export")
@@ -583,7 +619,8 @@ def broker_config_cmd(
     help="TOML with an [export] table (TOT, DAI, time zone, Type-2 layout); the receiver's file will do "
     "(default: county.toml's [export]).",
 )
-def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | None) -> None:
+@json_option("Print {record_id, file, bytes, tot, version}.")
+def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | None, as_json: bool) -> None:
     """Write a stored record as an ANSI/NIST-ITL transaction: Type-1, Type-2, one Type-10 per photo.
 
     The file is checked before it is written; a record that would not make a valid transaction is
@@ -602,7 +639,9 @@ def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | No
         write_file_atomic(output, data, FILE_MODE)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from None
-    click.echo(f"Wrote {output} ({len(data)} bytes, TOT {settings.nist.tot}, VER {settings.nist.version}).")
+    echo_result(as_json, {"record_id": record_id, "file": str(output), "bytes": len(data), "tot": settings.nist.tot,
+                          "version": settings.nist.version},
+                [f"Wrote {output} ({len(data)} bytes, TOT {settings.nist.tot}, VER {settings.nist.version})."])
 
 
 COMMANDS: tuple[click.Command, ...] = (records_cmd, devices_group, receive_cmd, export_cmd, broker_config_cmd)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from sync.cli_conventions import renamed_option
 from sync.county.config import current_config
 from sync.county.gallery.cli import _store, ca_dir_option, db_option
 from sync.county.gallery.devices import CommandError, publish_commands
@@ -62,8 +63,8 @@ def _print_summary(summary: ImportSummary) -> None:
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @db_option()
 @ca_dir_option(help="The county CA directory: its county key signs the imported records; default: [ca] dir.")
-@click.option("--models", "bundle_dir", default=None, type=click.Path(file_okay=False),
-              help="The model bundle (default: the installed one, as the stations use).")
+@renamed_option("--bundle", "--models", "bundle_dir", type=click.Path(file_okay=False),
+                help="The model bundle (default: the installed one, as the stations use).")
 @click.option("--jobs", default=None, type=click.IntRange(1, 512), help="Worker processes (default: every core).")
 @click.option("--operator", default=DEFAULT_OPERATOR, show_default=True, help="Operator id the records carry.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")

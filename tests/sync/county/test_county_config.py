@@ -126,7 +126,7 @@ def test_ca_dir_comes_from_county_toml(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["--config", str(cfg), "tokens", "list"])
     assert r.exit_code == 0, r.output
     crl = tmp_path / "crl.pem"
-    r = CliRunner().invoke(main, ["--config", str(cfg), "devices", "crl", "--empty", "--out", str(crl)])
+    r = CliRunner().invoke(main, ["--config", str(cfg), "devices", "crl", "--empty", "-o", str(crl)])
     assert r.exit_code == 0 and crl.is_file(), r.output
-    r = CliRunner().invoke(main, ["devices", "crl", "--empty", "--out", str(tmp_path / "crl2.pem")])
+    r = CliRunner().invoke(main, ["devices", "crl", "--empty", "-o", str(tmp_path / "crl2.pem")])
     assert r.exit_code == 2 and "[ca] dir in county.toml" in r.output

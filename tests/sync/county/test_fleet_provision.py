@@ -3,7 +3,7 @@
 
 * the county CA (``CountyCA``) and its HTTPS enrolment server, in-process on a free port, registering each
   station's signing key straight into the gallery's store (``StoreDeviceRegistry``, what
-  ``enroll-server --gallery-db`` wires in; the command itself is run as a process in the second test);
+  ``enroll-server --db`` wires in; the command itself is run as a process in the second test);
 * a real Mosquitto whose TLS trusts the same county CA, from the generated config, with a CRL from day one;
 * ``firmware.provision`` on each "device" (keys made there, token from ``tokens issue``), then the real
   ``SyncAgent`` from the station.toml and keys it wrote, and the real ``GalleryReceiver``;
@@ -89,7 +89,7 @@ def running_county(tmp_path: Path, purpose: str, extra_gallery_identities: tuple
     ca = CountyCA.init(tmp_path / "county-ca", COUNTY)
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
-    r = gallery_cli("devices", "crl", "--empty", "--ca-dir", ca.directory, "--out", broker_dir / "crl.pem")
+    r = gallery_cli("devices", "crl", "--empty", "--ca-dir", ca.directory, "-o", broker_dir / "crl.pem")
     assert r.exit_code == 0, r.output
     broker = MosquittoBroker(broker_dir, county_pki(ca, tmp_path / "pki"), COUNTY, crlfile=str(broker_dir / "crl.pem"),
                              extra_gallery_identities=extra_gallery_identities)
@@ -235,7 +235,7 @@ def test_two_provisioned_stations_deliver_one_is_revoked_and_shut_out(county: Co
 
 
 def test_enroll_server_gallery_db_registers_keys_into_the_gallery(tmp_path: Path) -> None:
-    """`booking-gallery enroll-server --gallery-db` as county IT runs it (a process, over HTTPS)."""
+    """`booking-gallery enroll-server --db` as county IT runs it (a process, over HTTPS)."""
     ca = CountyCA.init(tmp_path / "county-ca", COUNTY)
     cert, key = _server_cert(ca, tmp_path / "enroll-tls")
     db = tmp_path / "gallery.db"
@@ -243,7 +243,7 @@ def test_enroll_server_gallery_db_registers_keys_into_the_gallery(tmp_path: Path
     log = (tmp_path / "enroll.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "sync.county.cli", "enroll-server", "--ca-dir", str(ca.directory), "--host", "127.0.0.1",
-         "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key), "--gallery-db", str(db),
+         "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key), "--db", str(db),
          "--mqtt-host", "broker.king.example"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

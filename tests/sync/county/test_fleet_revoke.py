@@ -128,7 +128,7 @@ def test_revoke_shuts_the_station_out_of_a_running_broker_after_a_reload(tmp_pat
     certs = {name: enrol(ca, pki, name) for name in ("st-01", "st-02")}
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
-    r = run("devices", "crl", "--empty", "--ca-dir", ca.directory, "--out", broker_dir / "crl.pem")
+    r = run("devices", "crl", "--empty", "--ca-dir", ca.directory, "-o", broker_dir / "crl.pem")
     assert r.exit_code == 0 and "0 revoked certificate(s)" in r.output, r.output
     broker = MosquittoBroker(broker_dir, pki, COUNTY, crlfile=str(broker_dir / "crl.pem"))
     save_settings(broker.config, broker_dir)  # what `broker-config --out` keeps for later revocations

@@ -58,7 +58,7 @@ def test_devices_register_list_revoke_and_records(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "already registered" in r.output and "Traceback" not in r.output
 
     r = run("devices", "list", "--json", "--db", db)
-    [row] = json.loads(r.output)
+    [row] = json.loads(r.output)["devices"]
     assert (row["station"], row["status"], row["public_key"]) == ("st-01", "active", _raw(factory.key(1)).hex())
 
     store = SQLiteStore(db)
@@ -67,7 +67,7 @@ def test_devices_register_list_revoke_and_records(tmp_path: Path) -> None:
     store.insert_record(wire.verify_record(payload, lambda kid: factory.key(1).public_key()), payload)
     store.close()
     r = run("records", "--json", "--db", db)
-    [stored] = json.loads(r.output)
+    [stored] = json.loads(r.output)["records"]
     assert (stored["record_id"], stored["captures"], stored["booking_number"]) == (rec.record_id, 3, "2026-000123")
     assert rec.record_id in run("records", "--db", db).output
 
