@@ -38,9 +38,6 @@ SERVICES = {
 #: Commands whose --json is a stream, one JSON object per line as things happen (documented in README).
 STREAMS = {("booking-station", "analyze"), ("booking-station", "capture")}
 
-#: Aligned after merge: other branches change these commands now; the lead removes this list once merged.
-#: `fleet --json` still prints a bare array.
-ALIGNED_AFTER_MERGE = {("booking-gallery", "fleet")}
 
 #: The one flag each thing has, by the option's destination name in the code.
 CANONICAL = {
@@ -210,8 +207,7 @@ def test_county_commands_print_one_json_object(tmp_path: Path) -> None:
     assert doc["station"] == "desk-1" and doc["revoked_at"] and doc["broker_done"] is False
 
     fleet = _gallery("fleet", "--db", db, "--json")  # exit 1: a station that never reported is a failed check
-    if ("booking-gallery", "fleet") not in ALIGNED_AFTER_MERGE:
-        assert isinstance(json.loads(fleet.stdout), dict), fleet.stdout
+    assert isinstance(json.loads(fleet.stdout), dict), fleet.stdout
 
 
 def test_station_commands_print_one_json_object(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ EXIT_SETUP = 2
 
 @click.command("fleet")
 @db_option()
-@click.option("--json", "as_json", is_flag=True, help="One JSON array of stations, for scripts and monitoring.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object {stations: [...], flagged: N}, for scripts and monitoring.")
 @click.option("--stale-after", "stale_minutes", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_STALE_AFTER.total_seconds() / 60, show_default=True, metavar="MINUTES",
               help="Flag a station whose last status is older than this.")
@@ -72,7 +72,8 @@ def fleet(db_url: str, as_json: bool, stale_minutes: float, pending_minutes: flo
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps([h.as_dict() for h in rows], indent=2))
+        stations = [h.as_dict() for h in rows]
+        click.echo(json.dumps({"stations": stations, "flagged": sum(1 for s in stations if s.get("flagged"))}))
     elif not rows:
         click.echo("No stations registered.")
     else:

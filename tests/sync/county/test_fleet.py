@@ -259,7 +259,9 @@ def test_fleet_command_exit_status_and_json(tmp_path: Path) -> None:
     store.close()
     ok = CliRunner().invoke(fleet, ["--db", str(db), "--json"])
     assert ok.exit_code == 0, ok.output
-    [row] = json.loads(ok.output)
+    doc = json.loads(ok.output)
+    [row] = doc["stations"]
+    assert doc["flagged"] == 0
     assert row["station"] == "st-01" and row["flagged"] is False and row["queue"]["delivered"] == 12
     assert set(row) >= {"state", "software", "queue", "oldest_pending_age_s", "last_ack_at", "alarms", "last_seen",
                         "stale", "unhealthy", "registry"}
@@ -281,7 +283,7 @@ def test_fleet_command_exit_status_and_json(tmp_path: Path) -> None:
 def _fleet(db: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     result = CliRunner().invoke(fleet, ["--db", str(db), "--json"])
     assert result.exit_code in (0, 1), result.output
-    return result.exit_code, {row["station"]: row for row in json.loads(result.output)}
+    return result.exit_code, {row["station"]: row for row in json.loads(result.output)["stations"]}
 
 
 def test_two_stations_report_through_the_broker_and_fleet_shows_them(tmp_path: Path, pki: Any,

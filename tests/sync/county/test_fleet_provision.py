@@ -138,7 +138,7 @@ def provision_station(county: County, directory: Path, name: str) -> factory.Sta
 def _fleet(db: Path) -> tuple[int, dict[str, dict[str, Any]]]:
     result = CliRunner().invoke(fleet, ["--db", str(db), "--json"])
     assert result.exit_code in (0, 1), result.output
-    return result.exit_code, {row["station"]: row for row in json.loads(result.output)}
+    return result.exit_code, {row["station"]: row for row in json.loads(result.output)["stations"]}
 
 
 def test_two_provisioned_stations_deliver_one_is_revoked_and_shut_out(county: County, tmp_path: Path) -> None:

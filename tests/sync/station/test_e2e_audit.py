@@ -167,7 +167,7 @@ def test_a_rewrite_with_recomputed_hashes_raises_the_county_alarm(tmp_path: Path
     code, out = _verify_cli(tmp_path, station)
     assert code == 1 and '"kind": "rewrite"' in out and '"ok": false' in out
     fleet = CliRunner().invoke(gallery_cli, ["fleet", "--json", "--db", str(tmp_path / "gallery.db")])
-    [row] = [r for r in json.loads(fleet.output) if r["station"] == station.name]
+    [row] = [r for r in json.loads(fleet.output)["stations"] if r["station"] == station.name]
     assert fleet.exit_code == 1 and row["flagged"] and row["audit"]["held_seq"] == 40
     assert "audit rewrite at entry 40" in row["audit"]["alarms"]
 
