@@ -49,7 +49,7 @@ def test_demo_loop_delivers_every_booking_to_the_gallery(shared_data: Path) -> N
     assert (captured, delivered, stored, exported) == (2, 2, 2, 2), report
 
     # One progress line per step, each foreground command shown in short form (no absolute demo paths).
-    assert "$ booking-gallery ca init --dir county/ca" in proc.stdout, report
+    assert "$ booking-gallery ca init --ca-dir county/ca" in proc.stdout, report
     assert "$ booking-station provision " in proc.stdout, report
     assert proc.stdout.count("$ booking-station --config station/etc/station.toml capture ") == 2, report
     # Every demo booking passes the live gates and is taken by auto-capture, none by hand after the timeout.

@@ -56,7 +56,7 @@ from appliance.store.clock import to_text, utc_now
 from appliance.ui.drafts import Draft, DraftError, DraftStore
 from appliance.ui.preview import PreviewHub
 from appliance.ui.review_words import POSE_WORDS, review_json
-from appliance.ui.wording import Plain, capture_problem, store_refusal
+from appliance.ui.wording import Plain, capture_problem, disk_full_early, store_refusal
 from sync.station.checks import CheckSpool, CheckStatus
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class BookingDesk:
             except ValidationError as exc:
                 raise DeskError(str(exc), "invalid", 422) from None
             except DiskFullError as exc:
-                raise DeskError(str(exc), "store_full", 507) from None
+                raise DeskError.plain(disk_full_early(exc, started=False), "store_full", 507) from None
             saved = self._saved_records(booking_number, agency_ori)
             if saved:
                 when = self._saved_when(saved[-1])
@@ -324,7 +324,7 @@ class BookingDesk:
         except CaptureError as exc:
             raise DeskError(_sentence(str(exc)), "capture_error") from None
         except DiskFullError as exc:
-            raise DeskError(str(exc), "store_full", 507) from None
+            raise DeskError.plain(disk_full_early(exc, started=True), "store_full", 507) from None
         except (ValueError, RuntimeError) as exc:
             raise DeskError.plain(capture_problem(str(exc)), "capture_failed", 500) from None
 

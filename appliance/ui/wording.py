@@ -46,6 +46,18 @@ def delivery_error(error: str | None) -> Plain | None:
     return Plain("Not delivered yet. The station sends it again by itself.", error)
 
 
+def disk_full_early(exc: Exception, started: bool) -> Plain:
+    """The early free-space check refused: before a booking starts, or before a photo is processed."""
+    free, floor = getattr(exc, "free_bytes", None), getattr(exc, "floor_bytes", None)
+    if started:
+        text = ("Photo NOT processed: the station's disk is full. The photos already accepted stay on this "
+                "station. Call county IT to free space, then capture again.")
+    else:
+        text = ("Booking NOT started: the station's disk is full. Bookings already saved are kept. Call county IT "
+                "to free space, then start the booking again.")
+    return Plain(text, f"store_full: disk_full (free_bytes={free}, floor_bytes={floor})")
+
+
 def store_refusal(exc: Exception) -> Plain:
     """Why the store refused to save the booking (disk or queue full), with what the officer does now."""
     kept = "Nothing is lost: the photos stay on this station."

@@ -55,7 +55,7 @@ def test_users_add_prints_a_qr_code_and_names_county_and_station(tmp_path: Path)
     from appliance.ui.cli import main
 
     listed = CliRunner().invoke(main, ["users", "list", "--json", "--data-dir", str(data)])
-    roles = {json.loads(line)["officer_id"]: json.loads(line)["role"] for line in listed.stdout.splitlines()}
+    roles = {user["officer_id"]: user["role"] for user in json.loads(listed.stdout)["users"]}
     assert roles == {"o.dale": "officer", "o.elm": "station-admin"}
     bad = _add(data, "o.fir", "chief", config)
     assert bad.exit_code == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.ui.conftest import add_officer, audit_actions, saved_record_id, shoot, sign_in
+from tests.ui.conftest import add_officer, audit_actions, confirm_turn, saved_record_id, shoot, sign_in
 
 ACTIONS = ["#capture-btn", "#save-btn", "#discard-btn"]
 TECHNICAL = re.compile(r"PUBACK|0x[0-9a-f]{2}|[KMGT]iB|/[a-z]+/|[0-9a-f]{8}-[0-9a-f]{4}-|px between", re.I)
@@ -49,9 +49,10 @@ def _far_subject(source: Path, folder: Path) -> Path:
 
 def test_a_failing_review_and_a_full_disk_never_hide_the_actions(page, start_server, face_sources,
                                                                  tmp_path: Path) -> None:
-    # A floor above any real disk: the station refuses to save and raises the disk alarm (the badge).
-    server = start_server(camera=_far_subject(face_sources.passing, tmp_path),
-                          config="[store]\nfloor_bytes = 900000000000000000\n")
+    # A full outbox ([store] max_pending = 0): the station refuses to save and raises its alarm (the badge). A
+    # full disk is refused earlier, before the booking starts (test_full_disk); the save's refusal is laid out
+    # the same way whichever store limit it comes from.
+    server = start_server(camera=_far_subject(face_sources.passing, tmp_path), config="[store]\nmax_pending = 0\n")
     sign_in(page, server, add_officer(server.data_dir, "o.ash"))
     _start(page, "2026-000900")
     page.click("#auto-btn")  # by hand: nothing is taken by itself in this test
@@ -95,15 +96,15 @@ def test_a_failing_review_and_a_full_disk_never_hide_the_actions(page, start_ser
     expect(page.locator("#pose-left_profile .step-state")).to_have_text("Taking now")
     expect(page.locator("#save-btn")).to_be_enabled()
 
-    # Saving on a full disk: plain words, the code behind Details, and Capture, Save and Discard stay.
+    # Saving with the outbox full: plain words, the code behind Details, and Capture, Save and Discard stay.
     page.click("#save-btn")
     msg = page.locator("#booking-message")
     expect(msg).to_be_visible(timeout=20_000)
     words = _words(page, "#booking-message")
-    assert words.startswith("Booking NOT saved: the station's disk is full.") and "Call county IT" in words
+    assert words.startswith("Booking NOT saved: too many bookings are waiting") and "Call county IT" in words
     assert not TECHNICAL.search(words), words
     details = msg.locator(".message-details")
-    expect(details.locator("code")).to_contain_text("store_full: disk_full")  # collapsed until tapped
+    expect(details.locator("code")).to_contain_text("store_full: queue_full")  # collapsed until tapped
     expect(details.locator("code")).to_be_hidden()
     expect(page.locator("#nav-alarm")).to_be_visible(timeout=20_000)
     shoot(page, "desk-disk-full", ["#booking-message", *ACTIONS, "#top-booking-ori", "#nav-alarm"],
@@ -139,8 +140,10 @@ def test_a_second_officer_takes_over_and_each_photo_keeps_its_officer(page, star
 
     page.click("#handover-take")
     expect(dialog).to_be_hidden()
+    confirm_turn(page, "Left profile")
     expect(page.locator("#review-verdict")).to_contain_text("Left profile:", timeout=20_000)
     page.click("#accept-btn")
+    confirm_turn(page, "Right profile")
     expect(page.locator("#review-verdict")).to_contain_text("Right profile:", timeout=20_000)
     page.click("#accept-btn")
     expect(page.locator("#pose-right_profile .step-state")).to_have_text("\u2713 Accepted")

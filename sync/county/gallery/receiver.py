@@ -313,7 +313,7 @@ class GalleryReceiver:
         try:
             result: InsertResult | GalleryStoreError = self.store.insert_record(
                 checked.verified, payload, received_at=checked.received_at, jobs=self.job_kinds)
-        except RecordConflictError as exc:
+        except (RecordConflictError, RecordPurgedError) as exc:
             result = exc
         outcome = self.settle(checked, result)
         if self.jobs is not None:

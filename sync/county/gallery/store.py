@@ -655,13 +655,16 @@ class GalleryStore(JobQueueMixin, ABC):
         return [self._record(r) for r in rows]
 
     def rejections_of(self, record_id: str) -> list[Rejection]:
-        """Every refused delivery of one record id, oldest first (a record's delivery history)."""
+        """The refused deliveries of one record id, oldest first (a record's delivery history): rows an older
+        worker logged one by one, and each (station, reason) group whose latest example is this record (refusals
+        are counted per group, so an earlier refusal of the record may since have been overwritten there)."""
         with self._lock, self._transaction(write=False) as cur:
             rows = self._exec(
                 cur,
-                "SELECT id, received_at, topic, station, record_id, reason, detail, payload_sha256, payload_size "
-                "FROM rejections WHERE record_id = ? ORDER BY id",
-                (record_id,),
+                "SELECT -id, received_at, topic, station, record_id, reason, detail, payload_sha256, payload_size "
+                "FROM rejections WHERE record_id = ? UNION ALL SELECT id, last_at, topic, station, record_id, reason, "
+                "detail, payload_sha256, payload_size FROM rejection_groups WHERE record_id = ? ORDER BY 2, 1",
+                (record_id, record_id),
             ).fetchall()
         return [Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
                 for r in rows]
