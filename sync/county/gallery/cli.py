@@ -493,6 +493,9 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
             raise click.ClickException(f"receiver stopped: {exc}") from None
         finally:
             if index is not None:
+                # A clean stop leaves the index level with the store, whatever index jobs were still queued
+                # (they find nothing new at the next start); a crash is what the start's reconcile is for.
+                receiver.refresh_index()
                 index.close()
 
 

@@ -362,10 +362,10 @@ class GalleryReceiver:
         self.stats.counts[result] += 1
         log.info("record %s from %s: %s", record_id, outcome.station, result)
         if result == "stored" and not (self.jobs is not None and "index" in self.jobs.kinds):
-            self._update_index()  # no work queue runs the index: keep it current here
+            self.refresh_index()  # no work queue runs the index: keep it current here
         return replace(outcome, ack=Ack(record_id, result))
 
-    def _update_index(self) -> None:
+    def refresh_index(self) -> None:
         """The record is committed and is acked whatever happens here: the index is derived from the store,
         and what a failed catch-up missed, the next record's catch-up (or the next start) adds."""
         try:
