@@ -41,7 +41,8 @@ EXIT_SETUP = 2
 
 @click.command("fleet")
 @db_option()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object {stations: [...], flagged: N}, for scripts and monitoring.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object {stations: [...], flagged: N}, for scripts and monitoring.")
 @click.option("--stale-after", "stale_minutes", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_STALE_AFTER.total_seconds() / 60, show_default=True, metavar="MINUTES",
               help="Flag a station whose last status is older than this.")
