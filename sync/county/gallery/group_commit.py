@@ -2,7 +2,9 @@
 
 Why: a durable commit costs a disk flush (SQLite ``synchronous=FULL``, PostgreSQL's WAL flush), and one
 flush per record is most of what a record costs once it is verified. So the MQTT network thread only
-verifies (topic, size, device, signature, record) and hands the record here; one committer thread takes
+hands each record message to a few checker threads (topic, size, device, signature, JPEG decode: the
+costly part, which then overlaps with reading the next records) and queues the pending check in arrival
+order; one committer thread takes the results in that order (answering refusals in place), takes
 what has queued, up to ``max_batch`` records, waiting at most ``max_wait`` seconds after the first for
 more, commits them with their work-queue jobs in ONE transaction
 (:meth:`~sync.county.gallery.store.GalleryStore.insert_records`), and only then sends each station its
@@ -22,10 +24,11 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sync.county.gallery.store import PendingInsert
+from sync.county.gallery.store import GalleryStoreError, InsertResult, PendingInsert
 from sync.protocol import mqtt
 
 if TYPE_CHECKING:
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 
+#: A queued record message: its check's result, or the future of a check still running.
+Queued = tuple["Checked | Future[Checked]", mqtt.Message]
+
 
 @dataclass(frozen=True)
 class GroupCommitSettings:
@@ -43,6 +49,9 @@ class GroupCommitSettings:
     max_batch: int = 32
     max_wait: float = 0.005
     max_queue: int = 256
+    #: Threads that verify records (signature, JPEG decode) while the network thread reads the next
+    #: ones; OpenCV, OpenSSL and hashlib release the GIL, so these overlap on separate cores.
+    checkers: int = 2
 
 
 class GroupCommitter:
@@ -56,19 +65,33 @@ class GroupCommitter:
         self._queue: queue.Queue[object] = queue.Queue(self.settings.max_queue)
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
 
     def submit(self, checked: Checked, message: mqtt.Message) -> None:
         """Queue one verified record (waits while the queue is full: back-pressure on the network thread).
         After :meth:`stop` the record is dropped unacknowledged: the broker resends it to the next session."""
+        self._put((checked, message))
+
+    def submit_message(self, message: mqtt.Message) -> None:
+        """Check a record message on a checker thread and queue it in arrival order: the committer takes
+        the checks' results in that order, so commits, acks and PUBACKs keep the order the broker sent."""
+        if self._pool is None:
+            self.submit(self.receiver.check(message.topic, message.payload), message)
+            return
+        self._put((self._pool.submit(self.receiver.check, message.topic, message.payload), message))
+
+    def _put(self, item: Queued) -> None:
         while not self._closed.is_set():
             try:
-                self._queue.put((checked, message), timeout=0.5)
+                self._queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 continue
 
     def start(self) -> None:
         if self._thread is None:
+            if self.settings.checkers > 0:
+                self._pool = ThreadPoolExecutor(self.settings.checkers, thread_name_prefix="gallery-check")
             self._thread = threading.Thread(target=self._loop, name="gallery-commit", daemon=True)
             self._thread.start()
 
@@ -79,6 +102,9 @@ class GroupCommitter:
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -115,28 +141,34 @@ class GroupCommitter:
             if stopping:
                 return
 
-    def _commit(self, items: list[tuple[Checked, mqtt.Message]]) -> None:
+    def _commit(self, queued: list[Queued]) -> None:
+        """Commit the batch's verified records in one transaction, then answer every message of the batch in
+        arrival order (a refusal in its place) and PUBACK it."""
         receiver = self.receiver
-        kinds = receiver.job_kinds
-        try:
-            pending = []
-            for checked, _ in items:
-                assert checked.verified is not None  # only verified records are submitted
-                pending.append(PendingInsert(checked.verified, checked.payload, checked.received_at, kinds))
-            results = receiver.store.insert_records(pending)
-        except Exception:  # noqa: BLE001 - the station retries; never stop the committer
-            receiver.stats.counts["errors"] += len(items)
-            log.exception("could not commit %d record(s); no ack sent, their stations will retry", len(items))
-            for _, message in items:
-                _puback(message)
-            return
-        self.batches += 1
-        self.committed += len(items)
-        if receiver.jobs is not None:
-            receiver.jobs.wake()
-        for (checked, message), result in zip(items, results, strict=True):
+        items = [(self._result(item, message), message) for item, message in queued]
+        verified = [checked for checked, _ in items if checked is not None and checked.verified is not None]
+        results: dict[int, InsertResult | GalleryStoreError] = {}
+        if verified:
+            kinds = receiver.job_kinds
             try:
-                outcome = receiver.settle(checked, result)
+                done = receiver.store.insert_records(
+                    [PendingInsert(c.verified, c.payload, c.received_at, kinds) for c in verified])  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - the station retries; never stop the committer
+                receiver.stats.counts["errors"] += len(verified)
+                log.exception("could not commit %d record(s); no ack sent, their stations will retry", len(verified))
+                done = None
+            if done is not None:
+                results = {id(c): r for c, r in zip(verified, done, strict=True)}
+                self.batches += 1
+                self.committed += len(verified)
+                if receiver.jobs is not None:
+                    receiver.jobs.wake()
+        for checked, message in items:
+            try:
+                if checked is None or (checked.verified is not None and id(checked) not in results):
+                    continue  # no ack: the check or the commit failed, the station retries
+                outcome = checked.outcome if checked.verified is None else receiver.settle(checked,
+                                                                                             results[id(checked)])
                 if outcome.ack is not None and outcome.ack_topic is not None:
                     receiver.publish_ack(message.client, outcome.ack_topic, outcome.ack, message)
             except Exception:  # noqa: BLE001 - one record's store error must not keep the others' acks
@@ -144,6 +176,15 @@ class GroupCommitter:
                 log.exception("could not store a record on %s; no ack sent, the station will retry", message.topic)
             finally:
                 _puback(message)
+
+    def _result(self, item: Checked | Future[Checked], message: mqtt.Message) -> Checked | None:
+        """A queued check's result, or None (logged, counted) when the check itself failed unexpectedly."""
+        try:
+            return item.result() if isinstance(item, Future) else item
+        except Exception:  # noqa: BLE001 - one bad message must not stop the committer
+            self.receiver.stats.counts["errors"] += 1
+            log.exception("could not check a message on %s; no ack sent, the station will retry", message.topic)
+            return None
 
 
 def _puback(message: mqtt.Message) -> None:

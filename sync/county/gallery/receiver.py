@@ -509,14 +509,10 @@ class GalleryReceiver:
                 return
             self._last_record = time.monotonic()
             if self.committer is not None:
-                checked = self.check(topic_name, message.payload)
-                if checked.verified is not None:
-                    self.committer.submit(checked, message)
-                    handed_off = True
-                    return
-                outcome = checked.outcome
-            else:
-                outcome = self.handle(topic_name, message.payload)
+                self.committer.submit_message(message)  # checked on a checker thread, answered in order
+                handed_off = True
+                return
+            outcome = self.handle(topic_name, message.payload)
             if outcome.ack is not None and outcome.ack_topic is not None:
                 self.publish_ack(message.client, outcome.ack_topic, outcome.ack, message)
         except Exception:

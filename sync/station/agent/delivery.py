@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from paho.mqtt.enums import MQTTErrorCode
@@ -18,8 +19,11 @@ from sync.station.agent.common import (
     RECORD_EXPIRY_SECONDS,
     log,
 )
-from sync.station.agent.records import Unsendable, encode_stored
+from sync.station.agent.records import Unsendable, load_wire_record, sign_wire_record
 from sync.station.agent.state import AgentState, InFlight
+
+#: Threads that sign records while the agent thread reads the next ones from the store.
+SIGNER_THREADS = 2
 
 
 class DeliveryMixin(AgentState):
@@ -40,31 +44,36 @@ class DeliveryMixin(AgentState):
             return
         now = self.clock()
         horizon = now + timedelta(seconds=self.config.retry_cap) if self._gallery_up() else now
-        for entry in store.due(limit=len(self._inflight) + free, now=horizon):
-            if free <= 0:
-                break
-            if entry.record_id in self._inflight:
-                continue
-            if self._publish_record(client, entry):
-                free -= 1
-
-    def _publish_record(self, client: mqtt.Client, entry: OutboxEntry) -> bool:
-        store = self._require_store()
+        entries = [e for e in store.due(limit=len(self._inflight) + free, now=horizon)
+                   if e.record_id not in self._inflight][:free]
+        # Records are read here (the store belongs to this thread) and signed on the signer threads meanwhile:
+        # signing a 1 MB record hashes it twice and releases the GIL, so the next record's read overlaps it.
         assert self._key is not None
-        try:
-            payload = encode_stored(
-                store,
-                entry.record_id,
-                county=self.county,
-                station=self.station,
-                key=self._key,
-                max_bytes=self.config.max_record_bytes,
-            )
-        except UnknownStationRecordError:
-            return False  # purged since due() listed it
-        except Unsendable as exc:
-            self._unsendable(entry, exc)
-            return False
+        signing = []
+        for entry in entries:
+            try:
+                record = load_wire_record(store, entry.record_id, county=self.county, station=self.station)
+            except UnknownStationRecordError:
+                continue  # purged since due() listed it
+            except Unsendable as exc:
+                self._unsendable(entry, exc)
+                continue
+            signing.append((entry, self._signer().submit(sign_wire_record, record, key=self._key,
+                                                         max_bytes=self.config.max_record_bytes)))
+        for entry, future in signing:
+            try:
+                payload = future.result()
+            except Unsendable as exc:
+                self._unsendable(entry, exc)
+                continue
+            self._publish_record(client, entry, payload)
+
+    def _signer(self) -> ThreadPoolExecutor:
+        if self._signers is None:
+            self._signers = ThreadPoolExecutor(SIGNER_THREADS, thread_name_prefix="sync-sign")
+        return self._signers
+
+    def _publish_record(self, client: mqtt.Client, entry: OutboxEntry, payload: bytes) -> bool:
         info = client.publish(self.records_topic, payload, qos=1, retain=False, content_type=wire.RECORD_CONTENT_TYPE,
                               correlation_data=entry.record_id.encode(), expiry=RECORD_EXPIRY_SECONDS)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):

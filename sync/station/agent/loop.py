@@ -140,6 +140,9 @@ class SyncAgent(AuditMixin, IncomingMixin, ConnectionMixin):
         self._net_stop.set()
         if self._net_thread is not None:
             self._net_thread.join(timeout=15)
+        if self._signers is not None:
+            self._signers.shutdown(wait=True)
+            self._signers = None
         self.ready.clear()
         if self._store is not None:
             with contextlib.suppress(OSError, StationStoreError):

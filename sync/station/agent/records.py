@@ -69,6 +69,12 @@ def encode_stored(
 ) -> bytes:
     """Load (decrypt, check hashes), convert and sign one record. Raises :class:`Unsendable` when the
     record cannot be sent as stored, ``UnknownStationRecordError`` when it is gone (purged meanwhile)."""
+    return sign_wire_record(load_wire_record(store, record_id, county=county, station=station), key=key,
+                            max_bytes=max_bytes)
+
+
+def load_wire_record(store: Store, record_id: str, *, county: str, station: str) -> wire.WireRecord:
+    """The first half of :func:`encode_stored`, which needs the store (so it runs on the store's thread)."""
     try:
         stored = store.load_record(record_id)
     except UnknownStationRecordError:
@@ -80,7 +86,18 @@ def encode_stored(
             "station_mismatch", f"record was saved by station {stored.booking.station_id!r}, this is {station!r}"
         )
     try:
-        payload = wire.encode_record(to_wire_record(stored, county=county, station=station), key)
+        return to_wire_record(stored, county=county, station=station)
+    except wire.WireError as exc:
+        raise Unsendable(exc.code, exc.message) from None
+    except (struct.error, OverflowError, ValueError, TypeError) as exc:
+        raise Unsendable("encode_failed", str(exc)) from None
+
+
+def sign_wire_record(record: wire.WireRecord, *, key: Ed25519PrivateKey, max_bytes: int) -> bytes:
+    """The second half of :func:`encode_stored`: encode, validate and sign. Pure and free of the store,
+    so it may run on another thread (the signature's hashing releases the GIL)."""
+    try:
+        payload = wire.encode_record(record, key)
     except wire.WireError as exc:
         raise Unsendable(exc.code, exc.message) from None
     except (struct.error, OverflowError, ValueError, TypeError) as exc:

@@ -6,6 +6,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,6 +79,7 @@ class AgentState:
         self._broker_alarm = False
         self._store: Store | None = None
         self._key: Ed25519PrivateKey | None = None
+        self._signers: ThreadPoolExecutor | None = None  # made on the first send (DeliveryMixin._signer)
         self._commands: CommandHandler | None = None
         self._checks: CheckCarrier | None = None  # booking-time checks ([sync] booking_check)
         self._checks_swept = 0.0

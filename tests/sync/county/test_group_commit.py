@@ -4,6 +4,7 @@ comes after its record's commit, and a record refused inside a group never holds
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,41 @@ def test_group_commit_off_acks_each_record_from_the_network_thread(
         station.publish(topics.records_topic(COUNTY, "st-01"), wire.encode_record(rec, station_keys["st-01"]))
         ack = wire.decode_ack(station.next_message(10).payload)
         assert (ack.record_id, ack.status) == (rec.record_id, "stored")
+    finally:
+        station.close()
+        receiver.stop()
+        receiver.store.close()
+
+
+def test_checks_run_beside_the_network_thread_and_acks_keep_the_arrival_order(
+    broker: MosquittoBroker, tmp_path: Path, station_keys: dict[str, Any]
+) -> None:
+    """Records are checked on the checker threads, yet every ack (a refusal too, in its place) goes out in
+    the order the records arrived."""
+    receiver = _receiver(broker, tmp_path / "g.db", station_keys, group_commit=8, group_commit_ms=5)
+    checked_on: set[str] = set()
+    check = receiver.check
+
+    def spy(topic: str, payload: bytes) -> Any:
+        checked_on.add(threading.current_thread().name.split("_")[0])
+        return check(topic, payload)
+
+    receiver.check = spy  # type: ignore[method-assign]
+    receiver.start()
+    assert receiver.wait_ready(10)
+    station = MqttTestClient(broker, "st-01").connect()
+    try:
+        station.subscribe(topics.acks_topic(COUNTY, "st-01"))
+        records = [factory.record("st-01", county="pierce" if i == 7 else COUNTY) for i in range(24)]
+        for r in records:
+            station.client.publish(topics.records_topic(COUNTY, "st-01"), wire.encode_record(r, station_keys["st-01"]),
+                                   qos=1)
+        acks = [wire.decode_ack(station.next_message(20).payload) for _ in records]
+        assert [a.record_id for a in acks] == [r.record_id for r in records]
+        assert [(a.status, a.reason) for a in acks if a.status != "stored"] == [("rejected", "county_mismatch")]
+        assert acks[7].status == "rejected"
+        assert checked_on == {"gallery-check"}
+        assert receiver.store.count_records() == 23
     finally:
         station.close()
         receiver.stop()

@@ -67,3 +67,26 @@ def test_jpeg_that_does_not_decode_is_refused(receiver: GalleryReceiver, shared_
     ack = _send(receiver, bytes(data))
     assert ack.status == "rejected" and ack.reason == "bad_jpeg"
     assert receiver.store.count_records() == 0
+
+
+def _with_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an EXIF APP1 segment holding only an orientation tag, right after SOI."""
+    entry = b"\x12\x01\x03\x00\x01\x00\x00\x00" + orientation.to_bytes(2, "little") + b"\x00\x00"  # 0x0112, SHORT
+    ifd = b"\x01\x00" + entry + b"\x00" * 4
+    body = b"Exif\x00\x00" + b"II*\x00\x08\x00\x00\x00" + ifd
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_nearly_square_sideways_jpeg_is_refused(receiver: GalleryReceiver, shared_data: Path) -> None:
+    """647x641 stored sideways: both sides round to the same eighth, so the 1/8-scale check cannot tell
+    it from an upright picture and the full decode decides."""
+    import cv2
+
+    img = cv2.resize(cv2.imread(str(shared_data / MEDS / "meds-aa-S001-01.jpg")), (647, 641))
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    assert _send(receiver, buf.tobytes()).status == "stored"
+    ack = _send(receiver, _with_orientation(buf.tobytes(), 6))
+    assert ack.status == "rejected" and ack.reason == "jpeg_size_mismatch"
+    assert "decodes to 641x647" in receiver.store.list_rejections()[0].detail
+    assert receiver.store.count_records() == 1
