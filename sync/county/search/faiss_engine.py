@@ -28,12 +28,14 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
 
 from sync.county.search.engine import DIM, Hit, SearchEngine, SearchEngineError, as_ids, as_vectors, exact_hits
-from sync.protocol.files import write_file_atomic
+from sync.county.search.ivf_lists import ListCapacity, release_free_memory
+from sync.protocol.files import write_file_atomic_stream
 
 MAGIC = b"BGFAISS1"
 INDEX_FILE = "faiss.index"
@@ -71,6 +73,7 @@ class FaissEngine(SearchEngine):
         self._idbuf = np.empty(0, dtype=np.int64)  # sorted ids in the first _count places, room after
         self._count = 0
         self._index: faiss.Index = self._new_flat()
+        self._lists: ListCapacity | None = None  # the inverted file's list capacities (None: exact search)
         self._dirty = False
         self._saved_at = time.monotonic()
         if self.path.exists():
@@ -87,16 +90,14 @@ class FaissEngine(SearchEngine):
 
     def _load(self) -> None:
         try:
-            data = self.path.read_bytes()
-            if data[: len(MAGIC)] != MAGIC:
-                raise ValueError("not a gallery search index")
-            (head_len,) = struct.unpack_from("<Q", data, len(MAGIC))
-            start = len(MAGIC) + 8
-            head = json.loads(data[start : start + head_len])
-            start += head_len
-            count = int(head["count"])
-            ids = np.frombuffer(data, dtype="<i8", count=count, offset=start).astype(np.int64)
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=start + 8 * count))
+            with self.path.open("rb") as file:  # streamed: the file is never held in memory beside the index
+                if file.read(len(MAGIC)) != MAGIC:
+                    raise ValueError("not a gallery search index")
+                (head_len,) = struct.unpack("<Q", file.read(8))
+                head = json.loads(file.read(head_len))
+                count = int(head["count"])
+                ids = np.frombuffer(file.read(8 * count), dtype="<i8", count=count).astype(np.int64)
+                index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
         except (OSError, ValueError, KeyError, RuntimeError, struct.error) as exc:
             raise SearchEngineError(f"cannot read the search index {self.path}: {exc} (rebuild it: "
                                     "booking-gallery index rebuild)") from None
@@ -105,6 +106,7 @@ class FaissEngine(SearchEngine):
         if isinstance(index, faiss.IndexIVFFlat):
             index.nprobe = self.settings.nprobe
         self._index = index
+        self._lists = ListCapacity(index) if isinstance(index, faiss.IndexIVFFlat) else None
         self._set_ids(ids)
         self._watermark = int(head["watermark"])
         self._trained_at = int(head.get("trained_at", 0))
@@ -112,10 +114,14 @@ class FaissEngine(SearchEngine):
     def _save(self) -> None:
         head = json.dumps({"watermark": self._watermark, "count": int(self._ids.size), "kind": self.kind,
                            "trained_at": self._trained_at}).encode()
-        blob = faiss.serialize_index(self._index)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        write_file_atomic(self.path, b"".join((MAGIC, struct.pack("<Q", len(head)), head,
-                                               self._ids.astype("<i8").tobytes(), blob.tobytes())), FILE_MODE)
+
+        def write(file: BinaryIO) -> None:  # streamed: no second copy of the index in memory while saving
+            file.write(b"".join((MAGIC, struct.pack("<Q", len(head)), head)))
+            file.write(self._ids.astype("<i8").tobytes())
+            faiss.write_index(self._index, faiss.PyCallbackIOWriter(file.write))
+
+        write_file_atomic_stream(self.path, write, FILE_MODE)
         self._dirty = False
         self._saved_at = time.monotonic()
 
@@ -156,6 +162,8 @@ class FaissEngine(SearchEngine):
         if not fresh.any():
             return 0
         keys, vecs = keys[fresh], vecs[fresh]
+        if self._lists is not None:
+            self._lists.reserve(vecs)
         self._index.add_with_ids(vecs, keys)
         if self._count and keys[0] < self._ids[-1]:
             self._set_ids(np.sort(np.concatenate((self._ids, keys))))
@@ -209,7 +217,8 @@ class FaissEngine(SearchEngine):
         return False
 
     def clear(self) -> None:
-        self._index = self._new_flat()
+        self._index, self._lists = self._new_flat(), None
+        release_free_memory()
         self._set_ids(np.empty(0, dtype=np.int64))
         self._watermark = 0
         self._trained_at = 0
@@ -246,8 +255,11 @@ class FaissEngine(SearchEngine):
             pick = np.random.default_rng(0).choice(vectors.shape[0], 64 * lists, replace=False)
             sample = vectors[np.sort(pick)]
         index = self._new_ivf(sample, lists)
+        lists = ListCapacity(index)
         index.add_with_ids(np.ascontiguousarray(vectors), ids)
-        self._index, self._trained_at, self._dirty = index, int(ids.size), True
+        lists.trim()  # one batch grew the lists by doubling: down to their entries plus headroom
+        self._index, self._lists, self._trained_at, self._dirty = index, lists, int(ids.size), True
+        release_free_memory()
 
     def _new_ivf(self, sample: np.ndarray, lists: int) -> faiss.IndexIVFFlat:
         """An empty inverted file with ``lists`` lists trained on ``sample``, reconstructable by id (the
@@ -273,6 +285,7 @@ class FaissEngine(SearchEngine):
         self.clear()
         lists = self.settings.lists_for(expected)
         self._index, self._trained_at = self._new_ivf(vecs[: 64 * lists], lists), int(expected)
+        self._lists = ListCapacity(self._index)
 
     def set_nprobe(self, nprobe: int) -> None:
         """Lists scanned per query from now on (benchmarks compare several on one trained index)."""
