@@ -162,9 +162,10 @@ class FaissEngine(SearchEngine):
         if not fresh.any():
             return 0
         keys, vecs = keys[fresh], vecs[fresh]
-        if self._lists is not None:
-            self._lists.reserve(vecs)
+        assigned = self._lists.assign(vecs) if self._lists is not None else None
         self._index.add_with_ids(vecs, keys)
+        if self._lists is not None and assigned is not None:
+            self._lists.added(assigned)
         if self._count and keys[0] < self._ids[-1]:
             self._set_ids(np.sort(np.concatenate((self._ids, keys))))
         else:
@@ -179,6 +180,8 @@ class FaissEngine(SearchEngine):
         if not keys.size:
             return 0
         self._index.remove_ids(keys)
+        if self._lists is not None:
+            self._lists.removed()
         self._set_ids(self._ids[~np.isin(self._ids, keys)])
         self._dirty = True
         return int(keys.size)
@@ -255,9 +258,9 @@ class FaissEngine(SearchEngine):
             pick = np.random.default_rng(0).choice(vectors.shape[0], 64 * lists, replace=False)
             sample = vectors[np.sort(pick)]
         index = self._new_ivf(sample, lists)
-        lists = ListCapacity(index)
         index.add_with_ids(np.ascontiguousarray(vectors), ids)
-        lists.trim()  # one batch grew the lists by doubling: down to their entries plus headroom
+        lists = ListCapacity(index)
+        lists.rebuild()  # one batch grew the lists by doubling: down to their entries plus headroom
         self._index, self._lists, self._trained_at, self._dirty = index, lists, int(ids.size), True
         release_free_memory()
 

@@ -3,13 +3,16 @@
 FAISS keeps each inverted list's vectors in a ``std::vector`` that grows by doubling when an entry is
 added beyond its capacity. An index built by adding templates in batches therefore holds, on average, a
 third more memory than its vectors (measured at 1 M templates: +717 MiB resident for 488 MiB of vectors,
-1.47x), and a freshly loaded (exactly sized) index doubles every list the first time a record lands in
-it, so a live gallery drifts towards twice its vectors. :class:`ListCapacity` stops both: before FAISS
-adds a batch it gives every list that would overflow a fresh buffer of the size it needs plus
-``1/HEADROOM`` (copying the entries over and swapping the buffers, so FAISS never reallocates), and
-after a bulk build it trims every list to that size. The resident cost of a list is then at most
-``1 + 1/HEADROOM`` times its vectors. The per-list id arrays (8 bytes per template, not reachable from
-Python) still grow by doubling: at most 16 bytes per template, 3% of a 512-byte template.
+1.47x), and an exactly sized index (freshly loaded) doubles every list the first time a record lands in
+it, so a live gallery drifts towards twice its vectors.
+
+FAISS does not let Python reserve or shrink one list, so :class:`ListCapacity` follows the capacity of
+every list as the standard library grows it (one entry at a time: full means doubled) and, when the
+lists hold more than ``1 + 1/SLACK`` times their entries, rebuilds them: each list copied into a buffer of
+its entries plus ``1/HEADROOM``, the old list freed before the next one is copied (last to first), so
+the rebuild needs one list of extra memory, not a second index. A rebuild copies every vector once
+(about 0.3 s per 500 MiB) and comes after a bulk build and then every few hundred thousand added
+records. The per-list id arrays (8 bytes per template, 1/64 of a template) are rebuilt with them.
 """
 
 from __future__ import annotations
@@ -21,14 +24,27 @@ import ctypes.util
 import faiss
 import numpy as np
 
-HEADROOM = 16  # spare capacity per list: 1/16 of its entries (6%), so one add in 16 moves a list at most
+HEADROOM = 16  # spare room per list after a rebuild: 1/16 of its entries
+SLACK = 5  # rebuild when the lists hold more than 1 + 1/5 times their entries
 
 
 def release_free_memory() -> None:
     """Hand freed heap pages back to the kernel (glibc keeps them otherwise, and the resident set with
-    them): after trimming thousands of list buffers the freed ones sit in the middle of the heap."""
+    them): after a rebuild the freed list buffers sit in the middle of the heap."""
     with contextlib.suppress(OSError, AttributeError, TypeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def grown(capacity: np.ndarray, size: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """The capacity of lists that held ``size`` entries in ``capacity`` after ``added`` more, one by one
+    (libstdc++: a full vector grows to twice its size, an empty one to what it needs)."""
+    need = size + added
+    cap = capacity.copy()
+    full = need > cap
+    cap[full & (cap == 0)] = 1
+    while (full := need > cap).any():
+        cap[full] *= 2
+    return cap
 
 
 class ListCapacity:
@@ -36,44 +52,52 @@ class ListCapacity:
 
     def __init__(self, index: faiss.IndexIVF) -> None:
         self.index = index
-        self.lists = faiss.downcast_InvertedLists(index.invlists)
-        if not isinstance(self.lists, faiss.ArrayInvertedLists):
+        if not isinstance(faiss.downcast_InvertedLists(index.invlists), faiss.ArrayInvertedLists):
             raise TypeError("capacity is managed for in-memory inverted lists only")
-        self.code_size = int(self.lists.code_size)
-        # a freshly loaded or built index: FAISS sized nothing larger than needed that we know of
-        self.capacity = self.sizes()
+        self.size = self.sizes()
+        self.capacity = self.size.copy()  # a loaded index is read into exactly sized lists
+
+    @property
+    def lists(self) -> faiss.ArrayInvertedLists:
+        return faiss.downcast_InvertedLists(self.index.invlists)
 
     def sizes(self) -> np.ndarray:
-        return np.array([self.lists.list_size(i) for i in range(self.lists.nlist)], dtype=np.int64)
+        lists = self.lists
+        return np.array([lists.list_size(i) for i in range(lists.nlist)], dtype=np.int64)
 
-    def _resize(self, list_no: int, entries: int) -> None:
-        """Give ``list_no`` a buffer for exactly ``entries`` entries (at least its current ones)."""
-        size = int(self.lists.list_size(list_no))
-        entries = max(entries, size)
-        used = size * self.code_size
-        fresh = faiss.UInt8Vector()
-        fresh.resize(entries * self.code_size)
-        if used:
-            faiss.rev_swig_ptr(fresh.data(), used)[:] = faiss.rev_swig_ptr(self.lists.get_codes(list_no), used)
-        held = self.lists.codes.at(list_no)
-        held.owned_data.swap(fresh)  # the old buffer leaves with ``fresh``
-        held.resize(used)  # same size, no reallocation: refreshes the cached pointer to the new buffer
-        self.capacity[list_no] = entries
-        del fresh
-
-    def reserve(self, vectors: np.ndarray) -> None:
-        """Make room for ``vectors`` in the lists they will go to, before ``add_with_ids``."""
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """The lists ``vectors`` will be added to (ask before adding them)."""
         _, assigned = self.index.quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-        counts = np.bincount(assigned.ravel()[assigned.ravel() >= 0], minlength=self.lists.nlist)
-        for list_no in np.flatnonzero(counts):
-            need = int(self.lists.list_size(int(list_no))) + int(counts[list_no])
-            if need > self.capacity[list_no]:
-                self._resize(int(list_no), need + need // HEADROOM)
+        return assigned.ravel()
 
-    def trim(self) -> None:
-        """Every list down to its entries plus the headroom (after a bulk build), freed pages returned."""
-        for list_no, size in enumerate(self.sizes()):
-            want = int(size) + int(size) // HEADROOM
-            if self.capacity[list_no] != want:
-                self._resize(list_no, want)
+    def added(self, assigned: np.ndarray) -> None:
+        """Follow an add of vectors to the ``assigned`` lists; rebuild the lists when they hold too much."""
+        count = np.bincount(assigned[assigned >= 0], minlength=self.size.size)
+        self.capacity = grown(self.capacity, self.size, count)
+        self.size = self.size + count
+        if self.capacity.sum() > self.size.sum() + self.size.sum() // SLACK + self.size.size:
+            self.rebuild()
+
+    def removed(self) -> None:
+        self.size = self.sizes()  # a removal shrinks a list and keeps its buffer
+
+    def rebuild(self) -> None:
+        """Every list copied into a buffer of its entries plus headroom, one list at a time."""
+        old = self.lists
+        nlist, code_size = int(old.nlist), int(old.code_size)
+        fresh = faiss.ArrayInvertedLists(nlist, code_size)
+        capacity = np.zeros(nlist, dtype=np.int64)
+        for list_no in range(nlist - 1, -1, -1):
+            size = int(old.list_size(list_no))
+            room = size + size // HEADROOM
+            if room:
+                fresh.resize(list_no, room)  # from empty: exactly this capacity
+                fresh.resize(list_no, size)  # entries back to ``size``, the capacity stays
+            if size:
+                fresh.update_entries(list_no, 0, size, old.get_ids(list_no), old.get_codes(list_no))
+            old.codes.resize(list_no)  # frees this list's vectors before the next is copied
+            capacity[list_no] = room
+        fresh.this.disown()
+        self.index.replace_invlists(fresh, True)
+        self.capacity = capacity
         release_free_memory()
