@@ -11,8 +11,8 @@ every list as the standard library grows it (one entry at a time: full means dou
 lists hold more than ``1 + 1/SLACK`` times their entries, rebuilds them: each list copied into a buffer of
 its entries plus ``1/HEADROOM``, the old list freed before the next one is copied (last to first), so
 the rebuild needs one list of extra memory, not a second index. A rebuild copies every vector once
-(about 0.3 s per 500 MiB) and comes after a bulk build and then every few hundred thousand added
-records. The per-list id arrays (8 bytes per template, 1/64 of a template) are rebuilt with them.
+(about 0.3 s per 500 MiB) and comes after a bulk build, then about once per 1/16 of the gallery added
+one record at a time (when the lists have used up their headroom). The per-list id arrays (8 bytes per template, 1/64 of a template) are rebuilt with them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 HEADROOM = 16  # spare room per list after a rebuild: 1/16 of its entries
-SLACK = 5  # rebuild when the lists hold more than 1 + 1/5 times their entries
+SLACK = 8  # rebuild when the lists hold more than 1 + 1/8 times their entries
 
 
 def release_free_memory() -> None:
