@@ -26,6 +26,7 @@ import math
 import os
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -307,3 +308,26 @@ class FaissEngine(SearchEngine):
             self.train(vecs, keys)
         else:
             self.add(keys, vecs)
+
+    def load_stream(self, total: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Empty the engine and load about ``total`` templates arriving in ascending-id ``chunks`` (a rebuild
+        from the store), holding at most a training sample beside the index: loading a whole county
+        gallery at once would need it two or three times over. The inverted file is trained on the first
+        templates (64 per list), which the store gives in the order they were booked. Returns how many."""
+        self.clear()
+        if total < self.settings.ivf_threshold:
+            return sum(self.add(ids, vecs) for ids, vecs in chunks)
+        wanted = 64 * self.settings.lists_for(total)
+        held: list[tuple[np.ndarray, np.ndarray]] = []
+        loaded, stream = 0, iter(chunks)
+        for ids, vecs in stream:
+            held.append((ids, vecs))
+            if sum(v.shape[0] for _, v in held) >= wanted:
+                break
+        if held:
+            self.prepare_ivf(np.concatenate([v for _, v in held])[:wanted], total)
+        while held:  # the sample's chunks first, each let go once added
+            loaded += self.add(*held.pop(0))
+        for ids, vecs in stream:
+            loaded += self.add(ids, vecs)
+        return loaded

@@ -12,7 +12,9 @@ lists hold more than ``1 + 1/SLACK`` times their entries, rebuilds them: each li
 its entries plus ``1/HEADROOM``, the old list freed before the next one is copied (last to first), so
 the rebuild needs one list of extra memory, not a second index. A rebuild copies every vector once
 (about 0.3 s per 500 MiB) and comes after a bulk build, then about once per 1/16 of the gallery added
-one record at a time (when the lists have used up their headroom). The per-list id arrays (8 bytes per template, 1/64 of a template) are rebuilt with them.
+one record at a time (when the lists have used up their headroom). The per-list id arrays (8 bytes
+per template, 1/64 of a template) are rebuilt with them; the old ids are freed when the new lists
+replace the old ones.
 """
 
 from __future__ import annotations
