@@ -86,3 +86,17 @@ def test_an_inverted_file_costs_less_than_1_3_times_its_vectors(tmp_path: Path) 
     assert engine.kind == "ivf" and engine.count() == n + 2000
     assert grown < 1.3 * raw, f"+{grown:.0f} MiB resident for {raw:.0f} MiB of vectors"
 
+
+
+def test_a_streamed_load_trains_on_the_first_chunks_and_holds_every_template(tmp_path: Path) -> None:
+    vecs = _vectors(5000, 5)
+    ids = np.arange(1, 5001) * 3
+    chunks = ((ids[s : s + 700], vecs[s : s + 700]) for s in range(0, 5000, 700))
+    engine = FaissEngine(FaissSettings(tmp_path, ivf_threshold=1000, nprobe=256))
+    engine.add([1], vecs[0])  # whatever was there before is gone
+    assert engine.load_stream(5000, chunks) == 5000
+    assert engine.kind == "ivf" and np.array_equal(engine.ids(), ids)
+    for i in (0, 2500, 4999):
+        assert [h.id for h in engine.search(vecs[i], 5)] == [h.id for h in exact_hits(vecs[i], ids, vecs, 5)]
+    small = FaissEngine(FaissSettings(tmp_path / "small", ivf_threshold=10_000))
+    assert small.load_stream(5000, iter([(ids, vecs)])) == 5000 and small.kind == "flat"
