@@ -164,6 +164,8 @@ class FaissEngine(SearchEngine):
             return 0
         keys, vecs = keys[fresh], vecs[fresh]
         assigned = self._lists.assign(vecs) if self._lists is not None else None
+        if self._lists is not None and assigned is not None:
+            self._lists.adding(assigned)
         self._index.add_with_ids(vecs, keys)
         if self._lists is not None and assigned is not None:
             self._lists.added(assigned)
@@ -259,9 +261,11 @@ class FaissEngine(SearchEngine):
             pick = np.random.default_rng(0).choice(vectors.shape[0], 64 * lists, replace=False)
             sample = vectors[np.sort(pick)]
         index = self._new_ivf(sample, lists)
-        index.add_with_ids(np.ascontiguousarray(vectors), ids)
         lists = ListCapacity(index)
-        lists.rebuild()  # one batch grew the lists by doubling: down to their entries plus headroom
+        assigned = lists.assign(vectors)
+        lists.adding(assigned)  # every list sized for its templates before they come: no doubling
+        index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        lists.added(assigned)
         self._index, self._lists, self._trained_at, self._dirty = index, lists, int(ids.size), True
         release_free_memory()
 

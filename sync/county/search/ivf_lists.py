@@ -72,26 +72,41 @@ class ListCapacity:
         _, assigned = self.index.quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
         return assigned.ravel()
 
+    def _counts(self, assigned: np.ndarray) -> np.ndarray:
+        return np.bincount(assigned[assigned >= 0], minlength=self.size.size)
+
+    def _too_much(self, capacity: np.ndarray, size: np.ndarray) -> bool:
+        return bool(capacity.sum() > size.sum() + size.sum() // SLACK + size.size)
+
+    def adding(self, assigned: np.ndarray) -> None:
+        """Before an add to the ``assigned`` lists: if FAISS would grow them past the limit, rebuild them
+        now with room for the newcomers, so the add never doubles a list (no transient second copy)."""
+        count = self._counts(assigned)
+        if self._too_much(grown(self.capacity, self.size, count), self.size + count):
+            self.rebuild(count)
+
     def added(self, assigned: np.ndarray) -> None:
-        """Follow an add of vectors to the ``assigned`` lists; rebuild the lists when they hold too much."""
-        count = np.bincount(assigned[assigned >= 0], minlength=self.size.size)
+        """Follow an add of vectors to the ``assigned`` lists."""
+        count = self._counts(assigned)
         self.capacity = grown(self.capacity, self.size, count)
         self.size = self.size + count
-        if self.capacity.sum() > self.size.sum() + self.size.sum() // SLACK + self.size.size:
+        if self._too_much(self.capacity, self.size):
             self.rebuild()
 
     def removed(self) -> None:
         self.size = self.sizes()  # a removal shrinks a list and keeps its buffer
 
-    def rebuild(self) -> None:
-        """Every list copied into a buffer of its entries plus headroom, one list at a time."""
+    def rebuild(self, extra: np.ndarray | None = None) -> None:
+        """Every list copied into a buffer of its entries (plus ``extra`` about to come) plus headroom, one
+        list at a time."""
         old = self.lists
         nlist, code_size = int(old.nlist), int(old.code_size)
         fresh = faiss.ArrayInvertedLists(nlist, code_size)
         capacity = np.zeros(nlist, dtype=np.int64)
         for list_no in range(nlist - 1, -1, -1):
             size = int(old.list_size(list_no))
-            room = size + size // HEADROOM
+            later = size + (0 if extra is None else int(extra[list_no]))
+            room = later + later // HEADROOM
             if room:
                 fresh.resize(list_no, room)  # from empty: exactly this capacity
                 fresh.resize(list_no, size)  # entries back to ``size``, the capacity stays
