@@ -10,10 +10,12 @@ an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists, ``nprobe`` of t
 a query to a small share of the gallery; the lists hold the float32 vectors themselves, and a short list
 of ``rerank`` candidates is re-ranked exactly (float64) against them, so distances are exact and only the
 choice of lists is approximate. The inverted file is retrained when the gallery has grown fourfold since
-it was trained (the lists would otherwise grow long and slow).
+it was trained (the lists would otherwise grow long and slow). Its lists are kept close to the size of
+what they hold (:mod:`sync.county.search.ivf_lists`), so the index costs about 1.1-1.25 times its vectors.
 
 Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
-watermark and the id list inside it, so the three can never disagree. Saving a large index costs
+watermark and the id list inside it, so the three can never disagree; it is written and read as a
+stream, never held in memory beside the index. Saving a large index costs
 seconds (1 M templates: a 0.5 GB file, 8 s on a busy 2-core machine), so :meth:`FaissEngine.checkpoint`
 saves at most every ``save_interval`` seconds (and on ``force``/close); after a crash the index reloads
 its last save and the caller catches up from the store from that watermark.
