@@ -15,7 +15,9 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 #: fsync on a directory fails with these on file systems that do not support it: nothing to make durable.
 _NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
@@ -27,20 +29,24 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, mode: int | Non
     ``mode``: the file's exact permissions, set from the first byte (the umask does not apply); None for
     what ``open()`` gives a new file (0666 less the umask), for files that are nobody's secret.
     """
+    return write_file_atomic_stream(path, lambda file: file.write(data), mode)
+
+
+def write_file_atomic_stream(path: str | os.PathLike[str], write: Callable[[BinaryIO], object],
+                             mode: int | None = None) -> Path:
+    """As :func:`write_file_atomic`, the content written by ``write(file)`` in pieces: for a file as large
+    as the memory that holds its content (a search index), which must not be built in memory first."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o666 if mode is None else mode)  # O_EXCL: never follows a planted symlink
     try:
-        try:
+        with os.fdopen(fd, "wb") as file:
             if mode is not None:
                 os.fchmod(fd, mode)  # the umask may have removed bits we want (e.g. 0644 for a certificate)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write(file)
+            file.flush()
             os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

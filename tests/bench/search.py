@@ -18,6 +18,7 @@ the index maintained (single-template adds into the built index, as the worker d
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import tempfile
@@ -34,11 +35,18 @@ GROUP = "search"
 PROBES = 1000
 
 
-def rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
+    """Resident memory of this process (``VmHWM``: its peak since :func:`reset_peak`), MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def reset_peak() -> None:
+    """Start ``VmHWM`` again from the current resident set (Linux: writing 5 to clear_refs)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def _label(n: int) -> str:
@@ -127,11 +135,14 @@ def _row(n: int, stage: str, threads: int, samples: list[float], found: list[lis
 def bench_faiss(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: tuple[float, float], threads: int,
                 nprobes: tuple[int, ...], folder: Path) -> list[Result]:
     from sync.county.search.faiss_engine import FaissEngine, FaissSettings
+    from sync.county.search.ivf_lists import release_free_memory
 
     n = gallery.n
     results = []
     gc.collect()
+    release_free_memory()  # a baseline without freed-but-kept heap pages, which the build would reuse
     before = rss_mib()
+    reset_peak()
     t0 = time.perf_counter()
     engine = FaissEngine(FaissSettings(folder, threads=threads))
     ivf = n >= engine.settings.ivf_threshold
@@ -144,13 +155,27 @@ def bench_faiss(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: 
     for ids, vecs in gallery.chunks():
         engine.add(ids, vecs)
     build = time.perf_counter() - t0
-    memory = rss_mib() - before
+    gc.collect()
+    memory, peak = rss_mib() - before, rss_mib("VmHWM") - before
     t0 = time.perf_counter()
     engine.checkpoint(n, force=True)
     save = time.perf_counter() - t0
     size = (folder / "faiss.index").stat().st_size / 2**20
     kind = engine.kind
-    facts = f"build {build:.1f} s, +{memory:.0f} MiB resident, file {size:.0f} MiB saved in {save:.1f} s"
+    raw = n * DIM * 4 / 2**20
+    engine.close()
+    del engine
+    gc.collect()
+    release_free_memory()
+    before_load = rss_mib()
+    reset_peak()
+    t0 = time.perf_counter()
+    engine = FaissEngine(FaissSettings(folder, threads=threads))
+    load = time.perf_counter() - t0
+    loaded, load_peak = rss_mib() - before_load, rss_mib("VmHWM") - before_load
+    facts = (f"build {build:.1f} s, +{memory:.0f} MiB resident ({memory / raw:.2f}x the {raw:.0f} MiB of vectors; "
+             f"peak +{peak:.0f}), file {size:.0f} MiB saved in {save:.1f} s; reloaded in {load:.1f} s: "
+             f"+{loaded:.0f} MiB ({loaded / raw:.2f}x; peak +{load_peak:.0f})")
 
     def search(q: np.ndarray) -> list[int]:
         return [h.id for h in engine.search(q, 10)]
@@ -167,8 +192,11 @@ def bench_faiss(gallery: Gallery, probes: np.ndarray, mates: np.ndarray, exact: 
     for i, vec in enumerate(fresh):
         engine.add([n + 1 + i], vec)
     rate = len(fresh) / (time.perf_counter() - t0)
+    gc.collect()
+    after = rss_mib() - before_load
     results.append(Result(GROUP, f"{_label(n)} faiss {kind}: ingest, one template per add", threads, rate,
-                          "/s", len(fresh), "the index kept current per record (saving is separate, see build)"))
+                          "/s", len(fresh), "the index kept current per record (saving is separate, see build); "
+                          f"then +{after:.0f} MiB resident ({after / raw:.2f}x the vectors)"))
     engine.close()
     return results
 

@@ -10,10 +10,12 @@ an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists, ``nprobe`` of t
 a query to a small share of the gallery; the lists hold the float32 vectors themselves, and a short list
 of ``rerank`` candidates is re-ranked exactly (float64) against them, so distances are exact and only the
 choice of lists is approximate. The inverted file is retrained when the gallery has grown fourfold since
-it was trained (the lists would otherwise grow long and slow).
+it was trained (the lists would otherwise grow long and slow). Its lists are kept close to the size of
+what they hold (:mod:`sync.county.search.ivf_lists`), so the index costs about 1.1-1.25 times its vectors.
 
 Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
-watermark and the id list inside it, so the three can never disagree. Saving a large index costs
+watermark and the id list inside it, so the three can never disagree; it is written and read as a
+stream, never held in memory beside the index. Saving a large index costs
 seconds (1 M templates: a 0.5 GB file, 8 s on a busy 2-core machine), so :meth:`FaissEngine.checkpoint`
 saves at most every ``save_interval`` seconds (and on ``force``/close); after a crash the index reloads
 its last save and the caller catches up from the store from that watermark.
@@ -26,14 +28,17 @@ import math
 import os
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
 
 from sync.county.search.engine import DIM, Hit, SearchEngine, SearchEngineError, as_ids, as_vectors, exact_hits
-from sync.protocol.files import write_file_atomic
+from sync.county.search.ivf_lists import ListCapacity, release_free_memory
+from sync.protocol.files import write_file_atomic_stream
 
 MAGIC = b"BGFAISS1"
 INDEX_FILE = "faiss.index"
@@ -71,6 +76,7 @@ class FaissEngine(SearchEngine):
         self._idbuf = np.empty(0, dtype=np.int64)  # sorted ids in the first _count places, room after
         self._count = 0
         self._index: faiss.Index = self._new_flat()
+        self._lists: ListCapacity | None = None  # the inverted file's list capacities (None: exact search)
         self._dirty = False
         self._saved_at = time.monotonic()
         if self.path.exists():
@@ -87,16 +93,14 @@ class FaissEngine(SearchEngine):
 
     def _load(self) -> None:
         try:
-            data = self.path.read_bytes()
-            if data[: len(MAGIC)] != MAGIC:
-                raise ValueError("not a gallery search index")
-            (head_len,) = struct.unpack_from("<Q", data, len(MAGIC))
-            start = len(MAGIC) + 8
-            head = json.loads(data[start : start + head_len])
-            start += head_len
-            count = int(head["count"])
-            ids = np.frombuffer(data, dtype="<i8", count=count, offset=start).astype(np.int64)
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=start + 8 * count))
+            with self.path.open("rb") as file:  # streamed: the file is never held in memory beside the index
+                if file.read(len(MAGIC)) != MAGIC:
+                    raise ValueError("not a gallery search index")
+                (head_len,) = struct.unpack("<Q", file.read(8))
+                head = json.loads(file.read(head_len))
+                count = int(head["count"])
+                ids = np.frombuffer(file.read(8 * count), dtype="<i8", count=count).astype(np.int64)
+                index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
         except (OSError, ValueError, KeyError, RuntimeError, struct.error) as exc:
             raise SearchEngineError(f"cannot read the search index {self.path}: {exc} (rebuild it: "
                                     "booking-gallery index rebuild)") from None
@@ -105,6 +109,7 @@ class FaissEngine(SearchEngine):
         if isinstance(index, faiss.IndexIVFFlat):
             index.nprobe = self.settings.nprobe
         self._index = index
+        self._lists = ListCapacity(index) if isinstance(index, faiss.IndexIVFFlat) else None
         self._set_ids(ids)
         self._watermark = int(head["watermark"])
         self._trained_at = int(head.get("trained_at", 0))
@@ -112,10 +117,14 @@ class FaissEngine(SearchEngine):
     def _save(self) -> None:
         head = json.dumps({"watermark": self._watermark, "count": int(self._ids.size), "kind": self.kind,
                            "trained_at": self._trained_at}).encode()
-        blob = faiss.serialize_index(self._index)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        write_file_atomic(self.path, b"".join((MAGIC, struct.pack("<Q", len(head)), head,
-                                               self._ids.astype("<i8").tobytes(), blob.tobytes())), FILE_MODE)
+
+        def write(file: BinaryIO) -> None:  # streamed: no second copy of the index in memory while saving
+            file.write(b"".join((MAGIC, struct.pack("<Q", len(head)), head)))
+            file.write(self._ids.astype("<i8").tobytes())
+            faiss.write_index(self._index, faiss.PyCallbackIOWriter(file.write))
+
+        write_file_atomic_stream(self.path, write, FILE_MODE)
         self._dirty = False
         self._saved_at = time.monotonic()
 
@@ -156,7 +165,12 @@ class FaissEngine(SearchEngine):
         if not fresh.any():
             return 0
         keys, vecs = keys[fresh], vecs[fresh]
+        assigned = self._lists.assign(vecs) if self._lists is not None else None
+        if self._lists is not None and assigned is not None:
+            self._lists.adding(assigned)
         self._index.add_with_ids(vecs, keys)
+        if self._lists is not None and assigned is not None:
+            self._lists.added(assigned)
         if self._count and keys[0] < self._ids[-1]:
             self._set_ids(np.sort(np.concatenate((self._ids, keys))))
         else:
@@ -171,6 +185,8 @@ class FaissEngine(SearchEngine):
         if not keys.size:
             return 0
         self._index.remove_ids(keys)
+        if self._lists is not None:
+            self._lists.removed()
         self._set_ids(self._ids[~np.isin(self._ids, keys)])
         self._dirty = True
         return int(keys.size)
@@ -209,7 +225,8 @@ class FaissEngine(SearchEngine):
         return False
 
     def clear(self) -> None:
-        self._index = self._new_flat()
+        self._index, self._lists = self._new_flat(), None
+        release_free_memory()
         self._set_ids(np.empty(0, dtype=np.int64))
         self._watermark = 0
         self._trained_at = 0
@@ -246,8 +263,13 @@ class FaissEngine(SearchEngine):
             pick = np.random.default_rng(0).choice(vectors.shape[0], 64 * lists, replace=False)
             sample = vectors[np.sort(pick)]
         index = self._new_ivf(sample, lists)
+        lists = ListCapacity(index)
+        assigned = lists.assign(vectors)
+        lists.adding(assigned)  # every list sized for its templates before they come: no doubling
         index.add_with_ids(np.ascontiguousarray(vectors), ids)
-        self._index, self._trained_at, self._dirty = index, int(ids.size), True
+        lists.added(assigned)
+        self._index, self._lists, self._trained_at, self._dirty = index, lists, int(ids.size), True
+        release_free_memory()
 
     def _new_ivf(self, sample: np.ndarray, lists: int) -> faiss.IndexIVFFlat:
         """An empty inverted file with ``lists`` lists trained on ``sample``, reconstructable by id (the
@@ -273,6 +295,7 @@ class FaissEngine(SearchEngine):
         self.clear()
         lists = self.settings.lists_for(expected)
         self._index, self._trained_at = self._new_ivf(vecs[: 64 * lists], lists), int(expected)
+        self._lists = ListCapacity(self._index)
 
     def set_nprobe(self, nprobe: int) -> None:
         """Lists scanned per query from now on (benchmarks compare several on one trained index)."""
@@ -291,3 +314,26 @@ class FaissEngine(SearchEngine):
             self.train(vecs, keys)
         else:
             self.add(keys, vecs)
+
+    def load_stream(self, total: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Empty the engine and load about ``total`` templates arriving in ascending-id ``chunks`` (a rebuild
+        from the store), holding at most a training sample beside the index: loading a whole county
+        gallery at once would need it two or three times over. The inverted file is trained on the first
+        templates (64 per list), which the store gives in the order they were booked. Returns how many."""
+        self.clear()
+        if total < self.settings.ivf_threshold:
+            return sum(self.add(ids, vecs) for ids, vecs in chunks)
+        wanted = 64 * self.settings.lists_for(total)
+        held: list[tuple[np.ndarray, np.ndarray]] = []
+        loaded, stream = 0, iter(chunks)
+        for ids, vecs in stream:
+            held.append((ids, vecs))
+            if sum(v.shape[0] for _, v in held) >= wanted:
+                break
+        if held:
+            self.prepare_ivf(np.concatenate([v for _, v in held])[:wanted], total)
+        while held:  # the sample's chunks first, each let go once added
+            loaded += self.add(*held.pop(0))
+        for ids, vecs in stream:
+            loaded += self.add(ids, vecs)
+        return loaded

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,21 +142,29 @@ class SearchIndex:
     def rebuild(self, store: GalleryStore) -> int:
         """Empty the index and load every frontal template from the store; returns how many."""
         top = store.max_template_seq()
-        chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        after = 0
-        while rows := self._feed(store, after, limit=50_000):
-            chunks.append(_vectors(rows))
-            after = rows[-1].seq
+        stream = getattr(self.engine, "load_stream", None)
+        if stream is not None:  # chunk by chunk: a county gallery is not held twice in memory
+            total = len(store.template_seqs(pose=POSE, dim=DIM, model=self.model))
+            loaded = stream(total, self._chunks(store))
+            self.engine.checkpoint(max(top, self.engine.watermark), force=True)
+            return int(loaded)
+        chunks = list(self._chunks(store))
         ids = np.concatenate([c[0] for c in chunks]) if chunks else np.empty(0, dtype=np.int64)
         vecs = np.concatenate([c[1] for c in chunks]) if chunks else np.empty((0, DIM), dtype=np.float32)
         bulk = getattr(self.engine, "bulk_load", None)
         if bulk is not None:
             bulk(ids, vecs)
-        else:  # pragma: no cover - both engines have bulk_load
+        else:  # pragma: no cover - every engine has bulk_load or load_stream
             self.engine.clear()
             self.engine.add(ids, vecs)
-        self.engine.checkpoint(max(top, after), force=True)
+        self.engine.checkpoint(top, force=True)
         return int(ids.size)
+
+    def _chunks(self, store: GalleryStore) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        after = 0
+        while rows := self._feed(store, after, limit=50_000):
+            yield _vectors(rows)
+            after = rows[-1].seq
 
     def verify(self, store: GalleryStore) -> VerifyReport:
         stored = np.array(store.template_seqs(pose=POSE, dim=DIM, model=self.model), dtype=np.int64)
