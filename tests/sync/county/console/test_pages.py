@@ -53,6 +53,10 @@ def shoot(page: Any, name: str, visible: list[str]) -> None:
 
 
 def images_loaded(page: Any, selector: str) -> list[int]:
+    """Each image's natural width once the browser has finished with all of them (0: it did not load). The
+    element can be in the page before its bytes are: wait until every one is complete, loaded or not."""
+    page.wait_for_function("sel => [...document.querySelectorAll(sel)].every(e => e.complete)", arg=selector,
+                           timeout=20_000)
     return page.eval_on_selector_all(selector, "els => els.map(e => e.complete ? e.naturalWidth : 0)")
 
 
