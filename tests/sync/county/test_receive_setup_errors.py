@@ -3,9 +3,11 @@ and a worker whose county matches no registered station warns at start."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sync.county.cli import main
@@ -58,3 +60,22 @@ def test_county_mismatch_names_the_worker_county_and_the_stations_counties() -> 
     assert county_mismatch([_device("desk-1", "king"), _device("desk-2", "pierce")], "king") is None
     assert county_mismatch([], "king") is None  # nothing registered yet: nothing to compare
     assert county_mismatch([_device("desk-1", "king", "revoked")], "king-county") is None
+
+
+def test_worker_start_logs_a_warning_when_its_county_has_no_station(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from sync.county.gallery.cli import _log_station_match
+    from sync.county.gallery.store import open_store
+
+    store = open_store(tmp_path / "g.db")
+    try:
+        store.register_device("desk-1", "king-county", bytes(range(32)))
+        with caplog.at_level(logging.INFO):
+            _log_station_match(store, "king")
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and "'king'" in warnings[0] and "king-county" in warnings[0]
+            caplog.clear()
+            _log_station_match(store, "king-county")
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        store.close()
