@@ -1,4 +1,5 @@
-"""A gallery worker or enrolment server that cannot work says why in one line, naming the file and key,
+"""A gallery worker, enrolment server or station sync agent that cannot work says why in one line, naming the
+file and its key,
 and a worker whose county matches no registered station warns at start."""
 
 from __future__ import annotations
@@ -79,3 +80,28 @@ def test_worker_start_logs_a_warning_when_its_county_has_no_station(tmp_path: Pa
             assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     finally:
         store.close()
+
+
+def test_station_sync_names_the_missing_tls_file_and_its_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keys = tmp_path / "data" / "keys"
+    keys.mkdir(parents=True)
+    signing = keys / "signing.key"
+    signing.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    signing.chmod(0o600)
+    (keys / "tls.crt").write_text("x", encoding="utf-8")
+    (keys / "tls.key").write_text("x", encoding="utf-8")
+    conf = tmp_path / "station.toml"
+    conf.write_text('[station]\ncounty = "king-county"\nstation = "desk-1"\n[mqtt]\nhost = "127.0.0.1"\n',
+                    encoding="utf-8")
+    done = subprocess.run([str(Path(sys.executable).parent / "booking-station"), "--config", str(conf), "sync",
+                           "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"[keys] ca_cert {keys / 'ca.crt'} does not exist" in done.stderr
+    assert "tls_cert" not in done.stderr
