@@ -108,6 +108,18 @@ def shell_lines(block: str) -> list[str]:
     return lines
 
 
+def environment_file(path: Path) -> dict[str, str]:
+    """VAR=value lines as systemd reads an EnvironmentFile: a comment is a whole line starting with # or ;
+    (a trailing "# ..." would be part of the value, so it is kept here too and fails the service)."""
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -219,9 +231,7 @@ class Guide:
         for env_file in re.findall(r"^EnvironmentFile=-?(.+)$", settings, re.M):
             path = Path(self.mapping.text(env_file))
             if path.exists():
-                for line in shell_lines(path.read_text(encoding="utf-8")):
-                    key, value = line.split("=", 1)
-                    extra[key] = value
+                extra.update(environment_file(path))
         self.start(unit, argv, extra)
 
     def start(self, name: str, argv: list[str], extra: dict[str, str]) -> None:
