@@ -335,6 +335,8 @@ def test_county_it_guide_as_written_delivers_stores_and_exports(guide: Guide, sh
 
     assert sorted(guide.skipped) == sorted([*SKIPPED, "systemctl enable --now booking-station"])
     assert guide.provisioned.get("status") == "enrolled", guide.provisioned
+    station_toml = (root / "etc/booking-station/station.toml").read_text(encoding="utf-8")
+    assert 'agency_ori = "WA0170000"' in station_toml and "127.0.0.1" in station_toml
     # The worker's county is the stations' county: no warning at start.
     assert "no registered station is in county" not in guide.log("booking-gallery")
 
@@ -347,7 +349,8 @@ def test_county_it_guide_as_written_delivers_stores_and_exports(guide: Guide, sh
         assert time.monotonic() < deadline, (f"{export.name} not exported\n" + guide.log("booking-gallery")[-3000:]
                                              + guide.log("booking-station-sync")[-3000:])
         time.sleep(0.3)
-    assert export.read_bytes()[:5] == b"1.001"  # an ANSI/NIST-ITL transaction starts with field 1.001
+    eft = export.read_bytes()
+    assert eft[:5] == b"1.001" and b"WA0170000" in eft  # an ANSI/NIST-ITL transaction, with the agency ORI
     stored = subprocess.run([str(BIN / "booking-gallery"), "records", "--station", "desk-1", "--json"],
                             env=guide.env, capture_output=True, text=True, timeout=60)
     assert stored.returncode == 0, stored.stderr
