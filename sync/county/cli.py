@@ -46,7 +46,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
       [ca]
       dir = "/var/lib/booking-enroll"
       [export]
-      folder = "/var/spool/booking-gallery/eft"
+      folder = "/var/lib/booking-gallery/eft"
     Precedence: flag > environment variable > county.toml > built-in default.
     """
     try:

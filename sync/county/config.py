@@ -9,7 +9,7 @@
     [ca]
     dir = "/var/lib/booking-enroll"
     [export]
-    folder = "/var/spool/booking-gallery/eft"
+    folder = "/var/lib/booking-gallery/eft"
     [search]
     engine = "faiss"                             # or "pgvector"; see sync/county/search/settings.py
     [console]

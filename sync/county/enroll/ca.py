@@ -166,7 +166,7 @@ class CountyCA:
         directory = Path(directory)
         if not (directory / COUNTY_FILE).is_file():
             raise CAError(f"{directory} is not a county CA directory (no {COUNTY_FILE}); "
-                          "create one with `booking-gallery ca init --dir DIR --county ID`")
+                          "create one with `booking-gallery ca init --ca-dir DIR --county ID`")
         try:
             county = json.loads((directory / COUNTY_FILE).read_text(encoding="utf-8"))["county"]
             check_slug(county, "county")

@@ -44,6 +44,10 @@ def server_tls_context(cert_file: Path | str, key_file: Path | str) -> ssl.SSLCo
     """A server-side TLS context: TLS 1.2 or newer, the given certificate chain and key."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # OpenSSL's FileNotFoundError carries no file name: name the missing one (and its option) first.
+    for option, path in (("--tls-cert", cert_file), ("--tls-key", key_file)):
+        if not Path(path).is_file():
+            raise ServerSetupError(f"the TLS file {path} ({option}) does not exist")
     try:
         context.load_cert_chain(str(cert_file), str(key_file))
     except FileNotFoundError as exc:

@@ -461,7 +461,10 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
         config = ReceiverConfig.from_toml(config_path)
         export = ExportSettings.from_toml(config_path)
     except (ReceiverConfigError, TopicError, ExportConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigSetupError(str(exc)) from None
+    missing = config.missing_files()
+    if missing:
+        raise ConfigSetupError(f"{config_path}: {'; '.join(missing)}")
     export_folder = export_dir or export.folder
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -482,6 +485,7 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
             # Indexing is downstream work like export: a job in the same queue, never on the ack path.
             handlers["index"] = lambda job: receiver.update_index(job)
         jobs = JobWorker(store, handlers, worker_id=config.client_id) if handlers else None
+        _log_station_match(store, config.county)
         receiver = GalleryReceiver(config, store, jobs=jobs)
         receiver.index = index
         from sync.county.search.booking_check import responder_from_config
@@ -497,6 +501,23 @@ def receive_cmd(config_path: Path | None, db_url: str | None, export_dir: Path |
                 # (they find nothing new at the next start); a crash is what the start's reconcile is for.
                 receiver.refresh_index()
                 index.close()
+
+
+def _log_station_match(store: GalleryStore, county: str) -> None:
+    """At start: a WARNING when no registered station is in the worker's county (it would hear nothing)."""
+    logger = logging.getLogger(__name__)
+    try:
+        devices = store.list_devices()
+    except GalleryStoreError as exc:
+        logger.warning("cannot list the registered stations: %s", exc)
+        return
+    warning = device_registry.county_mismatch(devices, county)
+    if warning:
+        logger.warning(warning)
+    elif not devices:
+        logger.info("no station is registered yet; records of county %s will be accepted once one is", county)
+    else:
+        logger.info("%d registered station(s) in county %s", sum(d.county == county for d in devices), county)
 
 
 def _start_index(store: GalleryStore, db_url: str) -> Any:

@@ -454,3 +454,19 @@ def _confirmed(events: Any, mid: int, signed: SignedCommand, cn: str, v5: bool, 
                 "connected or its broker session expired, so it will NOT get this command; send it again once "
                 "the station is online (booking-gallery fleet)")
     return ""
+
+
+def county_mismatch(devices: list[Device], county: str) -> str | None:
+    """A warning when no active registered station is in the worker's ``county``, else None.
+
+    A worker subscribes to its own county's topics only, so a county name that differs from the one the
+    stations were provisioned with (``king`` against ``king-county``) means it receives nothing and says
+    nothing, while the stations see "no gallery is subscribed". Said once at start, naming both sides.
+    """
+    active = [d for d in devices if d.active]
+    if not active or any(d.county == county for d in active):
+        return None
+    counties = ", ".join(sorted({d.county for d in active}))
+    return (f"no registered station is in county {county!r}, the county this worker subscribes to "
+            f"(booking/v1/{county}/+/records); the registered stations are in: {counties}. "
+            "Check [gallery] county against the county of `ca init` and of each station")

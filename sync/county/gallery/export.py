@@ -67,7 +67,7 @@ class ExportSettings:
     """The ``[export]`` table of the gallery's TOML (the receiver's config file holds it too)::
 
         [export]
-        folder = "/var/spool/booking-gallery/eft"   # where the receiver drops {record_id}.eft
+        folder = "/var/lib/booking-gallery/eft"   # where the receiver drops {record_id}.eft
         formats = ["ansi-nist"]                      # one module each in sync.county.gallery.exporters
         tot = "MUG"                                  # any NistConfig setting (sync.county.gallery.nist.config)
         dai = "WA0170000"

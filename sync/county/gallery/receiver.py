@@ -47,6 +47,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import sys
 import threading
@@ -168,6 +169,18 @@ class ReceiverConfig:
             return cls(**merged)
         except TypeError as exc:
             raise ReceiverConfigError(f"{path}: {exc}") from None
+
+    def missing_files(self) -> list[str]:
+        """One line per TLS file the worker cannot open (naming the key and the path), so a wrong path is
+        reported before connecting rather than as an anonymous TLS error."""
+        problems = []
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = Path(getattr(self, key))
+            if not path.is_file():
+                problems.append(f"[broker] {key} {path} does not exist")
+            elif not os.access(path, os.R_OK):
+                problems.append(f"[broker] {key} {path} is not readable by this user")
+        return problems
 
 
 @dataclass

@@ -48,6 +48,9 @@ class SyncAgent(AuditMixin, IncomingMixin, ConnectionMixin):
                 log.warning("finished an interrupted certificate rotation: installed %s", cfg.key_file)
         except OSError as exc:
             raise SyncSetupError(f"cannot finish an interrupted certificate rotation: {exc}") from None
+        for key, file in (("ca_cert", cfg.ca_file), ("tls_cert", cfg.cert_file), ("tls_key", cfg.key_file)):
+            if not Path(file).is_file():  # OpenSSL's error would not say which of the three is missing
+                raise SyncSetupError(f"[keys] {key} {file} does not exist; provision the station first")
         try:
             tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file)
         except (OSError, ssl.SSLError) as exc:

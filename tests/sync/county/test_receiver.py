@@ -152,7 +152,7 @@ def test_shipped_example_config_parses() -> None:
     example = Path(__file__).resolve().parents[3] / "sync" / "county" / "gallery" / "receiver.example.toml"
     cfg = ReceiverConfig.from_toml(example)
     assert (cfg.county, cfg.port, cfg.protocol, cfg.max_record_bytes) == (
-        "king",
+        "king-county",
         8883,
         "5",
         wire.DEFAULT_MAX_RECORD_BYTES,

@@ -135,8 +135,12 @@ def test_signing_key_must_be_private_and_ed25519(station: factory.Station) -> No
 
 
 def test_missing_tls_files_stop_the_agent_at_start(station: factory.Station) -> None:
-    (station.data_dir / "keys" / "tls.crt").unlink()
+    crt = station.data_dir / "keys" / "tls.crt"
+    crt.write_text("not a certificate", encoding="utf-8")
     with pytest.raises(SyncSetupError, match="TLS files unusable"):
+        SyncAgent(station.config(), station.data_dir).setup()
+    crt.unlink()  # a missing file is named with its [keys] key
+    with pytest.raises(SyncSetupError, match=r"\[keys\] tls_cert .*tls\.crt does not exist"):
         SyncAgent(station.config(), station.data_dir).setup()
 
 
