@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.store import Store
-from appliance.store.alarms import DISK_LOW
+from appliance.store.alarms import DISK_LOW, QUEUE_FULL
 from appliance.store.clock import utc_now
 from appliance.store.space import free_bytes, human_bytes
 from sync.station.status import pid_alive
@@ -49,6 +49,15 @@ class HealthSettings:
     queue_alarm_pending: int = 25
     queue_alarm_age: timedelta = timedelta(hours=1)
     disk_floor_bytes: int | None = None  # None: the store's floor
+
+
+#: What the officer reads for the alarms whose own text is technical (the text goes behind Details).
+PLAIN_ALARMS = {
+    DISK_LOW: "The station's disk is nearly full: new bookings will be refused. Bookings already saved are kept; "
+              "tell county IT.",
+    QUEUE_FULL: "Too many bookings are waiting to be sent to the county: new bookings will be refused. Bookings "
+                "already saved are kept; tell county IT.",
+}
 
 
 def read_sync_status(data_dir: Path, now: datetime) -> dict[str, Any] | None:
@@ -118,9 +127,10 @@ def station_health(store: Store, data_dir: Path, settings: HealthSettings, now: 
                                                      "is sent to the county gallery. Bookings are kept here; tell "
                                                      "county IT."})
     elif sync is not None and not sync["connected"]:
-        detail = f" ({sync['error']})" if sync.get("error") else ""
-        alarms.append({"name": "offline", "message": f"No connection to the county gallery{detail}. Bookings are "
-                                                     f"kept here and sent when the link is back."})
+        # The agent's own reason (a TLS or MQTT error) is for county IT: behind Details, not in the sentence.
+        alarms.append({"name": "offline", "message": "No connection to the county gallery. Bookings are kept "
+                                                     "here and sent when the link is back.",
+                       "detail": str(sync.get("error") or "")})
     elif sync is None and oldest_age is not None and oldest_age > settings.offline_after and (
             last_ack is None or now - last_ack > settings.offline_after):
         alarms.append({"name": "offline", "message": f"Records have waited "
@@ -140,11 +150,12 @@ def station_health(store: Store, data_dir: Path, settings: HealthSettings, now: 
     except OSError:
         free = None
     if not any(a.name == DISK_LOW for a in store_alarms) and free is not None and free < floor:
-        alarms.append({"name": "disk_low", "message": f"{human_bytes(free)} free, at "
-                                                      f"least {human_bytes(floor)} are needed. New bookings "
-                                                      f"will be refused; tell county IT."})
+        alarms.append({"name": "disk_low", "message": PLAIN_ALARMS[DISK_LOW],
+                       "detail": f"{human_bytes(free)} free, at least {human_bytes(floor)} must stay free"})
     for alarm in store_alarms:
-        alarms.append({"name": alarm.name, "message": alarm.message})
+        # The store's own text names paths and sizes (county IT's words): the officer reads the plain line.
+        plain = PLAIN_ALARMS.get(alarm.name)
+        alarms.append({"name": alarm.name, "message": plain or alarm.message, "detail": alarm.message if plain else ""})
     return {
         "now": _iso(now),
         "counts": counts,

@@ -623,6 +623,7 @@ function renderQueue(q) {
     const title = document.createElement("strong");
     title.textContent = `${ALARM_TITLES[a.name] || a.name.replace(/_/g, " ")}: `;
     div.append(title, a.message);
+    if (a.detail) div.append(detailsLine(a.detail));
     alarms.append(div);
   }
   $("count-pending").textContent = String(q.counts.pending || 0);
