@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,23 @@ def bundle():
         return Bundle.load()
     except BundleError as exc:
         pytest.fail(f"{exc}; run `make install` (or `python -m firmware.models.build`) first")
+
+
+# --- the browser: one Chromium for the whole run -------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """The system Chromium under Playwright, shared by the officer UI and county console tests: Playwright's
+    sync API allows one running instance per process, so two suites each starting their own fail by order."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -29,11 +29,8 @@ Why these choices (FBI CJIS Security Policy, "Identification and Authentication"
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,22 +43,19 @@ import pyotp
 from appliance.store.clock import from_text, to_text, utc_now
 from appliance.store.crypto import BlobCipher
 from appliance.store.transactions import write_transaction
+from sync import credentials
+from sync.credentials import hash_pin, totp_step, verify_pin
 
 ACCOUNTS_FILE = "accounts.db"
 MAX_FAILURES = 5
 """Consecutive failed sign-ins that lock an account (CJIS: at most 5)."""
 LOCK_MINUTES = 10
 """How long a locked account stays locked (CJIS: at least 10 minutes, unless an admin unlocks it)."""
-PIN_MIN, PIN_MAX = 6, 16
 OFFICER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_MAX = 100
 TOTP_ISSUER = "Booking station"
 ROLES = ("officer", "station-admin")
 """An officer books; a station admin also enrols officers from the desk's Officers screen."""
-PIN_RULE = (f"The PIN is {PIN_MIN} to {PIN_MAX} digits, not all one digit and not a run like 123456.")
-TOTP_VALID_WINDOW = 1  # steps of clock drift tolerated either way
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SCRYPT_DKLEN = 32
 _DUMMY_SALT = b"booking-station-dummy-salt"
 
 
@@ -128,32 +122,11 @@ def check_officer_id(value: str) -> str:
 
 
 def check_pin(pin: str) -> str:
-    """A PIN: 6-16 digits."""
-    if not isinstance(pin, str) or not pin.isdigit() or not pin.isascii() or not PIN_MIN <= len(pin) <= PIN_MAX:
-        raise AccountError(f"the PIN must be {PIN_MIN} to {PIN_MAX} digits")
-    if len(set(pin)) == 1 or pin in "01234567890123456789" or pin in "98765432109876543210":
-        raise AccountError("the PIN is too easy to guess (all one digit, or a run like 123456); choose another")
-    return pin
-
-
-def hash_pin(pin: str, salt: bytes | None = None, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """``scrypt$n$r$p$salt_hex$hash_hex`` for a PIN."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_DKLEN,
-                            maxmem=128 * r * n * 2)
-    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
-
-
-def verify_pin(pin: str, stored: str) -> bool:
-    """Constant-time comparison of a PIN with its stored scrypt hash."""
+    """A PIN by the rule both sides share (`sync.credentials`), refused as an `AccountError`."""
     try:
-        kind, n, r, p, salt_hex, digest_hex = stored.split("$")
-        if kind != "scrypt":
-            return False
-        candidate = hash_pin(pin, bytes.fromhex(salt_hex), int(n), int(r), int(p))
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(candidate.rsplit("$", 1)[1], digest_hex)
+        return credentials.check_pin(pin)
+    except credentials.CredentialError as exc:
+        raise AccountError(str(exc)) from None
 
 
 SCHEMA = """
@@ -328,20 +301,6 @@ class AccountStore:
 def provisioning_uri(officer_id: str, secret: str, issuer: str = TOTP_ISSUER) -> str:
     """The ``otpauth://`` URI an authenticator app enrols (as a QR code or typed in)."""
     return pyotp.TOTP(secret).provisioning_uri(name=officer_id, issuer_name=issuer)
-
-
-def totp_step(secret: str, code: str, now: datetime) -> int | None:
-    """The 30 s step whose code `code` is (within one step of drift), or None if it matches none."""
-    code = code.strip().replace(" ", "")
-    if not code.isdigit() or len(code) != 6:
-        return None
-    totp = pyotp.TOTP(secret)
-    current = int(now.timestamp()) // totp.interval
-    found = None
-    for step in range(current - TOTP_VALID_WINDOW, current + TOTP_VALID_WINDOW + 1):
-        if hmac.compare_digest(totp.generate_otp(step), code):
-            found = step  # keep looking: constant work whichever step matched
-    return found
 
 
 def _officer(row: tuple) -> Officer:

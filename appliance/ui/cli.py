@@ -162,7 +162,7 @@ def _audit(data_dir: Path, action: str, details: dict[str, Any]) -> None:
 def _read_pin(pin_stdin: bool) -> str:
     if pin_stdin:
         return sys.stdin.readline().strip()
-    from appliance.ui.accounts import PIN_RULE
+    from sync.credentials import PIN_RULE
 
     click.echo(PIN_RULE, err=True)  # said before the PIN is chosen, not only when one is refused
     return click.prompt("PIN", hide_input=True, confirmation_prompt=True)

@@ -40,9 +40,6 @@ from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SIZES = ((800, 480), (1280, 720))
 STATION = "desk-1"
 AGENCY = "VA0290000"
@@ -271,18 +268,6 @@ def _config_toml(source: str, options: dict[str, Any]) -> str:
 
 
 # --- the browser ------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:

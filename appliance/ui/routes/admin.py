@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from appliance.store.clock import utc_now
-from appliance.ui.accounts import PIN_RULE, ROLES, AccountError, AccountStore, totp_issuer
+from appliance.ui.accounts import ROLES, AccountError, AccountStore, totp_issuer
 from appliance.ui.auth import AuthError, WebSession
 from appliance.ui.context import Context, context
 from appliance.ui.enrolment import qr_svg
 from appliance.ui.guards import officer_action, officer_poll
+from sync.credentials import PIN_RULE
 
 router = APIRouter()
 

@@ -16,8 +16,6 @@ code: this module keeps state only.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 import secrets
@@ -30,12 +28,12 @@ from pathlib import Path
 import pyotp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from sync import credentials
+from sync.credentials import hash_pin, totp_step, verify_pin
+
 MAX_FAILURES = 5
 LOCK_MINUTES = 10
-PIN_MIN, PIN_MAX = 6, 16
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-TOTP_VALID_WINDOW = 1
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _DUMMY_HASH_SALT = b"county-console-dummy-salt"
 
 SCHEMA = """
@@ -117,40 +115,11 @@ def check_user_id(value: str) -> str:
 
 
 def check_pin(pin: str) -> str:
-    if not isinstance(pin, str) or not pin.isascii() or not pin.isdigit() or not PIN_MIN <= len(pin) <= PIN_MAX:
-        raise AccountError(f"the PIN must be {PIN_MIN} to {PIN_MAX} digits")
-    if len(set(pin)) == 1 or pin in "01234567890123456789" or pin in "98765432109876543210":
-        raise AccountError("the PIN is too easy to guess (all one digit, or a run like 123456); choose another")
-    return pin
-
-
-def hash_pin(pin: str, salt: bytes | None = None, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(pin.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * r * n)
-    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
-
-
-def verify_pin(pin: str, stored: str) -> bool:
+    """A PIN by the rule both sides share (`sync.credentials`), refused as an `AccountError`."""
     try:
-        kind, n, r, p, salt_hex, digest_hex = stored.split("$")
-        candidate = hash_pin(pin, bytes.fromhex(salt_hex), int(n), int(r), int(p))
-    except (ValueError, TypeError):
-        return False
-    return kind == "scrypt" and hmac.compare_digest(candidate.rsplit("$", 1)[1], digest_hex)
-
-
-def totp_step(secret: str, code: str, now: datetime) -> int | None:
-    """The 30 s step whose code ``code`` is (one step of drift either way), or None."""
-    code = str(code).strip().replace(" ", "")
-    if not code.isdigit() or len(code) != 6:
-        return None
-    totp = pyotp.TOTP(secret)
-    current = int(now.timestamp()) // totp.interval
-    found = None
-    for step in range(current - TOTP_VALID_WINDOW, current + TOTP_VALID_WINDOW + 1):
-        if hmac.compare_digest(totp.generate_otp(step), code):
-            found = step
-    return found
+        return credentials.check_pin(pin)
+    except credentials.CredentialError as exc:
+        raise AccountError(str(exc)) from None
 
 
 def _private_file(path: Path) -> None:

@@ -16,24 +16,16 @@ from tests.sync.county.console.conftest import OVERRIDE, STATION_BOOKING, Galler
 
 REPO = Path(__file__).resolve().parents[4]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SIZES = ((1280, 720), (1920, 1080))
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 720})
-        context.set_default_timeout(30_000)
-        yield context.new_page()
-        browser.close()
+def page(browser: Any) -> Iterator[Any]:
+    """One page for the module's walk through the console, in the run's shared Chromium."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context.set_default_timeout(30_000)
+    yield context.new_page()
+    context.close()
 
 
 def shoot(page: Any, name: str, visible: list[str]) -> None:
