@@ -33,7 +33,7 @@ from appliance.config import DEFAULT_CONFIG
 from appliance.store.cli import data_dir_option, open_store
 from appliance.store.errors import StationStoreError
 from sync.station.agent import STATUS_FILE, SyncAgent, SyncSetupError
-from sync.station.config import SyncConfig, SyncConfigError, load_sync_config
+from sync.station.config import SyncConfig, SyncConfigError, load_agent_settings, load_sync_config
 from sync.station.remote import load_remote_settings, state_dir
 from sync.station.status import pid_alive
 
@@ -81,7 +81,7 @@ def sync_command(ctx: click.Context, config_path: Path | None, data_dir: Path, v
     if not verbose:
         logging.getLogger("paho").setLevel(logging.WARNING)
     try:
-        config = load_sync_config(_config_path(ctx, config_path), data_dir)
+        config, store_options = load_agent_settings(_config_path(ctx, config_path), data_dir)
     except SyncConfigError as exc:
         _fail(str(exc))
     stop = threading.Event()
@@ -90,7 +90,7 @@ def sync_command(ctx: click.Context, config_path: Path | None, data_dir: Path, v
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    agent = SyncAgent(config, data_dir)
+    agent = SyncAgent(config, data_dir, store_options=store_options)
     try:
         agent.run(stop)
     except (SyncSetupError, StationStoreError) as exc:

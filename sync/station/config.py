@@ -165,11 +165,22 @@ def from_document(document: dict[str, Any], data_dir: Path | str, *, source: str
 
 def load_sync_config(path: str | PathLike[str] | None, data_dir: Path | str) -> SyncConfig:
     """Read ``path`` (default /etc/booking-station/station.toml) and return the completed config."""
-    from appliance.config import DEFAULT_CONFIG, StationConfigError, read_document
+    return load_agent_settings(path, data_dir)[0]
+
+
+def load_agent_settings(path: str | PathLike[str] | None, data_dir: Path | str) -> tuple[SyncConfig, dict[str, Any]]:
+    """The completed sync configuration and the options the agent opens the store with.
+
+    The store options carry ``[store] floor_bytes``: the agent reports free disk against the floor the
+    capture side enforces, and a status that quoted the built-in default instead would tell county IT
+    the wrong margin. One read of the file, checked once, for both.
+    """
+    from appliance.config import DEFAULT_CONFIG, StationConfigError, build_config, read_document
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         document = read_document(path)
+        config = build_config(document, str(path))
     except StationConfigError as exc:
         raise SyncConfigError(str(exc)) from None
-    return from_document(document, data_dir, source=str(path))
+    return config.sync.complete(data_dir, document), {"floor_bytes": config.store.floor_bytes}

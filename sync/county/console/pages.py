@@ -267,7 +267,8 @@ def fleet_page(request: Request) -> HTMLResponse:
 
 
 def disk(station: dict[str, Any]) -> str:
-    return str(station.get("disk") or "not reported")
+    """Free disk and the station's floor in words (see ``ConsoleService.fleet``)."""
+    return str(station.get("disk_text") or "unknown")
 
 
 @router.get("/audit", response_class=HTMLResponse)

@@ -231,21 +231,11 @@ class ConsoleService:
     # -- fleet and audit
     def fleet(self) -> list[dict[str, Any]]:
         """``booking-gallery fleet --json`` rows (less the import pseudo-station, which never reports) plus
-        ``disk``: the station's disk alarms in words (the status body carries alarms, not free space), or its
-        ``disk`` object when a station sends one."""
+        ``disk_text``: the station's free disk and floor in words, or "unknown" for a station that has not
+        reported them (an older release, or one never heard from)."""
         with self.store() as store:
-            rows = [h.as_dict() for h in fleet_report(store) if h.station != IMPORT_STATION]
-            bodies = {s.station: s.body for s in store.list_station_status()}
-        for row in rows:
-            body = bodies.get(row["station"])
-            disk_alarms = [a for a in row["alarms"] if "disk" in a or "storage" in a]
-            if body is None:
-                row["disk"] = "not reported"
-            elif isinstance(body.get("disk"), dict):
-                row["disk"] = ", ".join(f"{k} {v}" for k, v in sorted(body["disk"].items()))
-            else:
-                row["disk"] = ("alarm: " + ", ".join(disk_alarms)) if disk_alarms else "ok (no disk alarm)"
-        return rows
+            return [{**h.as_dict(), "disk_text": h.disk_text()} for h in fleet_report(store)
+                    if h.station != IMPORT_STATION]
 
     def audit(self, *, action: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self.store() as store:

@@ -10,8 +10,12 @@ Two kinds of flag, each with sentences a person can act on:
 * **stale**: no status at all, no status for longer than ``stale_after``, or the station says it is
   offline (its last will, or a clean stop). Bookings taken there are not reaching the county.
 * **unhealthy**: the station reports alarms, records the gallery rejected (kept on the device,
-  waiting for a person), or a pending record older than ``max_pending_age`` (delivery is stuck even
-  though the station may be online).
+  waiting for a person), a pending record older than ``max_pending_age`` (delivery is stuck even
+  though the station may be online), or less free disk than its configured floor (it refuses new
+  bookings until space is freed).
+
+Disk figures (``disk: {free_bytes, floor_bytes}`` in the status) come from stations of this release on;
+an older station's status has none, and its disk is shown as unknown rather than guessed.
 
 Revoked stations are listed as ``revoked`` and flagged only while they still talk: a status received
 after the revocation means the device still reaches the broker, so the broker-side revocation (ACL
@@ -68,6 +72,22 @@ class StationHealth:
     unhealthy: list[str] = field(default_factory=list)
     audit_held_seq: int | None = None  # the newest audit entry the county holds for this station
     audit_alarms: list[str] = field(default_factory=list)
+    disk_free_bytes: int | None = None  # None: not reported (an older station, or never heard from)
+    disk_floor_bytes: int | None = None
+
+    @property
+    def disk_low(self) -> bool | None:
+        """Whether free disk is under the station's floor; None when the station did not say."""
+        if self.disk_free_bytes is None or self.disk_floor_bytes is None:
+            return None
+        return self.disk_free_bytes < self.disk_floor_bytes
+
+    def disk_text(self) -> str:
+        """The disk in words for the table and the console: ``12.4 GiB free (floor 512.0 MiB)``, or unknown."""
+        if self.disk_free_bytes is None:
+            return "unknown"
+        floor = "" if self.disk_floor_bytes is None else f" (floor {human_size(self.disk_floor_bytes)})"
+        return f"{human_size(self.disk_free_bytes)} free{floor}" + (", LOW" if self.disk_low else "")
 
     @property
     def flagged(self) -> bool:
@@ -97,7 +117,24 @@ class StationHealth:
             "stale": list(self.stale),
             "unhealthy": list(self.unhealthy),
             "audit": {"held_seq": self.audit_held_seq, "alarms": list(self.audit_alarms)},
+            "disk": {"free_bytes": self.disk_free_bytes, "floor_bytes": self.disk_floor_bytes, "low": self.disk_low},
         }
+
+
+def human_size(count: int) -> str:
+    """``512.0 MiB``: bytes as the station's own messages write them (the county side may not import the
+    station's store, where its twin lives, so the few lines are repeated here)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _byte_count(value: Any) -> int | None:
+    """A count of bytes from a status body, or None (missing, null, or not a non-negative integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def human_age(seconds: float) -> str:
@@ -134,6 +171,9 @@ def _health(device: Device | None, status: StationStatus | None, now: datetime,
         health.last_seen = status.received_at
         health.reported_at = status.reported_at
         health.reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+        disk = body.get("disk") if isinstance(body.get("disk"), dict) else {}
+        health.disk_free_bytes = _byte_count(disk.get("free_bytes"))
+        health.disk_floor_bytes = _byte_count(disk.get("floor_bytes"))
 
     if device is not None and not device.active:
         revoked_at = device.revoked_at
@@ -166,6 +206,9 @@ def _health(device: Device | None, status: StationStatus | None, now: datetime,
         if age is not None and age > limits.max_pending_age.total_seconds():
             health.unhealthy.append(f"oldest pending record has waited {human_age(age)} "
                                     f"(more than {human_age(limits.max_pending_age.total_seconds())})")
+        if health.disk_low:
+            health.unhealthy.append(f"disk: {health.disk_text()}: the station refuses new bookings until space "
+                                    "is freed (let its queue deliver, or clear the disk)")
     return health
 
 
@@ -200,7 +243,7 @@ def _add_audit(store: GalleryStore, rows: list[StationHealth]) -> None:
 def render_table(rows: list[StationHealth], now: datetime) -> list[str]:
     """The plain-text view: one line per station, then one line per flagged station saying why."""
     header = (f"{'station':<16} {'registry':<12} {'state':<8} {'software':<22} {'pend':>5} {'deliv':>6} {'rej':>4} "
-              f"{'oldest':>8}  {'last ack (UTC)':<20} {'last seen':>10} {'audit':>6}  alarms")
+              f"{'oldest':>8}  {'last ack (UTC)':<20} {'last seen':>10} {'audit':>6} {'disk free':>10}  alarms")
     lines = [header]
 
     def num(value: int | None) -> str:
@@ -211,10 +254,11 @@ def render_table(rows: list[StationHealth], now: datetime) -> list[str]:
         seen = "never" if h.last_seen is None else human_age((now - h.last_seen).total_seconds()) + " ago"
         ack = "-" if h.last_ack_at is None else _when(h.last_ack_at)
         audit = "ALARM" if h.audit_alarms else ("-" if h.audit_held_seq is None else str(h.audit_held_seq))
+        free = "unknown" if h.disk_free_bytes is None else human_size(h.disk_free_bytes)
         lines.append(
             f"{h.station:<16} {h.registry:<12} {h.state:<8} {(h.software or '-'):<22} {num(h.queue.get('pending')):>5} "
             f"{num(h.queue.get('delivered')):>6} {num(h.queue.get('rejected')):>4} {oldest:>8}  {ack:<20} "
-            f"{seen:>10} {audit:>6}  {', '.join(h.alarms) or '-'}"
+            f"{seen:>10} {audit:>6} {free:>10}  {', '.join(h.alarms) or '-'}"
         )
     flagged = [h for h in rows if h.flagged]
     if flagged:

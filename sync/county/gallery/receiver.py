@@ -224,6 +224,15 @@ def _clean(text: str, limit: int = 300) -> str:
     return _UNSAFE.sub("?", text)[:limit] or "-"
 
 
+def _disk_figures_ok(value: Any) -> bool:
+    """``disk`` of a status: ``{free_bytes, floor_bytes}``, each a count of bytes or null (unknown). Older
+    stations send no ``disk`` at all, which is fine; a malformed one is refused like any wrong type."""
+    if not isinstance(value, dict):
+        return False
+    return all(value.get(k) is None or (isinstance(value[k], int) and not isinstance(value[k], bool) and value[k] >= 0)
+               for k in ("free_bytes", "floor_bytes"))
+
+
 def parse_status(payload: bytes, *, county: str, station: str) -> dict[str, Any]:
     """The status body of ``station`` (see ``sync.station.agent``) checked against its topic, or WireError.
 
@@ -259,6 +268,7 @@ def parse_status(payload: bytes, *, county: str, station: str) -> dict[str, Any]
         ("last_ack_at", lambda v: v is None or isinstance(v, str)),
         ("alarms", lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)),
         ("reason", lambda v: isinstance(v, str)),
+        ("disk", _disk_figures_ok),
     ]
     for key, ok in checks:
         if key in body and not ok(body[key]):

@@ -11,6 +11,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from appliance.store import audit as audit_log
+from appliance.store.space import free_bytes
 from sync.protocol import audit_wire, mqtt, sdnotify
 from sync.protocol.files import write_file_atomic
 from sync.station.agent.common import SOFTWARE, STATUS_CONTENT_TYPE, STATUS_FILE, STATUS_MIN_INTERVAL
@@ -51,6 +52,7 @@ class StatusMixin(AgentState):
             "oldest_pending_age_s": None if age is None else round(age.total_seconds(), 1),
             "last_ack_at": None if self._last_ack_at is None else self._last_ack_at.isoformat(),
             "alarms": sorted(a.name for a in store.active_alarms()),
+            "disk": self._disk_figures(),
         }
         if self._key is not None:  # the signed chain head: lets the county see a truncated audit log
             seq, digest = audit_log.head(store.conn)
@@ -58,6 +60,17 @@ class StatusMixin(AgentState):
         if reason:
             body["reason"] = reason
         return body
+
+    def _disk_figures(self) -> dict[str, int | None]:
+        """Free bytes on the data directory and the configured floor (``[store] floor_bytes``), so county IT
+        sees a filling disk on the fleet view before the station refuses bookings, not after. ``free_bytes``
+        is null when the filesystem cannot be asked (the status must still go out)."""
+        store = self._require_store()
+        try:
+            free: int | None = free_bytes(store.data_dir)
+        except OSError:
+            free = None
+        return {"free_bytes": free, "floor_bytes": store.floor_bytes}
 
     def _offline_will(self) -> bytes:
         body = {"v": 1, "state": "offline", "county": self.county, "station": self.station, "software": SOFTWARE,

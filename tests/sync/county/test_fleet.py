@@ -147,6 +147,9 @@ def test_the_receiver_keeps_a_valid_status_as_the_stations_latest(receiver: Gall
         (json.dumps(status(v=2)).encode(), "st-01", "bad_status"),
         (json.dumps(status(state="asleep")).encode(), "st-01", "bad_status"),
         (json.dumps(status(queue={"pending": "many"})).encode(), "st-01", "bad_status"),
+        (json.dumps(status(disk={"free_bytes": "lots", "floor_bytes": 0})).encode(), "st-01", "bad_status"),
+        (json.dumps(status(disk={"free_bytes": -1, "floor_bytes": 0})).encode(), "st-01", "bad_status"),
+        (json.dumps(status(disk=512)).encode(), "st-01", "bad_status"),
         (json.dumps([1, 2]).encode(), "st-01", "bad_status"),
         (b"{" + b" " * 70_000 + b"}", "st-01", "oversize"),
     ],
@@ -339,3 +342,50 @@ def test_two_stations_report_through_the_broker_and_fleet_shows_them(tmp_path: P
         for store in stores:
             store.close()
         stop_gallery(gallery)
+
+
+# ------------------------------------------------------------------------------------ disk figures
+def test_disk_figures_are_kept_shown_and_flag_a_disk_under_its_floor(receiver: GalleryReceiver) -> None:
+    """A station of this release sends ``disk``; one under its floor is flagged; an older station without the
+    figures still parses and shows "unknown"; the last will keeps the last known figures."""
+    store = receiver.store
+    store.register_device("st-02", COUNTY, _raw(2))
+    store.register_device("st-03", COUNTY, _raw(3))
+    roomy = {"free_bytes": 40 * 2**30, "floor_bytes": 512 * 2**20}
+    assert _send(receiver, status(disk=roomy)).result == "stored"
+    assert _send(receiver, status("st-02", disk={"free_bytes": 100 * 2**20, "floor_bytes": 512 * 2**20}),
+                 "st-02").result == "stored"
+    assert _send(receiver, status("st-03"), "st-03").result == "stored"  # an older station: no disk key
+    assert _send(receiver, will()).result == "stored"
+    rows = {h.station: h for h in fleet_report(store, now=NOW)}
+
+    ok, low, old = rows["st-01"], rows["st-02"], rows["st-03"]
+    assert (ok.disk_free_bytes, ok.disk_floor_bytes, ok.disk_low) == (40 * 2**30, 512 * 2**20, False)
+    assert ok.disk_text() == "40.0 GiB free (floor 512.0 MiB)" and ok.state == "offline"  # kept under the will
+    assert low.disk_low is True and low.disk_text() == "100.0 MiB free (floor 512.0 MiB), LOW"
+    assert low.unhealthy == ["disk: 100.0 MiB free (floor 512.0 MiB), LOW: the station refuses new bookings until "
+                             "space is freed (let its queue deliver, or clear the disk)"]
+    assert (old.disk_free_bytes, old.disk_floor_bytes, old.disk_low) == (None, None, None)
+    assert old.disk_text() == "unknown" and not old.flagged
+    assert old.as_dict()["disk"] == {"free_bytes": None, "floor_bytes": None, "low": None}
+    assert low.as_dict()["disk"] == {"free_bytes": 100 * 2**20, "floor_bytes": 512 * 2**20, "low": True}
+    table = render_table(sorted(rows.values(), key=lambda h: h.station), NOW)
+    assert "disk free" in table[0]
+    assert [line.split()[0] for line in table[1:4]] == ["st-01", "st-02", "st-03"]
+    assert "40.0 GiB" in table[1] and "100.0 MiB" in table[2] and "unknown" in table[3]
+
+
+def test_fleet_json_carries_the_disk_figures(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    store = SQLiteStore(db)
+    store.register_device("st-01", COUNTY, _raw(1))
+    now = dt.datetime.now(dt.timezone.utc)
+    store.put_station_status("st-01", COUNTY, status(at=now, disk={"free_bytes": 2**30, "floor_bytes": 2**29}),
+                             received_at=now)
+    store.close()
+    out = CliRunner().invoke(fleet, ["--db", str(db), "--json"])
+    assert out.exit_code == 0, out.output
+    [row] = json.loads(out.output)["stations"]
+    assert row["disk"] == {"free_bytes": 2**30, "floor_bytes": 2**29, "low": False}
+    text = CliRunner().invoke(fleet, ["--db", str(db)])
+    assert text.exit_code == 0 and "1.0 GiB" in text.output.splitlines()[1]

@@ -31,7 +31,7 @@ from sync.station.agent import (
     to_wire_record,
 )
 from sync.station.cli import main as sync_cli
-from sync.station.config import SyncConfig, SyncConfigError, from_document, load_sync_config
+from sync.station.config import SyncConfig, SyncConfigError, from_document, load_agent_settings, load_sync_config
 from sync.station.remote import ALLOWED_SETTINGS, CommandHandler, load_command_keys, load_remote_settings
 from tests.sync import factory
 from tests.sync.broker import PKI, free_port
@@ -430,6 +430,33 @@ def test_status_command_without_a_running_agent(station: factory.Station, store:
     assert status["oldest_pending_age_s"] >= 0 and status["last_ack_at"] is None
     text = runner.invoke(sync_cli, args)
     assert text.exit_code == 1 and "sync agent NOT running" in text.output and "pending 1" in text.output
+
+
+def test_the_published_status_carries_free_disk_and_the_configured_floor(station: factory.Station) -> None:
+    """County IT sees a filling disk on the fleet view: the status has free bytes and the [store] floor the
+    agent read from station.toml (not the built-in default), and the gallery's parser accepts it."""
+    from appliance.store.space import free_bytes
+    from sync.county.gallery.receiver import parse_status
+
+    with station.config_path.open("a", encoding="utf-8") as f:
+        f.write("\n[store]\nfloor_bytes = 123456789\n")
+    config, options = load_agent_settings(station.config_path, station.data_dir)
+    assert options == {"floor_bytes": 123456789}
+    a = SyncAgent(config, station.data_dir, store_options=options)
+    a.setup()
+    try:
+        before = free_bytes(station.data_dir)
+        body = a._status_body("online")
+        after = free_bytes(station.data_dir)
+    finally:
+        a.shutdown()
+    disk = body["disk"]
+    assert disk["floor_bytes"] == 123456789
+    assert isinstance(disk["free_bytes"], int) and min(before, after) - 2**20 <= disk["free_bytes"] <= max(
+        before, after) + 2**20  # the same filesystem's figure, give or take what other tests write meanwhile
+    assert body["queue"] == {"pending": 0, "delivered": 0, "rejected": 0}  # queue depth beside it
+    parsed = parse_status(json.dumps(body).encode(), county=COUNTY, station=STATION)
+    assert parsed["disk"] == disk
 
 
 def test_commands_take_the_main_groups_config_when_not_given_their_own(station: factory.Station,

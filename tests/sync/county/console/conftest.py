@@ -99,7 +99,8 @@ def _station_record(db: Path) -> str:
         store.put_station_status(STATION, "king", {
             "v": 1, "state": "online", "county": "king", "station": STATION, "software": "booking-station 0.9.1",
             "at": "2026-03-01T14:31:00+00:00", "queue": {"pending": 2, "delivered": 40, "rejected": 0},
-            "in_flight": 1, "oldest_pending_age_s": 12.5, "last_ack_at": None, "alarms": ["disk_low"]})
+            "in_flight": 1, "oldest_pending_age_s": 12.5, "last_ack_at": None, "alarms": ["disk_low"],
+            "disk": {"free_bytes": 300 * 2**20, "floor_bytes": 512 * 2**20}})
     return rec.record_id
 
 

@@ -138,7 +138,11 @@ def test_console_pages(page: Any, server: Server, gallery: Gallery, analyst: Use
     fleet = page.locator("table.fleet tbody tr")
     assert fleet.count() == 1  # the import pseudo-station never reports and is not shown
     row = fleet.first.inner_text()
-    assert all(word in row for word in ("st-07", "online", "pending 2", "booking-station 0.9.1", "alarm: disk_low"))
+    assert all(word in row for word in ("st-07", "online", "pending 2", "booking-station 0.9.1", "disk_low"))
+    # the disk column: the figures the station reported, in words, flagged low (under its floor)
+    disk_cell = page.locator("table.fleet tbody tr td").nth(4).inner_text()
+    assert disk_cell == "300.0 MiB free (floor 512.0 MiB), LOW"
+    assert "refuses new bookings" in row
     shoot(page, "fleet", ["table.fleet"])
 
     page.click("header button")
