@@ -136,7 +136,7 @@ def analyze(ctx: click.Context, images: tuple[Path, ...], as_json: bool, capture
     passed][, reason]}}`, `passed` only on the standard's gates) and the officer's `guidance` ([{code,
     message}]); an image without a face
     gets `passed: false` and a `no_face` entry (exit status 0). An unreadable image is reported and
-    skipped; the exit status is then 1.
+    skipped; the exit status is then 2 (an input error, as for every station command).
     """
     vision = open_vision(ctx)
     engine = _open_engine(ctx, vision, capture_standard, standards_dir) if capture_standard else None
@@ -187,8 +187,9 @@ def standardize(ctx: click.Context, image: Path, capture_standard: str, standard
     """Level the eyes, crop and scale IMAGE to the capture standard's geometry and write a fresh JPEG.
 
     The largest face is used. The JPEG is newly encoded (no EXIF or other metadata from IMAGE) at the
-    profile's quality. Exit status 1, with the reason, when IMAGE has no face or too few pixels for the
-    profile (the source is never enlarged by more than the profile's `max_upscale`, 5% as shipped).
+    profile's quality. Exit status 2 (an input error), with the reason, when IMAGE has no face or too few
+    pixels for the profile (the source is never enlarged by more than the profile's `max_upscale`, 5% as
+    shipped).
     """
     from appliance.quality import StandardizeError
     from appliance.quality import standardize as make_standard

@@ -18,10 +18,14 @@ from typing import Any, NoReturn
 import click
 
 from appliance.config import ENV_DATA_DIR, StationConfig, StationConfigError, load_config, resolve_data_dir
-from sync.cli_conventions import renamed_option
+from sync.cli_conventions import EXIT_CHECK_FAILED, EXIT_USAGE, renamed_option
 
-EXIT_INPUT = 1  # some input could not be processed
-EXIT_SETUP = 2  # the station itself is not usable (config, models, runtime, data directory)
+# The README's convention for both CLIs: 0 ok, 1 a check failed, 2 a usage or input error. A photo with no
+# face, an unknown officer or an unreadable file is the caller's input to fix, not a failed check: exit 2,
+# so a script can tell "fix what you gave me" (2) from "what you asked about is not right" (1).
+EXIT_CHECK = EXIT_CHECK_FAILED  # a check ran and failed (a quality gate, doctor, audit verify, not delivering)
+EXIT_INPUT = EXIT_USAGE  # some input could not be processed (no face, unknown officer, bad image or value)
+EXIT_SETUP = EXIT_USAGE  # the station itself is not usable (config, models, runtime, data directory)
 
 
 def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:

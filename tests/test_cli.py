@@ -27,7 +27,7 @@ def test_analyze_json_fields_and_bad_file_keeps_going(faces_dir: Path, tmp_path:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     proc = run("analyze", str(good), str(broken), str(couple), "--json")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # an unreadable image is an input error; the others still print
     assert "broken.jpg" in proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["image"] for r in rows] == [str(good), str(broken), str(couple)]
@@ -82,7 +82,7 @@ def test_embed_aligned_chip_matches_dlib(shared_data: Path, tmp_path: Path) -> N
     assert np.max(np.abs(np.array(out["template"]) - want[0])) < 1e-4
 
     proc = run("embed", str(faces_dir_file(shared_data)), "--aligned", "--json")
-    assert proc.returncode == 1 and "150x150" in proc.stderr
+    assert proc.returncode == 2 and "150x150" in proc.stderr
 
 
 def faces_dir_file(shared_data: Path) -> Path:
@@ -93,7 +93,7 @@ def test_unreadable_single_image_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jpg"
     for cmd in (("embed", str(missing)), ("compare", str(missing), str(missing))):
         proc = run(*cmd)
-        assert proc.returncode == 1
+        assert proc.returncode == 2
         assert "nope.jpg" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -234,7 +234,25 @@ def test_an_error_with_json_is_one_line_on_stderr_and_nothing_on_stdout(tmp_path
     assert result.exit_code == 2 and result.stdout == "" and not (tmp_path / "missing.db").exists()
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
     result = _station("users", "unlock", "nobody", "--json", "--data-dir", str(tmp_path))
-    assert result.exit_code != 0 and result.stdout == "" and result.stderr.startswith("error: ")
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.startswith("error: ")
+
+
+def test_station_input_errors_exit_2_and_failed_checks_exit_1(tmp_path: Path) -> None:
+    """The README's table: what the caller gave is wrong (an unknown officer, a refused booking field) is exit
+    2, the same as a usage error; a check that ran and failed (not delivering) is exit 1."""
+    data = tmp_path / "data"
+    data.mkdir()
+    added = _station("users", "add", "o.chen", "--pin-stdin", "--json", "--data-dir", str(data), stdin="24681357\n")
+    assert added.exit_code == 0, added.output
+    for command in (("users", "unlock", "nobody"), ("users", "reset-totp", "nobody"),
+                    ("purge", "--booking", "C-1\x07", "--yes")):
+        result = _station(*command, "--data-dir", str(data))
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, command
+    assert "nobody" in _station("users", "unlock", "nobody", "--data-dir", str(data)).stderr
+    # a failed check on the same station: its sync agent is not delivering
+    status = _station("status", "--json", "--data-dir", str(data))
+    assert status.exit_code == 1 and json.loads(status.stdout)["delivering"] is False
 
 
 def test_old_flag_names_still_work_with_a_warning(tmp_path: Path) -> None:

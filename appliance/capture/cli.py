@@ -19,8 +19,10 @@ stream does not flood the terminal) and the record id at the end:
 * `--capture-standard` (old name `--profile`) picks the standard the views are checked against.
 * `--smt "DESCRIPTION=PATH"` (repeatable) adds a scar/mark/tattoo photo, kept as taken.
 
-Exit status: 0 saved; 1 an input was refused (booking fields, no acceptable frontal photo); 2 the
-station is not usable (camera, models, data directory, full disk, full queue). `--json` prints one JSON
+Exit status: 0 saved; 1 a check failed (no frame of the frontal view passed the capture standard, and no
+`--override-reason` to keep the best one); 2 an input was refused (booking fields, a source without a usable
+frame, an unknown capture standard) or the station is not usable (camera, models, data directory, full disk,
+full queue). `--json` prints one JSON
 object per line (events, then `{"event": "saved", "record_id": ...}`).
 """
 
@@ -39,6 +41,7 @@ from typing import Any
 import click
 
 from appliance.cli_support import (
+    EXIT_CHECK,
     EXIT_INPUT,
     EXIT_SETUP,
     capture_standard_option,
@@ -402,7 +405,7 @@ def _take(session: Any, plan: PosePlan, report: Reporter, *, auto: bool, overrid
     if override_reason is None:
         why = "; ".join(h.message for h in review.guidance) or last_failure or "it fails the quality profile"
         raise CaptureFailed(f"{pose}: no frame passed the quality profile within {timeout:g} s ({why}); "
-                            f"pass --override-reason TEXT to keep the best one")
+                            f"pass --override-reason TEXT to keep the best one", EXIT_CHECK)
     session.accept(override_reason)
     report.event("accepted", f"{pose}: best frame accepted with override ({override_reason})", pose=pose,
                  override=True)

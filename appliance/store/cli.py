@@ -6,8 +6,9 @@ the key ``DIR/keys/store.key`` (made on first use, directory 0700, file 0600).
 
 As elsewhere in the command line: plain text for people, ``--json`` for one JSON object on one line for
 machines; errors are one ``error: ...`` line on stderr and a non-zero exit, never a traceback. Exit
-status 1: the command ran and found a problem (broken audit chain) or an input is wrong; 2: the station
-itself is not usable (no data directory, key refused, damaged database).
+status 1: the command ran and found a problem (broken audit chain); 2: an input is wrong (a booking field,
+purge without --yes when not interactive) or the station itself is not usable (no data directory, key
+refused, damaged database).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from appliance.store.errors import StationStoreError, ValidationError
 from appliance.store.outbox import STATES
 from appliance.store.records import is_record_id
 
-EXIT_PROBLEM = 1
+EXIT_PROBLEM = 1  # a check failed (audit verify)
+EXIT_INPUT = 2  # the caller's input is wrong
 EXIT_SETUP = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,7 +60,7 @@ def clear_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ValidationError as exc:
-            fail(str(exc), EXIT_PROBLEM)
+            fail(str(exc), EXIT_INPUT)
         except StationStoreError as exc:
             fail(str(exc))
         except sqlite3.Error as exc:
@@ -234,7 +236,7 @@ def purge_command(data_dir: Path, target: str, ori: str | None, reason: str | No
         if ids and not yes:
             if not sys.stdin.isatty():
                 fail("purge cannot be undone: pass --yes to confirm when not running interactively",
-                     EXIT_PROBLEM)
+                     EXIT_INPUT)
             pending = sum(1 for e in store.queue("pending") if e.record_id in ids)
             note = f", {pending} of them not yet delivered to the county" if pending else ""
             click.confirm(f"Purge {len(ids)} record(s) of booking {target}{note}? This cannot be undone",

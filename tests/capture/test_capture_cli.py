@@ -92,7 +92,7 @@ def test_failing_frames_need_an_override_reason(config_file: Path, data_dir: Pat
     args = ("--booking", "2026-000124", "--camera", f"replay:{frontals['failing']}", "--data-dir", data_dir,
             "--fps", "0", "--timeout", "1.5")
     refused = capture(config_file, *args)
-    assert refused.returncode == 1
+    assert refused.returncode == 1  # a check failed (the quality gate), not the input
     assert "error: frontal: no frame passed the quality profile" in refused.stderr
     assert "--override-reason" in refused.stderr and "Traceback" not in refused.stderr
     # Guidance is printed as it goes, but only when it changes: a steady stream says it once.
@@ -119,7 +119,7 @@ def test_control_characters_in_the_booking_number_are_refused_up_front(config_fi
                                                                       frontals: dict[str, Path]) -> None:
     proc = capture(config_file, "--booking", "2026-000125\r", "--camera", f"replay:{frontals['passing']}",
                    "--data-dir", data_dir)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "booking number" in proc.stderr and "control character (U+000D)" in proc.stderr
     assert proc.stderr.count("\n") == 1 and not data_paths(data_dir)[0].exists()
 
@@ -134,7 +134,7 @@ def test_missing_camera_and_data_dir_are_setup_errors(config_file: Path, data_di
     assert proc.returncode == 2 and "data directory" in proc.stderr
     proc = capture(config_file, "--booking", "2026-000126", "--camera", f"replay:{frontals['passing']}",
                    "--data-dir", data_dir, "--profile", "no-such-profile")
-    assert proc.returncode == 1 and "quality profile" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "quality profile" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def test_standardize_writes_a_clean_jpeg(faces_dir: Path, tmp_path: Path) -> Non
 def test_standardize_refuses_small_source(faces_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "std.jpg"
     proc = run("standardize", str(faces_dir / "deepface" / "img14.jpg"), "--profile", "nist-sap30", "-o", str(out))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the source is the caller's input to fix
     assert "too few pixels" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
 
@@ -86,4 +86,4 @@ def test_standardize_no_face(tmp_path: Path) -> None:
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((480, 640, 3), 200, np.uint8))
     proc = run("standardize", str(blank), "--profile", "icao", "-o", str(tmp_path / "x.jpg"))
-    assert proc.returncode == 1 and "no face found" in proc.stderr
+    assert proc.returncode == 2 and "no face found" in proc.stderr

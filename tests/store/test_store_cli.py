@@ -79,7 +79,7 @@ def test_audit_verify_ok_then_broken(data_dir: Path, station: dict[str, str]) ->
 
 def test_purge_by_booking_number(data_dir: Path, station: dict[str, str]) -> None:
     refused = run("purge", "--data-dir", str(data_dir), "--booking", "C-3")
-    assert refused.exit_code == 1 and "--yes" in refused.stderr
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
     result = run("purge", "--data-dir", str(data_dir), "--booking", "C-3", "--yes", "--reason", "sealed",
                  "--actor", "county:clerk-4")
     assert result.exit_code == 0 and station["C-3"] in result.stdout
@@ -91,7 +91,7 @@ def test_purge_by_booking_number(data_dir: Path, station: dict[str, str]) -> Non
         assert purges[0] == "county:clerk-4" and len(purges) == 2
         assert store.verify_audit() is None
     bad = run("purge", "--data-dir", str(data_dir), "--booking", "C-3\x07", "--yes")
-    assert bad.exit_code == 1 and "control character" in bad.stderr
+    assert bad.exit_code == 2 and "control character" in bad.stderr
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def test_analyze_refuses_in_one_line_and_keeps_going(meds_bytes: bytes, faces_di
     config = _write_config(tmp_path, "[vision]\nmax_pixels = 2_000_000\n")
     proc = subprocess.run([sys.executable, "-m", "appliance.cli", "--config", str(config), "analyze", str(huge),
                            str(faces_dir / MEDS)], capture_output=True, text=True, timeout=120, env=dict(os.environ))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "20000x20000" in errors[0] and "2.0 megapixels" in errors[0]
     assert "Traceback" not in proc.stderr
