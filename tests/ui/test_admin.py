@@ -132,3 +132,90 @@ def test_a_station_admin_enrols_an_officer_on_the_desk(browser, start_server, tm
     assert plain.officer_id == "o.plain"
     status, body, _ = api_call(server, "GET", "/api/v1/admin/officers")
     assert status == 401
+
+
+def _fetch_status(page, path: str) -> int:
+    """The status of a POST the page's own session makes (cookie and CSRF header, as officers.js sends it)."""
+    return page.evaluate("async (p) => (await fetch(p, {method: 'POST', headers: {'X-Booking-Station': '1'}}))"
+                         ".status", path)
+
+
+def test_a_station_admin_unlocks_and_gives_a_new_code_on_the_desk(browser, start_server, tmp_path: Path) -> None:
+    """The Officers screen does what `users unlock` and `users reset-totp` do, without a root shell: a locked
+    officer signs in again after Unlock; after New code (confirmed first) the old authenticator code is refused
+    and the new QR code's works; both audited with the admin as actor, like enrolment."""
+    server = start_server()
+    result = _add(server.data_dir, "o.admin", "station-admin")
+    assert result.exit_code == 0, result.output
+    admin = Officer("o.admin", PIN, json.loads(result.stdout)["totp_secret"])
+    locked = add_officer(server.data_dir, "o.locked")
+    lost = add_officer(server.data_dir, "o.lost")
+    csrf = {"X-Booking-Station": "1"}
+    for _ in range(5):  # five wrong PINs lock the account
+        status, body, _ = api_call(server, "POST", "/api/v1/session",
+                                   {"officer_id": "o.locked", "pin": "13572468", "code": "123456"}, csrf)
+    assert (status, body["code"]) == (403, "account_locked")
+
+    context = browser.new_context(viewport={"width": SIZES[0][0], "height": SIZES[0][1]}, has_touch=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        sign_in(page, server, admin)
+        page.click("#nav-admin")
+        locked_row = page.locator("#officer-list li[data-officer='o.locked']")
+        lost_row = page.locator("#officer-list li[data-officer='o.lost']")
+        expect(locked_row).to_contain_text("LOCKED")
+        expect(lost_row.locator(".officer-unlock")).to_have_count(0)  # only a locked account offers Unlock
+        locked_row.locator(".officer-unlock").scroll_into_view_if_needed()
+        shoot(page, "admin-officers", ["#officer-list li[data-officer='o.locked'] .officer-unlock",
+                                       "#officer-list li[data-officer='o.lost'] .officer-reset"])
+
+        locked_row.locator(".officer-unlock").click()
+        expect(page.locator("#officer-message")).to_have_text("o.locked is unlocked and can sign in again.")
+        expect(locked_row).not_to_contain_text("LOCKED")
+        expect(locked_row.locator(".officer-unlock")).to_have_count(0)
+        status, body, _ = api_call(server, "POST", "/api/v1/session",
+                                   {"officer_id": "o.locked", "pin": locked.pin, "code": locked.code()}, csrf)
+        assert status == 200 and body["officer_id"] == "o.locked"
+
+        # New code: asked first; Cancel changes nothing.
+        lost_row.locator(".officer-reset").click()
+        expect(page.locator("#reset-confirm")).to_be_visible()
+        expect(page.locator("#reset-confirm-text")).to_contain_text("Give o.lost a new authenticator code?")
+        page.locator("#reset-confirm-yes").scroll_into_view_if_needed()
+        shoot(page, "admin-reset-confirm", ["#reset-confirm-text", "#reset-confirm-yes", "#reset-confirm-no"])
+        page.click("#reset-confirm-no")
+        expect(page.locator("#reset-confirm")).to_be_hidden()
+        assert "totp_reset" not in [b for _, b, _ in audit_actions(server.data_dir)]
+
+        lost_row.locator(".officer-reset").click()
+        page.click("#reset-confirm-yes")
+        expect(page.locator("#enrol-result")).to_be_visible()
+        expect(page.locator("#enrol-result-title")).to_have_text("New authenticator code for o.lost")
+        expect(page.locator("#enrol-issuer")).to_have_text("Booking station desk-1 (o.lost)")
+        page.locator("#enrol-done").scroll_into_view_if_needed()
+        shoot(page, "admin-reset-qr", ["#enrol-qr", "#enrol-result-title", "#enrol-done"])
+        uri = _decode_qr(page.locator("#enrol-qr").screenshot())
+        totp = pyotp.parse_uri(uri)
+        assert totp.secret == page.locator("#enrol-secret").text_content() and totp.name == "o.lost"
+        assert totp.secret != lost.secret
+        status, body, _ = api_call(server, "POST", "/api/v1/session",
+                                   {"officer_id": "o.lost", "pin": lost.pin, "code": lost.code()}, csrf)
+        assert status == 401 and body["code"] == "wrong_credentials"  # the old phone's code stops working
+        status, body, _ = api_call(server, "POST", "/api/v1/session",
+                                   {"officer_id": "o.lost", "pin": lost.pin, "code": totp.now()}, csrf)
+        assert status == 200 and body["officer_id"] == "o.lost"
+
+        entries = [(a, b, d) for a, b, d in audit_actions(server.data_dir) if b in ("account_unlock", "totp_reset")]
+        assert entries == [("o.admin", "account_unlock", {"officer_id": "o.locked", "via": "desk"}),
+                           ("o.admin", "totp_reset", {"officer_id": "o.lost", "via": "desk"})]
+        assert _fetch_status(page, "/api/v1/admin/officers/o.nobody/unlock") == 404
+        assert _fetch_status(page, "/api/v1/admin/officers/o.nobody/reset-totp") == 404
+
+        # An officer who is not an admin is refused both.
+        page.click("#nav-signout")
+        sign_in(page, server, locked, goto=False)
+        assert _fetch_status(page, "/api/v1/admin/officers/o.lost/unlock") == 403
+        assert _fetch_status(page, "/api/v1/admin/officers/o.lost/reset-totp") == 403
+    finally:
+        context.close()

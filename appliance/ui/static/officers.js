@@ -1,12 +1,17 @@
-// Booking station officer UI: the station admin's Officers screen (enrolment with an authenticator QR code)
-// and the on-screen number keypad for PIN and code fields. Loaded after app.js, whose globals ($, ui, api,
+// Booking station officer UI: the station admin's Officers screen (enrolment with an authenticator QR code,
+// unlocking a locked account, a new authenticator code for a lost phone) and the on-screen number keypad
+// for PIN and code fields. Loaded after app.js, whose globals ($, ui, api,
 // message, problem, show) it uses; app.js's wire() calls wireOfficers().
 "use strict";
 
 // --- officers (station admin) -------------------------------------------------------------------------
 
+let resetFor = null;  // the officer whose new authenticator code waits for the admin's confirmation
+
 async function openAdmin() {
   showEnrolForm();
+  message($("officer-message"), "");
+  $("reset-confirm").hidden = true;
   await loadOfficers();
 }
 
@@ -16,17 +21,90 @@ async function loadOfficers() {
     $("pin-rule").textContent = data.pin_rule;
     const list = $("officer-list");
     list.replaceChildren();
-    for (const o of data.officers) {
-      const li = document.createElement("li");
-      const text = document.createElement("span");
-      const role = o.role === "station-admin" ? " \u00b7 station admin" : "";
-      text.textContent = `${o.officer_id} \u2013 ${o.name}${role}${o.locked ? " \u00b7 LOCKED" : ""}`;
-      li.append(text);
-      list.append(li);
-    }
+    for (const o of data.officers) list.append(officerRow(o));
   } catch (e) {
     problem($("enrol-message"), e);
   }
+}
+
+// One account: who, role, lock state, and what the admin can do for it (unlock when locked; a new
+// authenticator code always, after a confirmation, since the old one stops working at once).
+function officerRow(o) {
+  const li = document.createElement("li");
+  li.dataset.officer = o.officer_id;
+  const text = document.createElement("span");
+  const role = o.role === "station-admin" ? " \u00b7 station admin" : "";
+  text.textContent = `${o.officer_id} \u2013 ${o.name}${role}${o.locked ? " \u00b7 LOCKED" : ""}`;
+  li.append(text);
+  if (o.locked) {
+    li.append(officerButton("Unlock", `Unlock ${o.officer_id}`, "btn-ok officer-unlock",
+      () => unlockOfficer(o.officer_id)));
+  }
+  li.append(officerButton("New code", `New authenticator code for ${o.officer_id}`, "btn-light officer-reset",
+    () => askReset(o.officer_id)));
+  return li;
+}
+
+function officerButton(label, spoken, classes, onClick) {
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = `btn btn-small ${classes}`;
+  btn.textContent = label;
+  btn.setAttribute("aria-label", spoken);  // a screen reader names whose account the button acts on
+  btn.addEventListener("click", onClick);
+  return btn;
+}
+
+function officerPath(id, action) {
+  return `/api/v1/admin/officers/${encodeURIComponent(id)}/${action}`;
+}
+
+async function unlockOfficer(id) {
+  const msg = $("officer-message");
+  try {
+    await api("POST", officerPath(id, "unlock"));
+    message(msg, `${id} is unlocked and can sign in again.`, true);
+  } catch (e) {
+    problem(msg, e);
+  }
+  await loadOfficers();
+}
+
+function askReset(id) {
+  message($("officer-message"), "");
+  resetFor = id;
+  $("reset-confirm-text").textContent = `Give ${id} a new authenticator code? The code in the app on the ` +
+    "old phone stops working at once; the officer scans the new one before signing in again.";
+  $("reset-confirm").hidden = false;
+  $("reset-confirm-no").focus();
+}
+
+async function resetOfficer() {
+  const id = resetFor;
+  $("reset-confirm").hidden = true;
+  if (!id) return;
+  resetFor = null;
+  try {
+    const data = await api("POST", officerPath(id, "reset-totp"));
+    showSecret(data, `New authenticator code for ${data.officer_id}`);
+  } catch (e) {
+    problem($("officer-message"), e);
+  }
+  await loadOfficers();
+}
+
+// The enrolment picture (a new account or a new code): QR code, issuer, the secret behind "Type it in".
+function showSecret(data, title) {
+  const old = $("enrol-qr").src;
+  if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
+  $("enrol-qr").src = URL.createObjectURL(new Blob([data.qr_svg], { type: "image/svg+xml" }));
+  $("enrol-result-title").textContent = title;
+  $("enrol-issuer").textContent = `${data.issuer} (${data.officer_id})`;
+  $("enrol-secret").textContent = data.totp_secret;
+  $("enrol-form").hidden = true;
+  $("enrol-keypad").hidden = true;
+  $("enrol-result").hidden = false;
+  $("enrol-result").scrollIntoView({ block: "nearest" });
 }
 
 function showEnrolForm() {
@@ -44,16 +122,8 @@ async function enrol(ev) {
       officer_id: $("enrol-officer").value.trim(), name: $("enrol-name").value.trim(),
       pin: $("enrol-pin").value, role: $("enrol-role").value,
     });
-    const old = $("enrol-qr").src;
-    if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
-    $("enrol-qr").src = URL.createObjectURL(new Blob([data.qr_svg], { type: "image/svg+xml" }));
-    $("enrol-result-title").textContent = `${data.officer_id} is enrolled`;
-    $("enrol-issuer").textContent = `${data.issuer} (${data.officer_id})`;
-    $("enrol-secret").textContent = data.totp_secret;
     for (const id of ["enrol-officer", "enrol-name", "enrol-pin"]) $(id).value = "";
-    $("enrol-form").hidden = true;
-    $("enrol-keypad").hidden = true;
-    $("enrol-result").hidden = false;
+    showSecret(data, `${data.officer_id} is enrolled`);
     loadOfficers();
   } catch (e) {
     problem(msg, e);
@@ -104,5 +174,7 @@ function wireOfficers() {
   $("nav-admin").addEventListener("click", () => show("admin"));
   $("enrol-form").addEventListener("submit", enrol);
   $("enrol-done").addEventListener("click", showEnrolForm);
+  $("reset-confirm-yes").addEventListener("click", resetOfficer);
+  $("reset-confirm-no").addEventListener("click", () => { resetFor = null; $("reset-confirm").hidden = true; });
   for (const pad of document.querySelectorAll(".keypad")) buildKeypad(pad);
 }
