@@ -29,7 +29,8 @@ MQTT 5 by default (3.1.1 by config; MQTT 5 properties are used when present and 
 with the station's certificate (its CN is the station slug, which the broker ACL uses), a persistent
 session (so acks and commands that arrive while the station is down wait for it), subscriptions to the
 station's own ``acks`` and ``commands``, and a retained ``status`` message (online, queue depth by state,
-oldest pending age, last ack time, software version) whose last will marks the station offline.
+oldest pending age, last ack time, software version, free disk beside the ``[store] floor_bytes`` floor) whose
+last will marks the station offline.
 Reconnects use capped exponential backoff with jitter, so a fleet that lost the broker at once does
 not come back in lockstep. Incoming messages are acknowledged to the broker (manual PUBACK) only after
 they were handled, so an ack or command that arrives just before a crash is delivered again.
