@@ -19,6 +19,12 @@ An entry that does not link is not stored (the held chain stays what the county 
 alarm keeps its seq, hashes and a detail for a person. Alarms are kept per station, kind and seq, with a
 counter, so a station that repeats the same head every status interval raises one alarm, not thousands.
 
+A county user acknowledges a station's open alarms once they have looked into them (``booking-gallery audit
+clear``): each gets who, when and why in ``audit_alarm_acks``, and the county audit log gets one entry.
+Nothing is deleted: acknowledged alarms stay listed as such. A repeat of an acknowledged alarm (same
+station, kind and seq: the same incident, e.g. the same truncated head in every status) only counts up;
+anything else (a new gap, fork, rewrite or truncation at another entry) is a new, open alarm.
+
 The tables are created on first use (``IF NOT EXISTS``), beside the store's own, in both dialects.
 """
 
@@ -57,6 +63,17 @@ _SCHEMA = [
         count INTEGER NOT NULL,
         PRIMARY KEY (station, kind, seq)
     )""",
+    # A separate table, not columns on audit_alarms: a gallery that already has audit_alarms gains it on
+    # open (IF NOT EXISTS) without an ALTER in either dialect.
+    """CREATE TABLE IF NOT EXISTS audit_alarm_acks (
+        station TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        acked_at {ts} NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (station, kind, seq)
+    )""",
 ]
 
 
@@ -71,10 +88,19 @@ class AuditAlarm:
     first_at: datetime
     last_at: datetime
     count: int
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    ack_reason: str | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acked_at is not None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["first_at"], out["last_at"] = self.first_at.isoformat(), self.last_at.isoformat()
+        out["acked_at"] = None if self.acked_at is None else self.acked_at.isoformat()
+        out["acknowledged"] = self.acknowledged
         return out
 
 
@@ -93,8 +119,13 @@ class ChainReport:
     alarms: list[AuditAlarm] = field(default_factory=list)
 
     @property
+    def open_alarms(self) -> list[AuditAlarm]:
+        return [a for a in self.alarms if not a.acknowledged]
+
+    @property
     def ok(self) -> bool:
-        return self.broken_at is None and not self.alarms
+        """Acknowledged alarms stay in the report but no longer fail it: a person has looked into them."""
+        return self.broken_at is None and not self.open_alarms
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -134,14 +165,18 @@ class AuditChains:
         return [AuditWireEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def alarms(self, station: str | None = None) -> list[AuditAlarm]:
-        sql = "SELECT station, kind, seq, detail, first_at, last_at, count FROM audit_alarms"
+        """Every alarm raised (open and acknowledged), oldest first per station."""
+        sql = ("SELECT a.station, a.kind, a.seq, a.detail, a.first_at, a.last_at, a.count, k.acked_at, k.actor, "
+               "k.reason FROM audit_alarms a LEFT JOIN audit_alarm_acks k ON k.station = a.station AND "
+               "k.kind = a.kind AND k.seq = a.seq")
         params: tuple[Any, ...] = ()
         if station is not None:
-            sql, params = sql + " WHERE station = ?", (station,)
+            sql, params = sql + " WHERE a.station = ?", (station,)
         with self.store._transaction(write=False) as cur:
-            rows = self.store._exec(cur, sql + " ORDER BY station, first_at, seq", params).fetchall()
-        return [AuditAlarm(r[0], r[1], int(r[2]), r[3], self.store._from_ts(r[4]), self.store._from_ts(r[5]),
-                           int(r[6])) for r in rows]
+            rows = self.store._exec(cur, sql + " ORDER BY a.station, a.first_at, a.seq", params).fetchall()
+        ts = self.store._from_ts
+        return [AuditAlarm(r[0], r[1], int(r[2]), r[3], ts(r[4]), ts(r[5]), int(r[6]),
+                           None if r[7] is None else ts(r[7]), r[8], r[9]) for r in rows]
 
     # ------------------------------------------------------------------------------- writing
     def raise_alarm(self, station: str, kind: str, seq: int, detail: str, now: datetime) -> None:
@@ -153,6 +188,28 @@ class AuditChains:
                 "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (station, kind, seq) DO UPDATE SET "
                 "last_at = excluded.last_at, count = audit_alarms.count + 1",
                 (station, kind, seq, detail[:1000], ts, ts))
+
+    def acknowledge(self, station: str, actor: str, reason: str, now: datetime | None = None) -> list[AuditAlarm]:
+        """Mark every open alarm of ``station`` acknowledged by ``actor`` for ``reason``, and write one county
+        audit entry (``audit_alarm_ack``) in the same transaction; return the alarms acknowledged (none: no
+        entry). Alarms raised while this runs are not among them (they were not seen) and stay open."""
+        now = now or datetime.now(timezone.utc)
+        open_alarms = [a for a in self.alarms(station) if not a.acknowledged]
+        if not open_alarms:
+            return []
+        ts = self.store._to_ts(now)
+        with self.store._lock, self.store._transaction() as cur:
+            for alarm in open_alarms:
+                self.store._exec(
+                    cur,
+                    "INSERT INTO audit_alarm_acks (station, kind, seq, acked_at, actor, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station, kind, seq) DO NOTHING",
+                    (station, alarm.kind, alarm.seq, ts, actor[:200], reason[:1000]))
+            self.store._add_audit(cur, ts, actor, "audit_alarm_ack", station, {
+                "reason": reason[:1000],
+                "alarms": [{"kind": a.kind, "seq": a.seq, "count": a.count, "detail": a.detail} for a in open_alarms]})
+        return [AuditAlarm(a.station, a.kind, a.seq, a.detail, a.first_at, a.last_at, a.count, now, actor[:200],
+                           reason[:1000]) for a in open_alarms]
 
     def _append(self, station: str, entry: AuditWireEntry, now: datetime) -> None:
         with self.store._transaction() as cur:
@@ -257,9 +314,14 @@ def verify_station(store: GalleryStore, station: str) -> ChainReport:
     return report
 
 
-def alarm_summary(store: GalleryStore) -> dict[str, list[str]]:
-    """Per station, one short line per audit alarm (for the fleet view)."""
-    out: dict[str, list[str]] = {}
+def alarm_summary(store: GalleryStore) -> dict[str, tuple[list[str], list[str]]]:
+    """Per station, one short line per open audit alarm and one per acknowledged one (for the fleet view)."""
+    out: dict[str, tuple[list[str], list[str]]] = {}
     for alarm in AuditChains(store).alarms():
-        out.setdefault(alarm.station, []).append(f"audit {alarm.kind} at entry {alarm.seq}")
+        open_lines, acked_lines = out.setdefault(alarm.station, ([], []))
+        line = f"audit {alarm.kind} at entry {alarm.seq}"
+        if alarm.acknowledged:
+            acked_lines.append(f"{line}, acknowledged by {alarm.acked_by}: {alarm.ack_reason}")
+        else:
+            open_lines.append(line)
     return out
