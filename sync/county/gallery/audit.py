@@ -11,9 +11,14 @@ against it:
   changed from there: a rewrite with recomputed hashes, or a restored old database going on differently).
 * **rewrite**: an entry whose hash is not its own content's (edited in place), or a signed chain head
   (in a batch or the station's status) whose hash differs from the held entry of that seq.
-* **truncation**: a signed head (in the station's status) older than an entry the county holds that the
-  station had written *before* that status (by the station's own clock, which wrote both): a status
-  published before newer entries, or the broker's retained copy of an old one, is not a truncation.
+* **truncation**: a signed head (in the station's status) older than what the station had already shown
+  the county: an entry the county holds, or a signed head it reported (in an earlier status or a batch),
+  that the gallery *received* at least ``TRUNCATION_GRACE`` before this status. Only sequence numbers and
+  the gallery's own receive times decide: the station's clock (which a station with a rewritten log may
+  have set back, or which may simply be wrong) plays no part. The grace covers a status published before
+  newer entries but handled after them (another gallery worker, the broker's retained copy delivered on
+  resubscribing); a station whose log really lost entries reports the short head in every status, so the
+  alarm comes at most one grace and one status interval late.
 
 An entry that does not link is not stored (the held chain stays what the county can vouch for); the
 alarm keeps its seq, hashes and a detail for a person. Alarms are kept per station, kind and seq, with a
@@ -32,13 +37,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sync.county.gallery.store import GalleryStore, parse_iso
+from sync.county.gallery.store import GalleryStore
 from sync.protocol.audit_wire import GENESIS_HASH, AuditAck, AuditBatch, AuditWireEntry
 
 ALARM_KINDS = ("gap", "fork", "rewrite", "truncation")
+
+# How long before a status the gallery must have received the entries or heads it holds against that status
+# (see the module docstring): far above the reordering of one station's messages between topics and
+# gallery workers (seconds), and small beside how long a truncated station keeps reporting its short head.
+TRUNCATION_GRACE = timedelta(minutes=10)
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS audit_chain (
@@ -62,6 +72,14 @@ _SCHEMA = [
         last_at {ts} NOT NULL,
         count INTEGER NOT NULL,
         PRIMARY KEY (station, kind, seq)
+    )""",
+    # Every head the station signed (in a status or a batch), with when the gallery first received it: what
+    # the station had already shown the county, for the truncation check. One row per distinct seq.
+    """CREATE TABLE IF NOT EXISTS audit_heads (
+        station TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        received_at {ts} NOT NULL,
+        PRIMARY KEY (station, seq)
     )""",
     # A separate table, not columns on audit_alarms: a gallery that already has audit_alarms gains it on
     # open (IF NOT EXISTS) without an ALTER in either dialect.
@@ -227,6 +245,7 @@ class AuditChains:
         station = batch.station
         raised = self._link(station, batch.entries, now)
         raised = self.check_head(station, batch.head_seq, batch.head_hash, now=now) or raised
+        self._note_head(station, batch.head_seq, now)
         return AuditAck(batch.through_seq, "conflict" if raised else "stored", raised or None)
 
     def _link(self, station: str, entries: Sequence[AuditWireEntry], now: datetime) -> str:
@@ -257,32 +276,48 @@ class AuditChains:
             held = (entry.seq, entry.hash)
         return ""
 
-    def check_head(self, station: str, seq: int, digest: str, *, reported_at: datetime | None = None,
+    def check_head(self, station: str, seq: int, digest: str, *, from_status: bool = False,
                    now: datetime | None = None) -> str:
         """Compare a signed head the station reported with the held chain; return the alarm kind raised, or ''.
-        Truncation is judged only with ``reported_at`` (the status's own time, see the module docstring)."""
+        Truncation is judged only for a status's head (``from_status``), with ``now`` the gallery's time of
+        receiving it (see the module docstring); the head is then noted as shown to the county."""
         now = now or datetime.now(timezone.utc)
         held = self.held_head(station)
-        if held is None:
-            return ""
         kind = ""
-        if seq < held[0] and reported_at is not None and self._written_before(station, seq + 1, reported_at):
-            kind = self._alarm(station, "truncation", held[0], now,
-                               f"the station reports its newest entry is {seq}, but the county holds entries up to "
-                               f"{held[0]}: entries were removed from the station's log")
-        kept = self.held_hash(station, seq) if seq <= held[0] else None
+        if from_status:
+            kind = self._check_truncation(station, seq, held, now)
+            self._note_head(station, seq, now)
+        kept = self.held_hash(station, seq) if held is not None and seq <= held[0] else None
         if kept is not None and kept != digest:
             kind = self._alarm(station, "rewrite", seq, now,
                                f"the station's entry {seq} now hashes to {digest[:16]}, the county holds "
                                f"{kept[:16]}: the log was rewritten up to its head") or kind
         return kind
 
-    def _written_before(self, station: str, seq: int, moment: datetime) -> bool:
+    def _check_truncation(self, station: str, seq: int, held: tuple[int, str] | None, now: datetime) -> str:
+        """Truncation when the station reports a head below an entry or head it had shown the county at least
+        ``TRUNCATION_GRACE`` ago (by the gallery's clock). The alarm is keyed at the newest entry the county
+        knows the station had, so the same short head reported again counts up one alarm."""
+        cutoff = self.store._to_ts(now - TRUNCATION_GRACE)
         with self.store._transaction(write=False) as cur:
-            row = self.store._exec(cur, "SELECT at FROM audit_chain WHERE station = ? AND seq = ?",
-                                   (station, seq)).fetchone()
-        at = parse_iso(row[0]) if row else None
-        return at is not None and at <= moment
+            shown = self.store._exec(
+                cur, "SELECT MAX(seq) FROM (SELECT MAX(seq) AS seq FROM audit_chain WHERE station = ? AND "
+                     "received_at <= ? UNION ALL SELECT MAX(seq) AS seq FROM audit_heads WHERE station = ? AND "
+                     "received_at <= ?) shown", (station, cutoff, station, cutoff)).fetchone()[0]
+            known = self.store._exec(
+                cur, "SELECT MAX(seq) FROM audit_heads WHERE station = ?", (station,)).fetchone()[0]
+        if shown is None or seq >= int(shown):
+            return ""
+        newest = max(int(shown), held[0] if held else 0, int(known or 0))
+        return self._alarm(station, "truncation", newest, now,
+                           f"the station reports its newest entry is {seq}, but it had shown the county entries up "
+                           f"to {int(shown)} before: entries were removed from the station's log")
+
+    def _note_head(self, station: str, seq: int, now: datetime) -> None:
+        """Keep a signed head the station reported, with when the gallery first received it."""
+        with self.store._transaction() as cur:
+            self.store._exec(cur, "INSERT INTO audit_heads (station, seq, received_at) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (station, seq) DO NOTHING", (station, seq, self.store._to_ts(now)))
 
     def _alarm(self, station: str, kind: str, seq: int, now: datetime, detail: str) -> str:
         self.raise_alarm(station, kind, seq, detail, now)
