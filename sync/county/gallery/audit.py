@@ -30,6 +30,15 @@ Nothing is deleted: acknowledged alarms stay listed as such. A repeat of an ackn
 station, kind and seq: the same incident, e.g. the same truncated head in every status) only counts up;
 anything else (a new gap, fork, rewrite or truncation at another entry) is a new, open alarm.
 
+An acknowledgement may also **resume** the county's copy (``audit clear --resume``), for a break the station
+cannot undo (a fork, lost entries, a truncated log): the held chain stops at the last entry the county could
+vouch for, so without it every later batch would raise another gap. A resume (``audit_resumes``) is pending
+until the next entry beyond the held head arrives; that entry is held whether or not it links (a break the
+person accepted, kept with who and why, and which ``verify_station`` then allows at exactly that entry), and
+the chain links from it again. While it is pending, entries and heads at or below the held head that differ
+from the county's copy are the diverged history the person acknowledged: not held, no new alarm. The first
+entry beyond the head ends the resume even when it links, so it never swallows a later break.
+
 The tables are created on first use (``IF NOT EXISTS``), beside the store's own, in both dialects.
 """
 
@@ -80,6 +89,17 @@ _SCHEMA = [
         seq BIGINT NOT NULL,
         received_at {ts} NOT NULL,
         PRIMARY KEY (station, seq)
+    )""",
+    # An acknowledgement that lets the county's copy go on after a break: pending (resumed_seq NULL) until
+    # the next entry beyond after_seq (the held head at the time) is held.
+    """CREATE TABLE IF NOT EXISTS audit_resumes (
+        station TEXT NOT NULL,
+        after_seq BIGINT NOT NULL,
+        acked_at {ts} NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        resumed_seq BIGINT,
+        PRIMARY KEY (station, after_seq)
     )""",
     # A separate table, not columns on audit_alarms: a gallery that already has audit_alarms gains it on
     # open (IF NOT EXISTS) without an ALTER in either dialect.
@@ -135,6 +155,7 @@ class ChainReport:
     broken_detail: str | None = None
     reported_head: dict[str, Any] | None = None
     alarms: list[AuditAlarm] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # acknowledged breaks (see the module docstring)
 
     @property
     def open_alarms(self) -> list[AuditAlarm]:
@@ -207,16 +228,40 @@ class AuditChains:
                 "last_at = excluded.last_at, count = audit_alarms.count + 1",
                 (station, kind, seq, detail[:1000], ts, ts))
 
-    def acknowledge(self, station: str, actor: str, reason: str, now: datetime | None = None) -> list[AuditAlarm]:
+    def resumes(self, station: str) -> list[dict[str, Any]]:
+        """The station's resumes, oldest first: after which held entry, by whom, why, and where it resumed."""
+        with self.store._transaction(write=False) as cur:
+            rows = self.store._exec(cur, "SELECT after_seq, acked_at, actor, reason, resumed_seq FROM audit_resumes "
+                                         "WHERE station = ? ORDER BY after_seq", (station,)).fetchall()
+        return [{"after_seq": int(r[0]), "acked_at": self.store._from_ts(r[1]).isoformat(), "actor": r[2],
+                 "reason": r[3], "resumed_seq": None if r[4] is None else int(r[4])} for r in rows]
+
+    def pending_resume(self, station: str) -> int | None:
+        """The held head an unfinished resume was granted after, or None."""
+        with self.store._transaction(write=False) as cur:
+            row = self.store._exec(cur, "SELECT after_seq FROM audit_resumes WHERE station = ? AND resumed_seq IS "
+                                        "NULL", (station,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def acknowledge(self, station: str, actor: str, reason: str, now: datetime | None = None, *,
+                    resume: bool = False) -> list[AuditAlarm]:
         """Mark every open alarm of ``station`` acknowledged by ``actor`` for ``reason``, and write one county
         audit entry (``audit_alarm_ack``) in the same transaction; return the alarms acknowledged (none: no
-        entry). Alarms raised while this runs are not among them (they were not seen) and stay open."""
+        entry). Alarms raised while this runs are not among them (they were not seen) and stay open.
+        ``resume``: the county's copy goes on from the station's next entry (see the module docstring)."""
         now = now or datetime.now(timezone.utc)
         open_alarms = [a for a in self.alarms(station) if not a.acknowledged]
         if not open_alarms:
             return []
         ts = self.store._to_ts(now)
+        held = self.held_head(station)
         with self.store._lock, self.store._transaction() as cur:
+            if resume:
+                self.store._exec(
+                    cur,
+                    "INSERT INTO audit_resumes (station, after_seq, acked_at, actor, reason) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (station, after_seq) DO NOTHING",
+                    (station, held[0] if held else 0, ts, actor[:200], reason[:1000]))
             for alarm in open_alarms:
                 self.store._exec(
                     cur,
@@ -224,18 +269,22 @@ class AuditChains:
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station, kind, seq) DO NOTHING",
                     (station, alarm.kind, alarm.seq, ts, actor[:200], reason[:1000]))
             self.store._add_audit(cur, ts, actor, "audit_alarm_ack", station, {
-                "reason": reason[:1000],
+                "reason": reason[:1000], "resume_after": (held[0] if held else 0) if resume else None,
                 "alarms": [{"kind": a.kind, "seq": a.seq, "count": a.count, "detail": a.detail} for a in open_alarms]})
         return [AuditAlarm(a.station, a.kind, a.seq, a.detail, a.first_at, a.last_at, a.count, now, actor[:200],
                            reason[:1000]) for a in open_alarms]
 
-    def _append(self, station: str, entry: AuditWireEntry, now: datetime) -> None:
+    def _append(self, station: str, entry: AuditWireEntry, now: datetime, *, resumes: bool = False) -> None:
+        """Hold one entry; ``resumes``: it ends the station's pending resume (in the same transaction)."""
         with self.store._transaction() as cur:
             self.store._exec(
                 cur,
                 "INSERT INTO audit_chain (station, seq, at, actor, action, details, prev_hash, hash, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (station, *entry.as_list(), self.store._to_ts(now)))
+            if resumes:
+                self.store._exec(cur, "UPDATE audit_resumes SET resumed_seq = ? WHERE station = ? AND resumed_seq "
+                                      "IS NULL", (entry.seq, station))
 
     # ------------------------------------------------------------------------------ judging
     def receive(self, batch: AuditBatch, now: datetime | None = None) -> AuditAck:
@@ -251,10 +300,12 @@ class AuditChains:
     def _link(self, station: str, entries: Sequence[AuditWireEntry], now: datetime) -> str:
         """Append the entries that link; return the kind of the first alarm raised, or ''."""
         held = self.held_head(station)
+        resume = self.pending_resume(station)
         for entry in entries:
             if held is not None and entry.seq <= held[0]:
                 kept = self.held_hash(station, entry.seq)
-                if kept == entry.hash or kept is None:  # a repeat (or below the county's first entry)
+                # A repeat, below the county's first entry, or diverged history a person acknowledged: skipped.
+                if kept == entry.hash or kept is None or resume is not None:
                     continue
                 return self._alarm(station, "fork", entry.seq, now,
                                    f"entry {entry.seq} differs from the county's copy (held {kept[:16]}, received "
@@ -262,18 +313,11 @@ class AuditChains:
             if not entry.hash_ok:
                 return self._alarm(station, "rewrite", entry.seq, now,
                                    f"entry {entry.seq}'s hash does not match its content: edited in place")
-            if held is not None and entry.seq > held[0] + 1:
-                return self._alarm(station, "gap", entry.seq, now,
-                                   f"entries {held[0] + 1}..{entry.seq - 1} never arrived; the county holds up to "
-                                   f"{held[0]}")
-            if held is not None and entry.prev_hash != held[1]:
-                return self._alarm(station, "fork", entry.seq, now,
-                                   f"entry {entry.seq} does not link to the county's entry {held[0]} (prev_hash "
-                                   f"{entry.prev_hash[:16]}, held {held[1][:16]})")
-            if held is None and entry.seq == 1 and entry.prev_hash != GENESIS_HASH:
-                return self._alarm(station, "fork", 1, now, "the first entry does not start from the genesis hash")
-            self._append(station, entry, now)
-            held = (entry.seq, entry.hash)
+            broken = None if resume is not None else _break(held, entry)
+            if broken is not None:
+                return self._alarm(station, broken[0], entry.seq, now, broken[1])
+            self._append(station, entry, now, resumes=resume is not None)
+            held, resume = (entry.seq, entry.hash), None
         return ""
 
     def check_head(self, station: str, seq: int, digest: str, *, from_status: bool = False,
@@ -288,7 +332,7 @@ class AuditChains:
             kind = self._check_truncation(station, seq, held, now)
             self._note_head(station, seq, now)
         kept = self.held_hash(station, seq) if held is not None and seq <= held[0] else None
-        if kept is not None and kept != digest:
+        if kept is not None and kept != digest and self.pending_resume(station) is None:
             kind = self._alarm(station, "rewrite", seq, now,
                                f"the station's entry {seq} now hashes to {digest[:16]}, the county holds "
                                f"{kept[:16]}: the log was rewritten up to its head") or kind
@@ -324,10 +368,25 @@ class AuditChains:
         return kind
 
 
+def _break(held: tuple[int, str] | None, entry: AuditWireEntry) -> tuple[str, str] | None:
+    """Why ``entry`` (beyond the held head) cannot be held after ``held``: (alarm kind, detail), or None."""
+    if held is None:
+        if entry.seq == 1 and entry.prev_hash != GENESIS_HASH:
+            return "fork", "the first entry does not start from the genesis hash"
+        return None
+    if entry.seq > held[0] + 1:
+        return "gap", f"entries {held[0] + 1}..{entry.seq - 1} never arrived; the county holds up to {held[0]}"
+    if entry.prev_hash != held[1]:
+        return "fork", (f"entry {entry.seq} does not link to the county's entry {held[0]} (prev_hash "
+                        f"{entry.prev_hash[:16]}, held {held[1][:16]})")
+    return None
+
+
 def verify_station(store: GalleryStore, station: str) -> ChainReport:
     """Walk the county's copy of ``station``'s chain again and gather its alarms and last reported head."""
     chains = AuditChains(store)
-    report = ChainReport(station)
+    report = ChainReport(station, resumes=chains.resumes(station))
+    resumed_at = {r["resumed_seq"] for r in report.resumes}
     prev: AuditWireEntry | None = None
     for entry in chains.entries(station):
         report.entries += 1
@@ -337,7 +396,8 @@ def verify_station(store: GalleryStore, station: str) -> ChainReport:
             continue
         if not entry.hash_ok:
             report.broken_at, report.broken_detail = entry.seq, "the held entry's hash does not match its content"
-        elif prev is not None and (entry.seq != prev.seq + 1 or entry.prev_hash != prev.hash):
+        elif prev is not None and (entry.seq != prev.seq + 1 or entry.prev_hash != prev.hash) and \
+                entry.seq not in resumed_at:
             report.broken_at, report.broken_detail = entry.seq, "the held entry does not link to the one before"
         prev = entry
     status = store.get_station_status(station)

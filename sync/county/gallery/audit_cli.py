@@ -8,6 +8,8 @@ station id. Acknowledged alarms are listed with who, when and why, and no longer
 
 ``clear`` acknowledges every open alarm of the station (nothing is deleted) and writes one entry in the
 county audit log (``audit list --action audit_alarm_ack``); exit 1 when there was none to acknowledge.
+``--resume`` also lets the county's copy go on from the station's next entry after a break the station
+cannot undo (the break stays listed in ``verify``).
 """
 
 from __future__ import annotations
@@ -49,9 +51,12 @@ def verify(station: str, as_json: bool, db_url: str) -> None:
 @click.option("--station", required=True, help="The station whose open audit alarms to acknowledge.")
 @click.option("--reason", required=True, help="What was found and done (kept with each alarm and in the audit log).")
 @click.option("--actor", default=None, help="Who acknowledges, for the audit log (default: the login name).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: {station, acknowledged: [...]}.")
+@click.option("--resume", is_flag=True,
+              help="Also hold the station's entries again from its next one on (after a fork, lost entries or a "
+                   "truncated log the station cannot undo); the break is kept in audit verify.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: {station, acknowledged: [...], resume}.")
 @db_option()
-def clear(station: str, reason: str, actor: str | None, as_json: bool, db_url: str) -> None:
+def clear(station: str, reason: str, actor: str | None, resume: bool, as_json: bool, db_url: str) -> None:
     """Acknowledge the station's open audit alarms (they stay listed, marked acknowledged); a later gap,
     fork, rewrite or truncation raises a new alarm. Exit 1 when there was no open alarm."""
     _check_station(station)
@@ -59,14 +64,19 @@ def clear(station: str, reason: str, actor: str | None, as_json: bool, db_url: s
         raise ConfigSetupError("--reason must say what was found and done")
     actor = actor or getpass.getuser()
     with _store(db_url) as store:
-        acked = AuditChains(store).acknowledge(station, actor, reason.strip())
+        chains = AuditChains(store)
+        acked = chains.acknowledge(station, actor, reason.strip(), resume=resume)
+        pending = chains.pending_resume(station) if resume and acked else None
     if as_json:
-        click.echo(json.dumps({"station": station, "acknowledged": [a.to_json() for a in acked]}, sort_keys=True))
+        click.echo(json.dumps({"station": station, "acknowledged": [a.to_json() for a in acked],
+                               "resume": None if pending is None else {"after_seq": pending}}, sort_keys=True))
     else:
         for alarm in acked:
             click.echo(f"Acknowledged {alarm.kind} at entry {alarm.seq} ({_times(alarm)}).")
         click.echo(f"{station}: {len(acked)} alarm{'s' if len(acked) != 1 else ''} acknowledged by {actor}."
                    if acked else f"{station}: no open audit alarm.")
+        if pending is not None:
+            click.echo(f"The county's copy goes on from the station's next entry after {pending}.")
     if not acked:
         raise SystemExit(1)
 
@@ -89,6 +99,9 @@ def _print(report: ChainReport) -> None:
     if report.reported_head:
         click.echo(f"Last head the station reported: entry {report.reported_head['seq']} "
                    f"({str(report.reported_head['hash'])[:16]}).")
+    for r in report.resumes:
+        where = "pending" if r["resumed_seq"] is None else f"resumed at entry {r['resumed_seq']}"
+        click.echo(f"Resume after entry {r['after_seq']} ({where}), by {r['actor']}: {r['reason']}.")
     if report.broken_at is not None:
         click.echo(f"BROKEN at entry {report.broken_at}: {report.broken_detail}.")
     for alarm in report.alarms:
