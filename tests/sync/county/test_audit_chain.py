@@ -245,8 +245,13 @@ def test_the_chain_tables_work_in_both_dialects(dialect: str, tmp_path: Path) ->
         assert chains.check_head("st-01", 5, entries[4].hash, from_status=True, now=T0 + TRUNCATION_GRACE) == ""
         assert chains.check_head("st-01", 5, entries[4].hash, from_status=True,
                                  now=dt.datetime.now(dt.timezone.utc) + TRUNCATION_GRACE) == "truncation"
-        assert [a.ack_reason for a in chains.acknowledge("st-01", "it-1", "seen")] == ["seen", "seen"]
-        assert verify_station(store, "st-01").ok
+        assert [a.ack_reason for a in chains.acknowledge("st-01", "it-1", "seen", resume=True)] == ["seen", "seen"]
+        assert verify_station(store, "st-01").ok and chains.pending_resume("st-01") == 6
+        more = chain(3, start=8, prev="c" * 64)  # 8..10 on another history: held from 8 on, the break allowed
+        assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(more), 10, more[-1].hash)).status == \
+            "stored"
+        report = verify_station(store, "st-01")
+        assert report.ok and report.entries == 9 and [r["resumed_seq"] for r in report.resumes] == [8]
     finally:
         if dialect == "postgresql":
             store.drop_schema()
