@@ -157,6 +157,10 @@ class StoreConfig(ConfigSection):
     audit_keep_days: int = Field(400, ge=1)  # CJIS: at least 365 (the housekeeping settings refuse less)
 
 
+UI_MAX_BODY_BYTES = 64 * 1024
+"""The officer UI's default request body limit (``[ui] max_body_bytes``)."""
+
+
 class UIConfig(ConfigSection):
     """[ui]: the officer interface (see appliance/ui/settings.py; CJIS limits can be tightened, never relaxed)."""
 
@@ -170,6 +174,10 @@ class UIConfig(ConfigSection):
     offline_after_minutes: float = Field(15.0, gt=0)
     queue_alarm_pending: int = Field(25, ge=1)
     queue_alarm_age_minutes: float = Field(60.0, gt=0)
+    # Largest request body, answered 413 above it before it is read (appliance/ui/body_limit.py). The JSON
+    # API's biggest real body is ~2 kB and nothing uploads files: 4 KiB keeps every route working, 1 MiB
+    # is far more than any needs.
+    max_body_bytes: int = Field(UI_MAX_BODY_BYTES, ge=4 * 1024, le=1024 * 1024)
 
 
 SECTIONS: dict[str, type[ConfigSection]] = {

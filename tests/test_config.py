@@ -184,6 +184,8 @@ def test_the_old_key_names_are_still_read(tmp_path: Path) -> None:
         ('[ui]\nallowed_hosts = "desk-1"\n', "[ui] allowed_hosts = 'desk-1': must be a list"),
         ("[store]\ndelivered_image_days = -1\n", "[store] delivered_image_days = -1: must be at least 0"),
         ("[capture]\noverride_reason_max = 100000\n", "[capture] override_reason_max = 100000: must be at most"),
+        ("[ui]\nmax_body_bytes = 1024\n", "[ui] max_body_bytes = 1024: must be at least 4096"),
+        ("[ui]\nmax_body_bytes = 2000000\n", "[ui] max_body_bytes = 2000000: must be at most 1048576"),
         ("camera = 3\n", "[camera] must be a table"),
     ],
 )

@@ -65,7 +65,7 @@ from appliance.store.records import (
     is_record_id,
     new_record_id,
 )
-from appliance.store.space import disk_full_error, ensure_space, is_disk_full
+from appliance.store.space import booking_write_bytes, disk_full_error, ensure_space, is_disk_full
 from appliance.store.transactions import read_transaction, write_transaction
 
 DB_FILE = "station.db"
@@ -77,7 +77,6 @@ BUSY_TIMEOUT_SECONDS = 30.0
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
-_OVERHEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -324,7 +323,7 @@ class Store:
             raise ValidationError(f"booking must be a Booking, got {type(booking).__name__}")
         items = check_captures(captures)
         record_id = check_record_id(record_id) if record_id is not None else new_record_id()
-        needed = 2 * sum(len(c.jpeg) + 8 * len(c.template or ()) for c in items) + _OVERHEAD_BYTES
+        needed = booking_write_bytes(sum(len(c.jpeg) for c in items), sum(len(c.template or ()) for c in items))
         try:
             ensure_space(self.data_dir, self.floor_bytes, needed)
         except DiskFullError as exc:
@@ -389,6 +388,15 @@ class Store:
                            if cap.template is not None else None)
         row["image"] = self.cipher.encrypt(cap.jpeg, record_id, f"capture:{cap.pose}:{seq}", context)
         return row
+
+    def recent_booking_image_bytes(self, limit: int = 20) -> list[int]:
+        """The JPEG bytes of each of the ``limit`` newest bookings (purged ones too: the size is kept), newest
+        first: what bookings at this desk really take, for the free-space check before the next one."""
+        with read_transaction(self.conn) as conn:
+            rows = conn.execute(
+                "SELECT SUM(c.image_bytes) FROM bookings b JOIN captures c ON c.record_id = b.record_id "
+                "GROUP BY b.record_id ORDER BY MAX(b.created_at) DESC LIMIT ?", (int(limit),)).fetchall()
+        return [int(r[0]) for r in rows]
 
     def load_record(self, record_id: str) -> StationRecord:
         """Read a record back: decrypt its images and templates and check each image's sha256.

@@ -47,6 +47,18 @@ def free_bytes(path: Path | str) -> int:
     return st.f_bavail * st.f_frsize
 
 
+WRITE_OVERHEAD_BYTES = 64 * 1024
+"""Rows, quality reports, the outbox row and the audit entries a save writes beside its images."""
+
+
+def booking_write_bytes(image_bytes: int, template_values: int = 0) -> int:
+    """The disk a save of a booking with ``image_bytes`` of JPEG and ``template_values`` template floats
+    may take: everything twice (written to the WAL, then checkpointed into the database before the WAL is
+    truncated) plus `WRITE_OVERHEAD_BYTES`. The one rule both the save and the early check before a booking
+    (`appliance.capture.space`) use."""
+    return 2 * (int(image_bytes) + 8 * int(template_values)) + WRITE_OVERHEAD_BYTES
+
+
 def ensure_space(path: Path | str, floor_bytes: int, needed_bytes: int = 0, *,
                  what: str = "Booking NOT saved") -> int:
     """Return the free bytes at ``path``, or raise `DiskFullError` if writing ``needed_bytes`` more

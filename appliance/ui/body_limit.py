@@ -2,7 +2,8 @@
 
 The JSON API's bodies are tiny (a booking number, a pose, a PIN), and nothing uploads files. Without a
 limit, FastAPI reads a body whole before validating it, so one unauthenticated 50 MB ``POST`` costs the
-station 50 MB of memory before its 422. This ASGI middleware (outermost, so it runs before the host
+station 50 MB of memory before its 422. The limit is ``[ui] max_body_bytes`` (64 KiB unless set; see
+`appliance.config.UIConfig` for its range). This ASGI middleware (outermost, so it runs before the host
 check, the guards and any route) answers 413:
 
 * at once when ``Content-Length`` is over the limit (the body is never read), and
@@ -18,8 +19,10 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MAX_BODY_BYTES = 64 * 1024
-"""The largest request body the UI accepts (the biggest real one, a booking with its SMT notes, is ~2 kB)."""
+from appliance.config import UI_MAX_BODY_BYTES
+
+MAX_BODY_BYTES = UI_MAX_BODY_BYTES
+"""The default limit (``[ui] max_body_bytes``; the biggest real body, a booking with its SMT notes, is ~2 kB)."""
 
 
 class BodyTooLarge(HTTPException):

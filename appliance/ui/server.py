@@ -11,7 +11,8 @@ The app is assembled here from the parts: `context` (what the handlers share, bu
 
 Guards, in the order a request meets them:
 
-0. **Body limit** (`body_limit`): any body over 64 KiB is answered 413 before it is read.
+0. **Body limit** (`body_limit`): any body over ``[ui] max_body_bytes`` (64 KiB) is answered 413 before it
+   is read.
 1. **Host check** (`TrustedHostMiddleware`): only localhost names and the configured ones, so a web page
    cannot reach the station through DNS rebinding.
 2. **CSRF**: every state-changing request (POST, PUT, PATCH, DELETE) that is not a JMS call with its
@@ -67,7 +68,8 @@ def create_app(ctx: Context) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(ctx.settings.allowed_hosts))
-    app.add_middleware(BodyLimitMiddleware)  # added last, so it runs first: before anything reads a body
+    # Added last, so it runs first: before anything reads a body.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=ctx.settings.max_body_bytes)
     app.state.ctx = ctx
     for exc_class, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(exc_class, handler)

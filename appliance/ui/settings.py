@@ -16,6 +16,7 @@ so a config file can make them stricter but never weaker.
     offline_after_minutes = 15
     queue_alarm_pending = 25
     queue_alarm_age_minutes = 60
+    max_body_bytes = 65536      # larger request bodies are answered 413 before they are read (4 KiB - 1 MiB)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from appliance.config import UIConfig
+from appliance.config import UI_MAX_BODY_BYTES, UIConfig
 from appliance.config_section import describe
 from appliance.ui.auth import MAX_IDLE_SECONDS
 from appliance.ui.health import HealthSettings
@@ -60,6 +61,7 @@ class UISettings:
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
     cookie_secure: bool = False
     health: HealthSettings = field(default_factory=HealthSettings)
+    max_body_bytes: int = UI_MAX_BODY_BYTES
 
     @classmethod
     def build(cls, config: Any, *, data_dir: Path, station_id: str, **overrides: Any) -> UISettings:
@@ -80,7 +82,7 @@ class UISettings:
             data_dir=Path(data_dir), station_id=station_id, agency_ori=given.pop("agency_ori", ui.agency_ori or ""),
             host=host, port=int(given.pop("port", ui.port)), idle_seconds=idle_minutes * 60,
             jms_token=read_token(Path(token_file)) if token_file else None, allowed_hosts=tuple(sorted(hosts)),
-            cookie_secure=bool(ui.cookie_secure),
+            cookie_secure=bool(ui.cookie_secure), max_body_bytes=int(ui.max_body_bytes),
             county=str(getattr(getattr(config, "station", None), "county", "") or ""),
             health=HealthSettings(offline_after=timedelta(minutes=ui.offline_after_minutes),
                                   queue_alarm_pending=int(ui.queue_alarm_pending),

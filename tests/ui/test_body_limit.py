@@ -72,3 +72,26 @@ def test_a_streamed_body_is_cut_off_at_the_limit_and_small_ones_pass(start_serve
     assert status == 200  # the server is still serving after the cut-off request
     status, _ = _exchange(server.port, _head("POST", "/api/v1/session", server.port, "Content-Length: 12x\r\n"), [])
     assert status == 400
+
+
+def test_a_lowered_limit_from_the_ui_section_refuses_at_the_new_size(start_server) -> None:  # type: ignore[no-untyped-def]
+    """``[ui] max_body_bytes`` is the limit the server applies: 413 just above it, the route's own answer at it."""
+    limit = 8 * 1024
+    assert limit < MAX_BODY_BYTES
+    server = start_server(config=f"[ui]\nmax_body_bytes = {limit}\n")
+    for method, path in ROUTES:
+        status, body = _exchange(server.port, _head(method, path, server.port, f"Content-Length: {limit + 1}\r\n"),
+                                 [])
+        assert status == 413, (method, path)
+        assert body["code"] == "too_large" and f"larger than {limit} bytes" in body["error"]
+    payload = json.dumps({"officer_id": "nobody", "pin": "0" * 6, "code": ""}).encode()
+    payload = payload[:-2] + b"x" * (limit - len(payload)) + payload[-2:]  # exactly at the limit
+    assert len(payload) == limit
+    status, body = _exchange(server.port, _head("POST", "/api/v1/session", server.port,
+                                                f"Content-Length: {limit}\r\n"), [payload])
+    assert status not in (413, 500) and body.get("code") != "too_large"
+    chunk = b"x" * 1024
+    parts = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for _ in range(limit // len(chunk) + 2)]
+    status, body = _exchange(server.port, _head("POST", "/api/v1/session", server.port,
+                                                "Transfer-Encoding: chunked\r\n"), [*parts, b"0\r\n\r\n"])
+    assert status == 413 and body["code"] == "too_large"

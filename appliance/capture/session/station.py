@@ -14,14 +14,11 @@ from appliance.capture.autocapture import MAX_REASON_CHARS
 from appliance.capture.processing import CaptureProcessor
 from appliance.capture.session.booking import BookingSession
 from appliance.capture.session.snapshots import AcceptedCapture, CaptureError
+from appliance.capture.space import RECENT_BOOKINGS, booking_bytes_needed, camera_frame_pixels
 from appliance.imageio import set_max_pixels
 from appliance.store import Booking, Store
-from appliance.store.db import DEFAULT_FLOOR_BYTES
+from appliance.store.db import DEFAULT_FLOOR_BYTES, data_paths
 from appliance.store.space import ensure_space
-
-#: Free space a booking may need beyond the floor (three standardized photos and their reports, twice over
-#: while the save's transaction commits); the save itself checks its exact size.
-BOOKING_ESTIMATE_BYTES = 8 * 1024 * 1024
 
 DEFAULT_PROFILE = "nist-sap30"  # until the station config names one
 
@@ -82,7 +79,8 @@ class CaptureStation:
         embedder = Embedder(bundle, options)
         profile = profile or config.quality.capture_standard or DEFAULT_PROFILE
         profile_dir = profile_dir or config.quality.standards_dir or None
-        engine = QualityEngine(analyzer, load_profile(profile, profile_dir))
+        standard = load_profile(profile, profile_dir)
+        engine = QualityEngine(analyzer, standard)
         processor = CaptureProcessor(analyzer, embedder, engine)
         data_dir = Path(data_dir)
         store_kwargs: dict[str, Any] = {"floor_bytes": config.store.floor_bytes,
@@ -92,9 +90,15 @@ class CaptureStation:
             return Store.open_data_dir(data_dir, **store_kwargs)
 
         floor = int(store_kwargs.get("floor_bytes", DEFAULT_FLOOR_BYTES))
+        recent: list[int] = []
+        if data_paths(data_dir)[0].exists():  # a new station has no bookings to measure (and makes no store here)
+            with open_store() as store:
+                recent = store.recent_booking_image_bytes(RECENT_BOOKINGS)
+        needed = booking_bytes_needed(standard.geometry,
+                                      camera_frame_pixels(config.camera.options, config.vision.max_pixels), recent)
 
         def space_check(what: str) -> None:
-            ensure_space(data_dir, floor, BOOKING_ESTIMATE_BYTES, what=what)
+            ensure_space(data_dir, floor, needed, what=what)
 
         settings: dict[str, Any] = {
             "camera_spec": config.camera.source, "camera_options": config.camera.options,

@@ -10,10 +10,11 @@ acked ``rejected`` so the station keeps the entries and retries.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sync.county.gallery.audit import AuditChains
-from sync.county.gallery.store import GalleryStore, parse_iso
+from sync.county.gallery.store import GalleryStore
 from sync.protocol import mqtt, topics
 from sync.protocol.audit_wire import (
     AUDIT_ACK_CONTENT_TYPE,
@@ -72,9 +73,12 @@ def publish_audit_ack(client: mqtt.Client, ack_topic: str, ack: AuditAck, expiry
                    expiry=expiry)
 
 
-def check_status_head(store: GalleryStore, station: str, county: str, body: dict[str, Any]) -> str:
+def check_status_head(store: GalleryStore, station: str, county: str, body: dict[str, Any], *,
+                      now: datetime | None = None) -> str:
     """The status's signed ``audit_head`` against the county's copy; returns the alarm kind raised or ''.
-    A status without a head (older software, the last will) or with a bad signature changes nothing."""
+    ``now`` is when the gallery received the status (the truncation check trusts only the gallery's clock,
+    never the status's own ``at``). A status without a head (older software, the last will) or with a bad
+    signature changes nothing."""
     head = body.get("audit_head")
     if head is None:
         return ""
@@ -83,7 +87,7 @@ def check_status_head(store: GalleryStore, station: str, county: str, body: dict
     except WireError as exc:
         log.warning("ignored the audit head in %s's status: %s", station, exc)
         return ""
-    return AuditChains(store).check_head(station, seq, digest, reported_at=parse_iso(body.get("at")))
+    return AuditChains(store).check_head(station, seq, digest, from_status=True, now=now)
 
 
 def _station_key(store: GalleryStore, station: str, county: str) -> Any:

@@ -71,7 +71,8 @@ class StationHealth:
     stale: list[str] = field(default_factory=list)
     unhealthy: list[str] = field(default_factory=list)
     audit_held_seq: int | None = None  # the newest audit entry the county holds for this station
-    audit_alarms: list[str] = field(default_factory=list)
+    audit_alarms: list[str] = field(default_factory=list)  # open ones: they flag the station
+    audit_acknowledged: list[str] = field(default_factory=list)  # looked into (audit clear): shown, not flagged
     disk_free_bytes: int | None = None  # None: not reported (an older station, or never heard from)
     disk_floor_bytes: int | None = None
 
@@ -116,7 +117,8 @@ class StationHealth:
             "flagged": self.flagged,
             "stale": list(self.stale),
             "unhealthy": list(self.unhealthy),
-            "audit": {"held_seq": self.audit_held_seq, "alarms": list(self.audit_alarms)},
+            "audit": {"held_seq": self.audit_held_seq, "alarms": list(self.audit_alarms),
+                      "acknowledged": list(self.audit_acknowledged)},
             "disk": {"free_bytes": self.disk_free_bytes, "floor_bytes": self.disk_floor_bytes, "low": self.disk_low},
         }
 
@@ -235,7 +237,7 @@ def _add_audit(store: GalleryStore, rows: list[StationHealth]) -> None:
     for h in rows:
         held = chains.held_head(h.station)
         h.audit_held_seq = None if held is None else held[0]
-        h.audit_alarms = alarms.get(h.station, [])
+        h.audit_alarms, h.audit_acknowledged = alarms.get(h.station, ([], []))
         if h.audit_alarms:
             h.unhealthy.append(f"{'; '.join(h.audit_alarms)} (booking-gallery audit verify --station {h.station})")
 
@@ -266,6 +268,9 @@ def render_table(rows: list[StationHealth], now: datetime) -> list[str]:
         for h in flagged:
             for kind, reasons in (("STALE", h.stale), ("UNHEALTHY", h.unhealthy)):
                 lines += [f"{h.station}: {kind}: {reason}" for reason in reasons]
+    acknowledged = [f"{h.station}: ACKNOWLEDGED: {line}" for h in rows for line in h.audit_acknowledged]
+    if acknowledged:
+        lines += ["", *acknowledged]
     lines.append("")
     lines.append(f"{len(rows)} station{'s' if len(rows) != 1 else ''}: {len(rows) - len(flagged)} ok, "
                  f"{len(flagged)} flagged")

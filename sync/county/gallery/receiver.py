@@ -438,7 +438,7 @@ class GalleryReceiver:
             return StatusOutcome(topic_name, station, "unchanged")
         self.store.put_station_status(station, parsed.county, body,
                                       received_at=_seen_at(body, previous, retained, received_at))
-        audit_intake.check_status_head(self.store, station, parsed.county, body)
+        audit_intake.check_status_head(self.store, station, parsed.county, body, now=received_at)
         self.stats.counts["status"] += 1
         return StatusOutcome(topic_name, station, "stored")
 

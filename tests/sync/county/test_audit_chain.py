@@ -1,5 +1,6 @@
 """The county's copy of a station's audit chain, without a broker: the signed batch format, and how the gallery
-judges what arrives against what it holds (gap, fork, rewrite, truncation; repeats and late statuses are fine)."""
+judges what arrives against what it holds (gap, fork, rewrite, truncation; repeats and late statuses are fine;
+only the gallery's receive times and sequence numbers decide, never the station's clock)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sync.county.gallery.audit import AuditChains, verify_station
+from sync.county.gallery.audit import TRUNCATION_GRACE, AuditChains, verify_station
 from sync.county.gallery.audit_intake import check_status_head, handle_audit
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
 from sync.county.gallery.store import SQLiteStore
@@ -84,26 +85,82 @@ def test_a_gap_a_fork_and_an_edited_entry_each_raise_and_are_not_held(receiver: 
     assert not verify_station(receiver.store, "st-01").ok
 
 
-def test_status_heads_truncation_only_for_entries_written_before_the_status(receiver: GalleryReceiver) -> None:
+def status(seq: int, digest: str, *, at: dt.datetime, key: Any = KEY) -> dict[str, Any]:
+    """A status body as the station sends it: its own ``at`` (its clock) and the signed chain head."""
+    return {"at": at.isoformat(), "audit_head": audit_wire.sign_head("king", "st-01", seq, digest, key)}
+
+
+G0 = T0 + dt.timedelta(days=1)  # the gallery's clock when it received entries 1..20
+GRACE = TRUNCATION_GRACE
+
+
+def hold(receiver: GalleryReceiver, entries: list[audit_wire.AuditWireEntry], now: dt.datetime) -> None:
+    ack = AuditChains(receiver.store).receive(
+        audit_wire.AuditBatch("king", "st-01", tuple(entries), entries[-1].seq, entries[-1].hash), now=now)
+    assert ack.status == "stored"
+
+
+@pytest.mark.parametrize("station_clock", [dt.timedelta(days=-400), dt.timedelta(0), dt.timedelta(days=400)])
+def test_truncation_is_judged_by_seq_and_gallery_receive_times_whatever_the_station_clock(
+        receiver: GalleryReceiver, station_clock: dt.timedelta) -> None:
+    """The station's clock (set back or forward, or right) never decides: the status's ``at`` and the entries'
+    ``at`` are the station's word. A short head handled soon after the newer entries arrived is a status sent
+    before them; the same short head well after the gallery got them is a truncated log."""
     entries = chain(20)
-    handle_audit(receiver, TOPIC, batch(entries))
-    chains = AuditChains(receiver.store)
+    hold(receiver, entries, G0)
     late = entries[14]
-    # A status the station sent when entry 15 was its newest, delivered after the county got 16..20: not news.
-    body = {"at": _at(15), "audit_head": audit_wire.sign_head("king", "st-01", late.seq, late.hash, KEY)}
-    assert check_status_head(receiver.store, "st-01", "king", body) == ""
-    # The same head in a status written after entry 20 existed: entries 16..20 were removed from the station.
-    body = {"at": _at(30), "audit_head": audit_wire.sign_head("king", "st-01", late.seq, late.hash, KEY)}
-    assert check_status_head(receiver.store, "st-01", "king", body) == "truncation"
-    assert check_status_head(receiver.store, "st-01", "king", body) == "truncation"
+    at = G0 + station_clock
+    chains = AuditChains(receiver.store)
+    # A status the station sent when entry 15 was its newest, handled a minute after 16..20 arrived: not news.
+    assert check_status_head(receiver.store, "st-01", "king", status(late.seq, late.hash, at=at),
+                             now=G0 + dt.timedelta(minutes=1)) == ""
+    assert chains.alarms("st-01") == []
+    # The same head reported after the grace: entries 16..20 were removed from the station.
+    for minutes in (0, 1):
+        now = G0 + GRACE + dt.timedelta(minutes=minutes)
+        assert check_status_head(receiver.store, "st-01", "king", status(late.seq, late.hash, at=at + GRACE),
+                                 now=now) == "truncation"
     [alarm] = chains.alarms("st-01")
     assert (alarm.kind, alarm.seq, alarm.count) == ("truncation", 20, 2)  # one alarm, counted, not two rows
+    # The full head is no truncation, however old the station's clock says the status is.
+    head = entries[-1]
+    assert check_status_head(receiver.store, "st-01", "king", status(head.seq, head.hash, at=T0 - GRACE),
+                             now=G0 + 2 * GRACE) == ""
+
+
+def test_a_head_going_back_below_an_earlier_status_is_truncation_even_before_the_county_holds_the_entries(
+        receiver: GalleryReceiver) -> None:
+    entries = chain(20)
+    hold(receiver, entries[:12], G0)  # delivery lags: the county holds 1..12
+    top = entries[-1]
+    assert check_status_head(receiver.store, "st-01", "king", status(20, top.hash, at=G0), now=G0) == ""
+    # The station's clock set back a year, a head of 15 two minutes later: within the grace (another gallery
+    # worker may handle an older status late), so nothing yet.
+    back = G0 - dt.timedelta(days=365)
+    assert check_status_head(receiver.store, "st-01", "king", status(15, entries[14].hash, at=back),
+                             now=G0 + dt.timedelta(minutes=2)) == ""
+    assert check_status_head(receiver.store, "st-01", "king", status(15, entries[14].hash, at=back),
+                             now=G0 + GRACE) == "truncation"
+    [alarm] = AuditChains(receiver.store).alarms("st-01")
+    assert (alarm.kind, alarm.seq) == ("truncation", 20) and "up to 20" in alarm.detail
+
+
+def test_a_batch_head_counts_as_shown_and_a_changed_or_forged_head_is_judged_apart(receiver: GalleryReceiver) -> None:
+    entries = chain(20)
+    # A batch of 1..10 signed while the station's head was already 20.
+    ack = AuditChains(receiver.store).receive(
+        audit_wire.AuditBatch("king", "st-01", tuple(entries[:10]), 20, entries[-1].hash), now=G0)
+    assert ack.status == "stored"
+    assert check_status_head(receiver.store, "st-01", "king", status(10, entries[9].hash, at=G0),
+                             now=G0 + GRACE) == "truncation"
     # A head whose hash differs from the held entry of that seq: rewritten up to there.
-    body = {"at": _at(31), "audit_head": audit_wire.sign_head("king", "st-01", 20, "e" * 64, KEY)}
-    assert check_status_head(receiver.store, "st-01", "king", body) == "rewrite"
+    assert check_status_head(receiver.store, "st-01", "king", status(10, "e" * 64, at=G0),
+                             now=G0 + dt.timedelta(seconds=1)) == "rewrite"
     # A head signed by anyone else is ignored (it cannot prove anything).
-    forged = {"at": _at(32), "audit_head": audit_wire.sign_head("king", "st-01", 3, "d" * 64, factory.key(5))}
-    assert check_status_head(receiver.store, "st-01", "king", forged) == ""
+    forged = status(3, "d" * 64, at=G0, key=factory.key(5))
+    assert check_status_head(receiver.store, "st-01", "king", forged, now=G0 + 3 * GRACE) == ""
+    assert {(a.kind, a.seq) for a in AuditChains(receiver.store).alarms("st-01")} == {("truncation", 20),
+                                                                                      ("rewrite", 10)}
 
 
 def test_batches_that_do_not_verify_are_refused_and_logged(receiver: GalleryReceiver) -> None:
@@ -185,6 +242,16 @@ def test_the_chain_tables_work_in_both_dialects(dialect: str, tmp_path: Path) ->
         assert (alarm.kind, alarm.seq, alarm.count) == ("gap", 5, 2)
         report = verify_station(store, "st-01")
         assert report.entries == 6 and report.broken_at is None and not report.ok  # the alarm stays
+        assert chains.check_head("st-01", 5, entries[4].hash, from_status=True, now=T0 + TRUNCATION_GRACE) == ""
+        assert chains.check_head("st-01", 5, entries[4].hash, from_status=True,
+                                 now=dt.datetime.now(dt.timezone.utc) + TRUNCATION_GRACE) == "truncation"
+        assert [a.ack_reason for a in chains.acknowledge("st-01", "it-1", "seen", resume=True)] == ["seen", "seen"]
+        assert verify_station(store, "st-01").ok and chains.pending_resume("st-01") == 6
+        more = chain(3, start=8, prev="c" * 64)  # 8..10 on another history: held from 8 on, the break allowed
+        assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(more), 10, more[-1].hash)).status == \
+            "stored"
+        report = verify_station(store, "st-01")
+        assert report.ok and report.entries == 9 and [r["resumed_seq"] for r in report.resumes] == [8]
     finally:
         if dialect == "postgresql":
             store.drop_schema()
