@@ -9,6 +9,7 @@ Each side turns :class:`CredentialError` into its own account error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -56,6 +57,17 @@ def verify_pin(pin: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(candidate.rsplit("$", 1)[1], digest_hex)
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return hash_pin("0", b"no-such-account")
+
+
+def check_unknown_account(pin: str) -> None:
+    """Spend on a sign-in for an account that does not exist the time a real PIN check takes (one scrypt of
+    the same cost), so that the answer's timing does not tell which accounts exist; the result is ignored."""
+    verify_pin(str(pin), _dummy_hash())
 
 
 def totp_step(secret: str, code: str, now: datetime) -> int | None:

@@ -44,7 +44,7 @@ from appliance.store.clock import from_text, to_text, utc_now
 from appliance.store.crypto import BlobCipher
 from appliance.store.transactions import write_transaction
 from sync import credentials
-from sync.credentials import hash_pin, judge_attempt, verify_pin
+from sync.credentials import check_unknown_account, hash_pin, judge_attempt
 
 ACCOUNTS_FILE = "accounts.db"
 MAX_FAILURES = 5
@@ -56,7 +56,6 @@ NAME_MAX = 100
 TOTP_ISSUER = "Booking station"
 ROLES = ("officer", "station-admin")
 """An officer books; a station admin also enrols officers from the desk's Officers screen."""
-_DUMMY_SALT = b"booking-station-dummy-salt"
 
 
 class AccountError(Exception):
@@ -255,13 +254,13 @@ class AccountStore:
         """Check a sign-in attempt and update the failure count and lock in one transaction."""
         now = self.clock()
         if not isinstance(officer_id, str) or not OFFICER_ID_PATTERN.fullmatch(officer_id):
-            verify_pin(str(pin), hash_pin("0", _DUMMY_SALT))  # same work as a real check: no timing oracle
+            check_unknown_account(pin)
             return Attempt(Verdict.UNKNOWN, None, "unknown")
         with self._write() as conn:
             row = conn.execute("SELECT pin_hash, totp_secret, totp_last_step, failed_count, locked_until "
                                "FROM officers WHERE officer_id = ?", (officer_id,)).fetchone()
             if row is None:
-                verify_pin(str(pin), hash_pin("0", _DUMMY_SALT))
+                check_unknown_account(pin)
                 return Attempt(Verdict.UNKNOWN, None, "unknown")
             pin_hash, sealed, last_step, failures, locked_text = row
             judged = judge_attempt(str(pin), str(code), now, pin_hash=pin_hash,

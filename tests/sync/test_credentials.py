@@ -55,3 +55,15 @@ def test_the_fifth_failure_locks_and_a_running_lock_refuses_unchecked() -> None:
 def test_a_lock_that_ran_out_starts_the_count_afresh() -> None:
     judged = _judge(pin="999999", failures=4, locked_until=NOW - timedelta(seconds=1))
     assert (judged.verdict, judged.failures, judged.just_locked) == ("wrong", 1, False)
+
+
+def test_an_unknown_account_costs_one_pin_check_of_the_same_cost() -> None:
+    """The stand-in hash for accounts that do not exist has a real PIN hash's scrypt cost, and is made once
+    (a fresh one per attempt would double the work and tell unknown accounts by their slower answer)."""
+    from sync import credentials
+
+    credentials._dummy_hash.cache_clear()
+    credentials.check_unknown_account("482913")
+    credentials.check_unknown_account("123450")
+    assert credentials._dummy_hash.cache_info().misses == 1
+    assert credentials._dummy_hash().split("$")[:4] == HASH.split("$")[:4]  # scrypt, n, r, p

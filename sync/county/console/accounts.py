@@ -29,12 +29,11 @@ import pyotp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sync import credentials
-from sync.credentials import hash_pin, judge_attempt, verify_pin
+from sync.credentials import check_unknown_account, hash_pin, judge_attempt
 
 MAX_FAILURES = 5
 LOCK_MINUTES = 10
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DUMMY_HASH_SALT = b"county-console-dummy-salt"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -228,7 +227,7 @@ class AccountStore:
         """Check an attempt; count failures and lock in one ``BEGIN IMMEDIATE`` transaction."""
         now = self.clock()
         if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
-            verify_pin(str(pin), hash_pin("0", _DUMMY_HASH_SALT))  # same work: no timing oracle
+            check_unknown_account(pin)
             return Attempt("unknown", None, "unknown")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -243,7 +242,7 @@ class AccountStore:
         row = self.conn.execute("SELECT pin_hash, totp_secret, totp_last_step, failed_count, locked_until "
                                 "FROM users WHERE user_id = ?", (user_id,)).fetchone()
         if row is None:
-            verify_pin(pin, hash_pin("0", _DUMMY_HASH_SALT))
+            check_unknown_account(pin)
             return Attempt("unknown", None, "unknown")
         pin_hash, sealed, last_step, failures, locked_text = row
         judged = judge_attempt(pin, code, now, pin_hash=pin_hash, secret=lambda: self._open(user_id, sealed),
