@@ -20,11 +20,12 @@ from appliance.cli_support import (
     EXIT_INPUT,
     capture_standard_option,
     fail,
+    load_group_config,
     quality_flags,
     standards_dir_option,
     with_flags,
 )
-from appliance.config import DEFAULT_CONFIG, StationConfig, StationConfigError, load_config
+from appliance.config import DEFAULT_CONFIG, StationConfig
 from appliance.imageio import ImageError, read_image, set_max_pixels
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.runtime import RuntimeMissing
@@ -85,11 +86,7 @@ def face_summary(face) -> dict:
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
     """Booking-station appliance: mug-shot capture, face quality and templates on the device."""
-    try:
-        ctx.obj = {"config": load_config(config_path)}
-    except StationConfigError as exc:
-        fail(str(exc))
-    set_max_pixels(ctx.obj["config"].vision.max_pixels)
+    set_max_pixels(load_group_config(ctx, config_path).vision.max_pixels)
 
 
 def _open_engine(ctx: click.Context, vision: Vision, standard: str, standards_dir: Path | None):

@@ -34,6 +34,35 @@ def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
     sys.exit(code)
 
 
+def load_group_config(ctx: click.Context, config_path: Path | None) -> StationConfig:
+    """Load the station config a command group was given (``--config``, else the default file) into
+    ``ctx.obj``, where :func:`station_config` finds it for every command below; one line and exit 2 when it
+    cannot be read. The `booking-station` group and the standalone groups load it the same way."""
+    try:
+        ctx.obj = {"config": load_config(config_path)}
+    except StationConfigError as exc:
+        fail(str(exc), EXIT_SETUP)
+    return ctx.obj["config"]
+
+
+def standalone_group(register: Callable[[click.Group], None], doc: str) -> click.Group:
+    """A group of only the commands ``register`` adds to `booking-station`, to run one CLI module on its own
+    (``python -m appliance.ui``, ``python -m appliance.capture.cli``) with the same ``--config`` loading.
+
+    It is built here once rather than written out in each module, so the standalone groups cannot drift from
+    each other; it leaves out what only the full group does (the version option, the vision limits)."""
+
+    @click.group(name="main", help=doc, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+                  help="station config file")
+    @click.pass_context
+    def group(ctx: click.Context, config_path: Path | None) -> None:
+        load_group_config(ctx, config_path)
+
+    register(group)
+    return group
+
+
 def station_config(ctx: click.Context) -> StationConfig:
     """The config the `booking-station` group loaded, or the default file when run on its own."""
     root = ctx.find_root().obj

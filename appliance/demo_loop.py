@@ -255,6 +255,13 @@ class Demo:
     def done(self, started: float, note: str = "") -> None:
         self.out(f"     {'-> ' + note + ', ' if note else '-> '}{time.monotonic() - started:.1f} s")
 
+    def step(self, side: str, title: str, argv: list[str]) -> str:
+        """A step that is one foreground command and has nothing to note: announce, run, time it; its stdout."""
+        started = self.begin(side, title, argv)
+        stdout = self.run(argv)
+        self.done(started)
+        return stdout
+
     # --- commands ---------------------------------------------------------------------------------
 
     def run(self, argv: list[str], *, timeout: float = COMMAND_TIMEOUT, ok: tuple[int, ...] = (0,)) -> str:
@@ -357,36 +364,26 @@ class Demo:
             folder.mkdir(parents=True, exist_ok=True)
 
         argv = [g, "ca", "init", "--ca-dir", str(self.ca_dir), "--county", COUNTY]
-        t = self.begin("county", "create the county CA and command-signing key", argv)
-        self.run(argv)
-        self.done(t)
+        self.step("county", "create the county CA and command-signing key", argv)
 
         broker_crt, broker_key = self.tls_dir / "broker.crt", self.tls_dir / "broker.key"
         argv = [g, "ca", "server-cert", "--ca-dir", str(self.ca_dir), "--name", LOOPBACK, "--name", "localhost",
                 "--out-cert", str(broker_crt), "--out-key", str(broker_key)]
-        t = self.begin("county", "TLS certificate of the MQTT broker", argv)
-        self.run(argv)
-        self.done(t)
+        self.step("county", "TLS certificate of the MQTT broker", argv)
 
         enroll_crt, enroll_key = self.tls_dir / "enroll.crt", self.tls_dir / "enroll.key"
         argv = [g, "ca", "server-cert", "--ca-dir", str(self.ca_dir), "--name", LOOPBACK, "--name", "localhost",
                 "--out-cert", str(enroll_crt), "--out-key", str(enroll_key)]
-        t = self.begin("county", "TLS certificate of the enrolment server", argv)
-        self.run(argv)
-        self.done(t)
+        self.step("county", "TLS certificate of the enrolment server", argv)
 
         gallery_crt, gallery_key = self.tls_dir / "gallery.crt", self.tls_dir / "gallery.key"
         argv = [g, "ca", "client-cert", "--ca-dir", str(self.ca_dir), "--name", f"gallery.{COUNTY}",
                 "--out-cert", str(gallery_crt), "--out-key", str(gallery_key)]
-        t = self.begin("county", "client certificate of the gallery worker", argv)
-        self.run(argv)
-        self.done(t)
+        self.step("county", "client certificate of the gallery worker", argv)
 
         crl = self.broker_dir / "crl.pem"
         argv = [g, "devices", "crl", "--empty", "--ca-dir", str(self.ca_dir), "-o", str(crl)]
-        t = self.begin("county", "empty CRL for the broker (revocations go there)", argv)
-        self.run(argv)
-        self.done(t)
+        self.step("county", "empty CRL for the broker (revocations go there)", argv)
 
         self.start_broker(broker_crt, broker_key, crl)
 
@@ -444,9 +441,7 @@ class Demo:
                     "--crlfile", str(crl), "--port", str(self.mqtt_port),
                     "--bind-address", LOOPBACK, "--persistence-dir", str(self.broker_dir / "data"),
                     "--user", getpass.getuser()]
-            t = self.begin("county", "mosquitto.conf and ACL for the county broker", argv)
-            self.run(argv)
-            self.done(t)
+            self.step("county", "mosquitto.conf and ACL for the county broker", argv)
 
             argv = [self.mosquitto_bin, "-c", str(conf)]
             t = self.begin("county", "start the MQTT broker (mutual TLS, per-station ACL)", argv)

@@ -1,17 +1,21 @@
-"""The sign-in rules both sides share: the PIN's format, its scrypt hash, and the TOTP code check.
+"""The sign-in rules both sides share: the PIN's format, its scrypt hash, the TOTP code check and the lockout.
 
 The station's officer accounts (``appliance.ui.accounts``) and the county console's accounts
-(``sync.county.console.accounts``) keep their own stores, roles and lockout, but a PIN and an authenticator
-code must mean the same on both, so the rules live once, here, outside either side (the import contracts keep
-the county off the station's UI). Each side turns :class:`CredentialError` into its own account error.
+(``sync.county.console.accounts``) keep their own stores, roles and lockout figures, but a PIN, an
+authenticator code and what a wrong attempt does (:func:`judge_attempt`) must mean the same on both, so the
+rules live once, here, outside either side (the import contracts keep the county off the station's UI).
+Each side turns :class:`CredentialError` into its own account error.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pyotp
 
@@ -55,6 +59,17 @@ def verify_pin(pin: str, stored: str) -> bool:
     return hmac.compare_digest(candidate.rsplit("$", 1)[1], digest_hex)
 
 
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return hash_pin("0", b"no-such-account")
+
+
+def check_unknown_account(pin: str) -> None:
+    """Spend on a sign-in for an account that does not exist the time a real PIN check takes (one scrypt of
+    the same cost), so that the answer's timing does not tell which accounts exist; the result is ignored."""
+    verify_pin(str(pin), _dummy_hash())
+
+
 def totp_step(secret: str, code: str, now: datetime) -> int | None:
     """The 30 s step whose code ``code`` is (within one step of drift either way), or None. Every step in the
     window is compared, whichever matched, so the time taken says nothing; callers refuse a step used before."""
@@ -68,3 +83,51 @@ def totp_step(secret: str, code: str, now: datetime) -> int | None:
         if hmac.compare_digest(totp.generate_otp(step), code):
             found = step
     return found
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What one sign-in attempt on an existing account comes to; the caller stores it and reports it.
+
+    ``verdict`` is ``locked`` (refused unchecked: the lock still runs), ``wrong`` or ``ok``; ``reason`` is
+    ``locked``, ``pin``, ``code``, ``code_reused`` or ``ok``, for the audit log. ``failures`` is the count to
+    report; ``stored_failures`` the one to write (0 once a lock starts, which takes its place). ``locked_until``
+    is the lock that still runs (``locked``) or the one this attempt starts (``wrong``, ``just_locked``), and
+    ``step`` the TOTP step to remember on ``ok``, so that the same code cannot sign in twice.
+    """
+
+    verdict: str
+    reason: str
+    failures: int = 0
+    stored_failures: int = 0
+    just_locked: bool = False
+    locked_until: datetime | None = None
+    step: int | None = None
+
+
+def judge_attempt(pin: str, code: str, now: datetime, *, pin_hash: str, secret: Callable[[], str], last_step: int,
+                  failures: int, locked_until: datetime | None, max_failures: int,
+                  lock_minutes: float) -> Judgement:
+    """The sign-in rule both account stores apply to a stored account: a running lock refuses unchecked; a
+    lock that ran out starts the count afresh; the PIN, then the code (which must be newer than the last one
+    used) are checked; ``max_failures`` wrong attempts in a row lock the account for ``lock_minutes``.
+
+    ``secret`` is called only once the PIN is right, so a wrong PIN never decrypts the TOTP secret. The caller
+    keeps its own store, lockout figures and account error, and runs this inside its write transaction.
+    """
+    if locked_until is not None and locked_until > now:
+        return Judgement("locked", "locked", failures, failures, False, locked_until)
+    if locked_until is not None:  # the lock ran out: start counting afresh
+        failures = 0
+    step = None
+    if not verify_pin(pin, pin_hash):
+        reason = "pin"
+    else:
+        step = totp_step(secret(), code, now)
+        reason = "code" if step is None else ("code_reused" if step <= last_step else "ok")
+    if reason == "ok":
+        return Judgement("ok", "ok", step=step)
+    failures += 1
+    just_locked = failures >= max_failures
+    lock = now + timedelta(minutes=lock_minutes) if just_locked else None
+    return Judgement("wrong", reason, failures, 0 if just_locked else failures, just_locked, lock)

@@ -63,6 +63,16 @@ def _positive_int(value: object, name: str) -> int | None:
     return value
 
 
+def _opened(source: int | str, api: int, refusal: str) -> cv2.VideoCapture:
+    """A started ``cv2.VideoCapture``, or `CameraError` with ``refusal``: OpenCV reports a device it could not
+    open only as a capture that is not opened, which must still be released (it may hold a half-open handle)."""
+    capture = cv2.VideoCapture(source, api)
+    if not capture.isOpened():
+        capture.release()
+        raise CameraError(refusal)
+    return capture
+
+
 class OpenCVCamera(Camera):
     """A V4L2/USB camera through cv2.VideoCapture.
 
@@ -137,14 +147,9 @@ class OpenCVCamera(Camera):
                 f"camera {self.device} is missing: no such device (is it plugged in? "
                 "`v4l2-ctl --list-devices` lists the cameras)"
             )
-        capture = cv2.VideoCapture(self.device, cv2.CAP_ANY)
-        if not capture.isOpened():
-            capture.release()
-            raise CameraError(
-                f"camera {self.device} is missing or busy: it could not be opened (not connected, or another "
-                "program is using it)"
-            )
-        return capture
+        return _opened(self.device, cv2.CAP_ANY,
+                       f"camera {self.device} is missing or busy: it could not be opened (not connected, or "
+                       "another program is using it)")
 
     def _configure(self, capture: cv2.VideoCapture) -> None:
         """Ask for the mode from the config. Order matters on V4L2: the pixel format decides which sizes
@@ -276,14 +281,10 @@ class GStreamerCamera(OpenCVCamera):
                 f"{self.pipeline!r}: the opencv-python wheels from PyPI are built without it; on a Jetson use "
                 "JetPack's OpenCV (apt install python3-opencv; a virtualenv needs --system-site-packages)"
             )
-        capture = cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER)
-        if not capture.isOpened():
-            capture.release()
-            raise CameraError(
-                f"{self.description} is missing or busy: the pipeline did not start (is the camera connected "
-                "and nvargus-daemon running? `gst-launch-1.0` with the same pipeline shows the GStreamer error)"
-            )
-        return capture
+        return _opened(self.pipeline, cv2.CAP_GSTREAMER,
+                       f"{self.description} is missing or busy: the pipeline did not start (is the camera "
+                       "connected and nvargus-daemon running? `gst-launch-1.0` with the same pipeline shows the "
+                       "GStreamer error)")
 
     def _configure(self, capture: cv2.VideoCapture) -> None:
         """The pipeline's caps set the mode; V4L2 properties do not apply."""

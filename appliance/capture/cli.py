@@ -46,12 +46,13 @@ from appliance.cli_support import (
     EXIT_SETUP,
     capture_standard_option,
     quality_flags,
+    standalone_group,
     standards_dir_option,
     station_config,
     with_flags,
 )
 from appliance.cli_support import fail as _fail
-from appliance.config import DEFAULT_DATA_DIR, StationConfig, StationConfigError, load_config
+from appliance.config import DEFAULT_DATA_DIR, StationConfig
 
 ENV_DATA_DIR = "BOOKING_STATION_DATA_DIR"
 ENV_STATION = "BOOKING_STATION_ID"
@@ -428,19 +429,7 @@ def register(group: click.Group) -> None:
     group.add_command(capture_command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="station config file")
-@click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
-    """The capture command on its own (`python -m appliance.capture.cli capture ...`), until it is
-    registered in `booking-station`."""
-    try:
-        ctx.obj = {"config": load_config(config_path)}
-    except StationConfigError as exc:
-        _fail(str(exc), EXIT_SETUP)
-
-
-register(main)
+main = standalone_group(register, "The capture command on its own (`python -m appliance.capture.cli capture ...`).")
 
 if __name__ == "__main__":
     main(prog_name=os.path.basename(sys.argv[0]) if sys.argv else "capture")

@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pyotp
@@ -44,7 +44,7 @@ from appliance.store.clock import from_text, to_text, utc_now
 from appliance.store.crypto import BlobCipher
 from appliance.store.transactions import write_transaction
 from sync import credentials
-from sync.credentials import hash_pin, totp_step, verify_pin
+from sync.credentials import check_unknown_account, hash_pin, judge_attempt
 
 ACCOUNTS_FILE = "accounts.db"
 MAX_FAILURES = 5
@@ -56,7 +56,6 @@ NAME_MAX = 100
 TOTP_ISSUER = "Booking station"
 ROLES = ("officer", "station-admin")
 """An officer books; a station admin also enrols officers from the desk's Officers screen."""
-_DUMMY_SALT = b"booking-station-dummy-salt"
 
 
 class AccountError(Exception):
@@ -255,38 +254,28 @@ class AccountStore:
         """Check a sign-in attempt and update the failure count and lock in one transaction."""
         now = self.clock()
         if not isinstance(officer_id, str) or not OFFICER_ID_PATTERN.fullmatch(officer_id):
-            verify_pin(str(pin), hash_pin("0", _DUMMY_SALT))  # same work as a real check: no timing oracle
+            check_unknown_account(pin)
             return Attempt(Verdict.UNKNOWN, None, "unknown")
         with self._write() as conn:
             row = conn.execute("SELECT pin_hash, totp_secret, totp_last_step, failed_count, locked_until "
                                "FROM officers WHERE officer_id = ?", (officer_id,)).fetchone()
             if row is None:
-                verify_pin(str(pin), hash_pin("0", _DUMMY_SALT))
+                check_unknown_account(pin)
                 return Attempt(Verdict.UNKNOWN, None, "unknown")
             pin_hash, sealed, last_step, failures, locked_text = row
-            locked_until = from_text(locked_text) if locked_text else None
-            if locked_until is not None and locked_until > now:
-                return Attempt(Verdict.LOCKED, None, "locked", failures, False, locked_until)
-            if locked_until is not None:  # the lock ran out: start counting afresh
-                failures = 0
-            reason = None
-            if not verify_pin(str(pin), pin_hash):
-                reason = "pin"
-            else:
-                step = totp_step(self._open(officer_id, sealed), str(code), now)
-                if step is None:
-                    reason = "code"
-                elif step <= last_step:
-                    reason = "code_reused"
-            if reason is not None:
-                failures += 1
-                just_locked = failures >= MAX_FAILURES
-                new_lock = now + timedelta(minutes=LOCK_MINUTES) if just_locked else None
+            judged = judge_attempt(str(pin), str(code), now, pin_hash=pin_hash,
+                                   secret=lambda: self._open(officer_id, sealed), last_step=last_step,
+                                   failures=failures, locked_until=from_text(locked_text) if locked_text else None,
+                                   max_failures=MAX_FAILURES, lock_minutes=LOCK_MINUTES)
+            if judged.verdict == "locked":
+                return Attempt(Verdict.LOCKED, None, "locked", judged.failures, False, judged.locked_until)
+            if judged.verdict == "wrong":
+                lock = judged.locked_until
                 conn.execute("UPDATE officers SET failed_count = ?, locked_until = ? WHERE officer_id = ?",
-                             (0 if just_locked else failures, to_text(new_lock) if new_lock else None, officer_id))
-                return Attempt(Verdict.WRONG, None, reason, failures, just_locked, new_lock)
+                             (judged.stored_failures, to_text(lock) if lock else None, officer_id))
+                return Attempt(Verdict.WRONG, None, judged.reason, judged.failures, judged.just_locked, lock)
             conn.execute("UPDATE officers SET failed_count = 0, locked_until = NULL, totp_last_step = ?, "
-                         "last_logon_at = ? WHERE officer_id = ?", (step, to_text(now), officer_id))
+                         "last_logon_at = ? WHERE officer_id = ?", (judged.step, to_text(now), officer_id))
         return Attempt(Verdict.OK, self.get(officer_id), "ok")
 
     # --- secrets -----------------------------------------------------------------------------------

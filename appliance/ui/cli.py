@@ -33,13 +33,14 @@ from appliance.cli_support import (
     EXIT_SETUP,
     capture_standard_option,
     quality_flags,
+    standalone_group,
     standards_dir_option,
     station_config,
     with_flags,
 )
 from appliance.cli_support import data_dir_option as _shared_data_dir_option
 from appliance.cli_support import fail as _fail
-from appliance.config import ENV_DATA_DIR, StationConfigError, load_config
+from appliance.config import ENV_DATA_DIR
 
 ENV_STATION = "BOOKING_STATION_ID"
 ENV_AGENCY = "BOOKING_STATION_AGENCY"
@@ -285,19 +286,7 @@ def register(group: click.Group) -> None:
     group.add_command(users_group)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="station config file")
-@click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
-    """The officer UI commands on their own (`python -m appliance.ui ...`), until they are registered in
-    `booking-station`."""
-    try:
-        ctx.obj = {"config": load_config(config_path)}
-    except StationConfigError as exc:
-        _fail(str(exc), EXIT_SETUP)
-
-
-register(main)
+main = standalone_group(register, "The officer UI commands on their own (`python -m appliance.ui ...`).")
 
 if __name__ == "__main__":
     main(prog_name=os.path.basename(sys.argv[0]) if sys.argv else "booking-station")

@@ -12,7 +12,8 @@ Alarms the officer must see (a red banner on every screen, and the queue screen 
   than `queue_alarm_age`;
 * **disk low**: the store's ``disk_low`` alarm, or free space on the data directory already below the
   store's floor (the next save would be refused);
-* any other alarm the store holds (``queue_full``, ...), with the store's own message.
+* any other alarm the store holds (``queue_full``, the sync agent's delivery alarms, ...): in the plain
+  words of `appliance.ui.wording.alarm`, the raiser's own message behind Details.
 
 The sync agent's status: the file the agent itself keeps, ``DATA_DIR/sync/status.json`` (see
 `sync.station.agent`; read here as plain JSON so the UI does not import the agent): ``connected``,
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.store import Store
-from appliance.store.alarms import DISK_LOW, QUEUE_FULL
+from appliance.store.alarms import DISK_LOW
 from appliance.store.clock import utc_now
 from appliance.store.space import free_bytes, human_bytes
+from appliance.ui.wording import alarm as alarm_words
 from sync.station.status import pid_alive
 
 SYNC_STATUS_FILE = Path("sync") / "status.json"
@@ -49,15 +51,6 @@ class HealthSettings:
     queue_alarm_pending: int = 25
     queue_alarm_age: timedelta = timedelta(hours=1)
     disk_floor_bytes: int | None = None  # None: the store's floor
-
-
-#: What the officer reads for the alarms whose own text is technical (the text goes behind Details).
-PLAIN_ALARMS = {
-    DISK_LOW: "The station's disk is nearly full: new bookings will be refused. Bookings already saved are kept; "
-              "tell county IT.",
-    QUEUE_FULL: "Too many bookings are waiting to be sent to the county: new bookings will be refused. Bookings "
-                "already saved are kept; tell county IT.",
-}
 
 
 def read_sync_status(data_dir: Path, now: datetime) -> dict[str, Any] | None:
@@ -150,12 +143,13 @@ def station_health(store: Store, data_dir: Path, settings: HealthSettings, now: 
     except OSError:
         free = None
     if not any(a.name == DISK_LOW for a in store_alarms) and free is not None and free < floor:
-        alarms.append({"name": "disk_low", "message": PLAIN_ALARMS[DISK_LOW],
-                       "detail": f"{human_bytes(free)} free, at least {human_bytes(floor)} must stay free"})
+        low = alarm_words(DISK_LOW, f"{human_bytes(free)} free, at least {human_bytes(floor)} must stay free")
+        alarms.append({"name": DISK_LOW, "message": low.text, "detail": low.detail or ""})
     for alarm in store_alarms:
-        # The store's own text names paths and sizes (county IT's words): the officer reads the plain line.
-        plain = PLAIN_ALARMS.get(alarm.name)
-        alarms.append({"name": alarm.name, "message": plain or alarm.message, "detail": alarm.message if plain else ""})
+        # The raiser's own text (the store's paths and sizes, the sync agent's reason codes, topics and record
+        # ids) is county IT's: the officer reads the plain line, the text stays behind Details.
+        plain = alarm_words(alarm.name, alarm.message)
+        alarms.append({"name": alarm.name, "message": plain.text, "detail": plain.detail or ""})
     return {
         "now": _iso(now),
         "counts": counts,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.store import DiskFullError, QueueFullError
+from appliance.store.alarms import DISK_LOW, QUEUE_FULL
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,41 @@ class Plain:
 
     text: str
     detail: str | None = None
+
+
+# Alarms whose own text is for county IT (paths, sizes, MQTT reason codes, record ids, the gallery's reject codes),
+# by alarm name. The sync agent's names are spelled out here, not imported: the officer UI does not import the
+# agent (sync.station.agent.common and .audit, sync.station.remote name them; tests/ui/test_queue.py checks).
+_ALARMS = {
+    DISK_LOW: "The station's disk is nearly full: new bookings will be refused. Bookings already saved are kept; "
+              "tell county IT.",
+    QUEUE_FULL: "Too many bookings are waiting to be sent to the county: new bookings will be refused. Bookings "
+                "already saved are kept; tell county IT.",
+    "broker_refusing": "The county refuses this station's deliveries. Bookings are kept here and sent again by "
+                       "themselves; call county IT.",
+    "gallery_refusing": "The county gallery refuses this station's bookings. They are kept here and sent again by "
+                        "themselves; call county IT.",
+    "record_rejected": "The county gallery refused a booking (the queue below shows which). It is kept on this "
+                       "station and not sent again; a supervisor must review it with county IT.",
+    "record_unsendable": "A booking cannot be sent as it is stored. It is kept on this station; call county IT.",
+    "ack_conflict": "The county gallery gave two different answers about one booking. The booking is kept on this "
+                    "station; call county IT.",
+    "audit_refused": "The county gallery refuses this station's activity log. The log is kept here and sent again "
+                     "by itself; tell county IT.",
+    "audit_conflict": "The county's copy of this station's activity log does not match the station's; call county "
+                      "IT.",
+    "key_rotation_failed": "The station could not change its security key as the county asked. It keeps working; "
+                           "tell county IT.",
+}
+
+
+def alarm(name: str, message: str) -> Plain:
+    """An alarm for the queue screen: plain words with the raiser's own text behind Details when the words are
+    known, else the raiser's text as it is (an alarm nobody has worded yet must still be seen)."""
+    words = _ALARMS.get(name)
+    if words is None:
+        return Plain(message)
+    return Plain(words, message or None)
 
 
 # Delivery errors as the sync agent writes them (outbox.last_error), first match wins: (fragment, words).

@@ -77,10 +77,19 @@ def answers_topic(county: str, station: str) -> str:
     return topic(county, station, "answers")
 
 
+def shared_subscription(county: str, kind: TopicKind, group: str = SHARE_GROUP) -> str:
+    """Every station's ``kind`` topic of ``county`` as one MQTT shared subscription of the gallery workers.
+
+    A shared subscription hands each message to one worker of the group, so a county can run several
+    workers; the group name is a slug for the same reasons as the ids.
+    """
+    check_slug(group, "share group")
+    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/{kind}"
+
+
 def checks_subscription(county: str, group: str = SHARE_GROUP) -> str:
     """The shared subscription of the gallery workers that answer booking-time checks."""
-    check_slug(group, "share group")
-    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/checks"
+    return shared_subscription(county, "checks", group)
 
 
 def audit_topic(county: str, station: str) -> str:
@@ -95,18 +104,12 @@ def audit_acks_topic(county: str, station: str) -> str:
 
 def gallery_audit_subscription(county: str, group: str = SHARE_GROUP) -> str:
     """Every station's audit batches of ``county``, shared by the gallery workers like records."""
-    check_slug(group, "share group")
-    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/audit"
+    return shared_subscription(county, "audit", group)
 
 
 def gallery_subscription(county: str, group: str = SHARE_GROUP) -> str:
-    """The shared subscription every gallery worker of a county uses.
-
-    A shared subscription hands each record to one worker of the group, so a county can run
-    several workers; the group name is a slug for the same reasons as the ids.
-    """
-    check_slug(group, "share group")
-    return f"$share/{group}/{PREFIX}/{check_slug(county, 'county')}/+/records"
+    """The shared subscription every gallery worker of a county uses for the records."""
+    return shared_subscription(county, "records", group)
 
 
 @dataclass(frozen=True)

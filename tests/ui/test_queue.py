@@ -92,3 +92,74 @@ def test_queue_shows_delivery_states_and_alarms(page, start_server, face_sources
     page.locator("#screen-queue").evaluate("el => { el.scrollTop = 0; }")
     shoot(page, "alarm", ["#alarms [data-alarm='offline']", "#alarms [data-alarm='disk_low']", "#count-pending",
                           "#nav-alarm"])
+
+
+RECORD = "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
+# The sync agent's alarms, with texts as the agent words them (sync/station/agent/incoming.py, delivery.py,
+# audit.py; sync/station/remote.py): MQTT reason names and codes, the gallery's reject codes, record ids,
+# topics and paths. Each is county IT's text, for the Details line.
+AGENT_ALARMS = {
+    "broker_refusing": "the county broker refuses this station's records (Not authorized, 0x87 on "
+                       "booking/lincoln/desk-1/records); they stay queued. Call county IT",
+    "gallery_refusing": "the county gallery refuses this station's records without naming them (unknown_station: "
+                        "no device key for lincoln/desk-1); records stay queued and are retried. Call county IT",
+    "record_rejected": f"the county gallery rejected record {RECORD} (booking 2026-000603, NE0000000): "
+                       f"bad_signature: signature does not verify with 'desk-1-2026'. The record is kept on this "
+                       f"station and is not sent again; a supervisor must review it with county IT",
+    "ack_conflict": f"record {RECORD} was already acked as 'stored'; a rejection (duplicate_record: seen) "
+                    f"contradicts that, so it was not applied. Check the gallery's copy",
+    "record_unsendable": f"record {RECORD} (booking 2026-000604) cannot be sent as stored (oversize: payload of "
+                         f"9000000 bytes is over 8388608). It is kept on this station; call county IT",
+    "audit_refused": "the county gallery refuses this station's audit entries (bad_chain); they stay here and are "
+                     "sent again",
+    "audit_conflict": "the county's copy of the audit log does not match this station's at entry 42 or before "
+                      "(fork); call county IT",
+    "key_rotation_failed": "rotate signing-key: cannot write /var/lib/booking-station/keys/signing.key.new "
+                           "(EACCES)",
+}
+# What the words an officer reads must not carry: a topic or path (any slash), an MQTT reason code or name, a
+# protocol or reject code (snake_case), a record id, a byte count.
+TECHNICAL = re.compile(r"/|0x[0-9a-f]+|\bMQTT\b|PUBACK|TLS|authori[sz]ed|\b[a-z]+_[a-z_]+\b|"
+                       r"[0-9a-f]{8}-[0-9a-f]{4}|\bbytes\b|EACCES", re.IGNORECASE)
+
+
+def test_agent_alarm_names_are_the_agents() -> None:
+    """The UI words the agent's alarms by name without importing the agent: the names must be the agent's."""
+    from sync.station import remote
+    from sync.station.agent import audit, common
+
+    names = {common.ALARM_RECORD_REJECTED, common.ALARM_RECORD_UNSENDABLE, common.ALARM_GALLERY_REFUSING,
+             common.ALARM_ACK_CONFLICT, common.ALARM_BROKER_REFUSING, audit.ALARM_AUDIT_CONFLICT,
+             audit.ALARM_AUDIT_REFUSED, remote.ALARM_KEY_ROTATION_FAILED}
+    assert names == set(AGENT_ALARMS)
+
+
+def test_agent_delivery_alarms_in_plain_words(page, start_server, tmp_path) -> None:
+    """Every alarm the sync agent raises reads as a plain sentence; its own text is behind Details."""
+    from appliance.store import Store
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with Store.open_data_dir(data) as store:
+        for name, message in AGENT_ALARMS.items():
+            store.raise_alarm(name, message)
+    server = start_server(data_dir=data)
+    sign_in(page, server, add_officer(data, "o.ives"))
+    expect(page.locator("#nav-alarm-count")).to_have_text(str(len(AGENT_ALARMS)))
+    page.locator("#nav-alarm").click()
+    expect(page.locator("#alarms .alarm")).to_have_count(len(AGENT_ALARMS))
+    for name, message in AGENT_ALARMS.items():
+        shown = page.locator(f"#alarms [data-alarm='{name}']")
+        expect(shown.locator("strong")).not_to_contain_text("_")  # a title, not the alarm's name
+        words = shown.evaluate("el => [...el.childNodes].filter(n => n.nodeName !== 'DETAILS')"
+                               ".map(n => n.textContent).join('')")
+        assert "county IT" in words or "supervisor" in words, words  # says who to tell
+        assert not TECHNICAL.search(words), f"{name}: {words}"
+        code = shown.locator(".message-details code")
+        expect(code).to_be_hidden()  # collapsed until asked for
+        expect(code).to_have_text(message)
+    rejected = page.locator("#alarms [data-alarm='record_rejected']")
+    rejected.locator("summary").click()
+    expect(rejected.locator(".message-details code")).to_be_visible()
+    page.locator("#screen-queue").evaluate("el => { el.scrollTop = 0; }")
+    shoot(page, "alarm-delivery", ["#alarms [data-alarm='broker_refusing']", "#nav-alarm"])

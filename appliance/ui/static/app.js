@@ -19,7 +19,12 @@ const TURN_PROMPTS = {
 const POLL_MS = 250;
 const QUEUE_POLL_MS = 5000;
 const ALARM_POLL_MS = 15000;
-const ALARM_TITLES = { offline: "Offline", queue_growing: "Queue growing", disk_low: "Disk low", queue_full: "Queue full" };
+const ALARM_TITLES = {
+  offline: "Offline", queue_growing: "Queue growing", disk_low: "Disk low", queue_full: "Queue full",
+  broker_refusing: "Delivery refused", gallery_refusing: "Delivery refused", record_rejected: "Booking refused",
+  record_unsendable: "Booking not sendable", ack_conflict: "Conflicting answers", audit_refused: "Activity log refused",
+  audit_conflict: "Activity log mismatch", key_rotation_failed: "Key change failed",
+};
 
 const ui = {
   me: null,

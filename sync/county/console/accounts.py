@@ -22,19 +22,18 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyotp
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sync import credentials
-from sync.credentials import hash_pin, totp_step, verify_pin
+from sync.credentials import check_unknown_account, hash_pin, judge_attempt
 
 MAX_FAILURES = 5
 LOCK_MINUTES = 10
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DUMMY_HASH_SALT = b"county-console-dummy-salt"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -228,7 +227,7 @@ class AccountStore:
         """Check an attempt; count failures and lock in one ``BEGIN IMMEDIATE`` transaction."""
         now = self.clock()
         if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
-            verify_pin(str(pin), hash_pin("0", _DUMMY_HASH_SALT))  # same work: no timing oracle
+            check_unknown_account(pin)
             return Attempt("unknown", None, "unknown")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -243,29 +242,22 @@ class AccountStore:
         row = self.conn.execute("SELECT pin_hash, totp_secret, totp_last_step, failed_count, locked_until "
                                 "FROM users WHERE user_id = ?", (user_id,)).fetchone()
         if row is None:
-            verify_pin(pin, hash_pin("0", _DUMMY_HASH_SALT))
+            check_unknown_account(pin)
             return Attempt("unknown", None, "unknown")
         pin_hash, sealed, last_step, failures, locked_text = row
-        locked_until = datetime.fromisoformat(locked_text) if locked_text else None
-        if locked_until is not None and locked_until > now:
-            return Attempt("locked", None, "locked", failures, False, locked_until)
-        if locked_until is not None:
-            failures = 0
-        reason, step = None, None
-        if not verify_pin(pin, pin_hash):
-            reason = "pin"
-        else:
-            step = totp_step(self._open(user_id, sealed), code, now)
-            reason = "code" if step is None else ("code_reused" if step <= last_step else None)
-        if reason is not None:
-            failures += 1
-            just_locked = failures >= MAX_FAILURES
-            lock = now + timedelta(minutes=LOCK_MINUTES) if just_locked else None
+        judged = judge_attempt(pin, code, now, pin_hash=pin_hash, secret=lambda: self._open(user_id, sealed),
+                               last_step=last_step, failures=failures,
+                               locked_until=datetime.fromisoformat(locked_text) if locked_text else None,
+                               max_failures=MAX_FAILURES, lock_minutes=LOCK_MINUTES)
+        if judged.verdict == "locked":
+            return Attempt("locked", None, "locked", judged.failures, False, judged.locked_until)
+        if judged.verdict == "wrong":
+            lock = judged.locked_until
             self.conn.execute("UPDATE users SET failed_count = ?, locked_until = ? WHERE user_id = ?",
-                              (0 if just_locked else failures, lock.isoformat() if lock else None, user_id))
-            return Attempt("wrong", None, reason, failures, just_locked, lock)
+                              (judged.stored_failures, lock.isoformat() if lock else None, user_id))
+            return Attempt("wrong", None, judged.reason, judged.failures, judged.just_locked, lock)
         self.conn.execute("UPDATE users SET failed_count = 0, locked_until = NULL, totp_last_step = ?, "
-                          "last_logon_at = ? WHERE user_id = ?", (step, now.isoformat(), user_id))
+                          "last_logon_at = ? WHERE user_id = ?", (judged.step, now.isoformat(), user_id))
         return Attempt("ok", None, "ok")
 
 

@@ -29,6 +29,7 @@ from sync.county.intake import IMPORT_STATION
 from sync.county.search.engine import SearchEngineError
 from sync.county.search.index import POSE, SearchIndex, open_index
 from sync.county.search.settings import SearchSettings
+from sync.protocol.wire import WireRecord
 
 REASON_MIN, REASON_MAX = 4, 200
 SEARCH_ACTION = "console_search"
@@ -122,27 +123,26 @@ class ConsoleService:
             history.append({"at": None, "event": "exported", "text": "Exported as an ANSI/NIST-ITL file"})
         return {**record_json(rec), "captures": captures, "history": history}
 
-    def photo(self, record_id: str, index: int) -> bytes:
+    def _stored_wire(self, record_id: str) -> WireRecord:
+        """The record as stored and re-verified, for its photos: 404 when there is none, 409 when it no
+        longer verifies (altered in the database)."""
         with self.store() as store:
             if store.get_record(record_id) is None:
                 raise ServiceError(f"No record {record_id} is stored in this gallery.", 404)
             try:
-                wire = load_record(store, record_id)
+                return load_record(store, record_id)
             except ExportError as exc:
                 raise ServiceError(str(exc), 409) from None
+
+    def photo(self, record_id: str, index: int) -> bytes:
+        wire = self._stored_wire(record_id)
         if not 0 <= index < len(wire.captures):
             raise ServiceError(f"Record {record_id} has no photo {index}.", 404)
         return wire.captures[index].jpeg
 
     def face(self, record_id: str) -> bytes:
         """The record's first frontal photo (else its first photo): what a candidate tile shows."""
-        with self.store() as store:
-            if store.get_record(record_id) is None:
-                raise ServiceError(f"No record {record_id} is stored in this gallery.", 404)
-            try:
-                wire = load_record(store, record_id)
-            except ExportError as exc:
-                raise ServiceError(str(exc), 409) from None
+        wire = self._stored_wire(record_id)
         frontal = [c for c in wire.captures if c.pose == POSE]
         return (frontal or list(wire.captures))[0].jpeg
 

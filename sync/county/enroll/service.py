@@ -163,19 +163,7 @@ class EnrollmentService:
         command id is spent and the certificate issued (:meth:`TokenStore.rotate`).
         """
         now = now or dt.datetime.now(dt.timezone.utc)
-        protocol = data.get("protocol", PROTOCOL_VERSION)
-        if protocol != PROTOCOL_VERSION:
-            raise EnrollError("bad_request", f"protocol {protocol!r} is not supported (this server speaks "
-                                             f"{PROTOCOL_VERSION})")
-        county, station = _field(data, "county"), _field(data, "station")
-        if county != self.ca.county:
-            raise EnrollError("wrong_county", f"this enrolment server serves county {self.ca.county!r}, not {county!r}")
-        if not is_slug(station):
-            raise EnrollError("bad_request", f"station {station!r} is not a valid id (1-63 of a-z, 0-9 and inner '-')")
-        try:
-            csr = x509.load_pem_x509_csr(_field(data, "csr").encode())
-        except ValueError as exc:
-            raise EnrollError("csr_invalid", f"the CSR is not a PEM certificate signing request: {exc}") from exc
+        county, station, csr = self._station_csr(data, "protocol", "serves county")
         try:
             payload = base64.b64decode(_field(data, "rotate_command"), validate=True)
             proof = base64.b64decode(_field(data, "current_proof"), validate=True)
@@ -234,6 +222,26 @@ class EnrollmentService:
             "not_after": issued.not_after.isoformat(timespec="seconds"),
         }
 
+    def _station_csr(self, data: dict[str, Any], protocol_name: str,
+                     serves: str) -> tuple[str, str, x509.CertificateSigningRequest]:
+        """County, station and CSR of a request, checked the same way for an enrolment and a rotation:
+        the protocol version, this server's county, a station id that is a slug, a PEM CSR. The two requests
+        only word the protocol and the county differently (``protocol_name``, ``serves``)."""
+        protocol = data.get("protocol", PROTOCOL_VERSION)
+        if protocol != PROTOCOL_VERSION:
+            raise EnrollError("bad_request", f"{protocol_name} {protocol!r} is not supported (this server speaks "
+                                             f"{PROTOCOL_VERSION})")
+        county, station = _field(data, "county"), _field(data, "station")
+        if county != self.ca.county:
+            raise EnrollError("wrong_county", f"this enrolment server {serves} {self.ca.county!r}, not {county!r}")
+        if not is_slug(station):
+            raise EnrollError("bad_request", f"station {station!r} is not a valid id (1-63 of a-z, 0-9 and inner '-')")
+        try:
+            csr = x509.load_pem_x509_csr(_field(data, "csr").encode())
+        except ValueError as exc:
+            raise EnrollError("csr_invalid", f"the CSR is not a PEM certificate signing request: {exc}") from exc
+        return county, station, csr
+
     @staticmethod
     def _json(body: bytes) -> dict[str, Any]:
         try:
@@ -248,26 +256,9 @@ class EnrollmentService:
 
     def parse(self, body: bytes) -> EnrollmentRequest:
         """Step 1 and 2: shape, county, CSR and signing key with its proof."""
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise EnrollError("bad_request", f"the request body is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise EnrollError("bad_request", "the request body must be a JSON object")
-        protocol = data.get("protocol", PROTOCOL_VERSION)
-        if protocol != PROTOCOL_VERSION:
-            raise EnrollError("bad_request", f"enrolment protocol {protocol!r} is not supported "
-                                             f"(this server speaks {PROTOCOL_VERSION})")
-        county, station, token = _field(data, "county"), _field(data, "station"), _field(data, "token")
-        if county != self.ca.county:
-            raise EnrollError("wrong_county", f"this enrolment server enrols stations of county {self.ca.county!r}, "
-                                              f"not {county!r}")
-        if not is_slug(station):
-            raise EnrollError("bad_request", f"station {station!r} is not a valid id (1-63 of a-z, 0-9 and inner '-')")
-        try:
-            csr = x509.load_pem_x509_csr(_field(data, "csr").encode())
-        except ValueError as exc:
-            raise EnrollError("csr_invalid", f"the CSR is not a PEM certificate signing request: {exc}") from exc
+        data = self._json(body)
+        county, station, csr = self._station_csr(data, "enrolment protocol", "enrols stations of county")
+        token = _field(data, "token")
         try:
             signing_key = load_ed25519_public_key(_field(data, "signing_public_key"))
         except ValueError as exc:

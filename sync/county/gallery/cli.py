@@ -74,6 +74,13 @@ def db_option(default: str | None = DEFAULT_DB) -> Callable[[F], F]:
     )
 
 
+def toml_option(help_text: str, **kwargs: Any) -> Callable[[F], F]:
+    """``--config FILE`` of a command that reads its own TOML (receiver, export, command publishing): a file
+    that must exist, passed as ``config_path``; left out, the command falls back as its help says."""
+    return click.option("--config", "config_path", default=None,
+                        type=click.Path(exists=True, dir_okay=False, path_type=Path), help=help_text, **kwargs)
+
+
 def ca_dir_option(**kwargs: Any) -> Callable[[F], F]:
     """``--ca-dir`` (or ``BOOKING_CA_DIR``), else ``[ca] dir`` of county.toml; one of them is needed."""
 
@@ -355,14 +362,8 @@ def devices_crl(ca_dir: Path, out: Path, empty: bool, db_url: str, as_json: bool
                "county.toml.")
 @click.option("--expires-in", "hours", type=click.FloatRange(0.1, 30 * 24), default=72.0, show_default=True,
               help="Hours the station may act on the command (a station offline longer never runs it late).")
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Publish now: a receiver-style TOML ([broker] host, port, ca_file, cert_file, key_file; [gallery] county) "
-    "naming an operator certificate that may write commands (not a running worker's).",
-)
+@toml_option("Publish now: a receiver-style TOML ([broker] host, port, ca_file, cert_file, key_file; [gallery] "
+             "county) naming an operator certificate that may write commands (not a running worker's).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Write each signed command to OUT/STATION-TARGET-ID.cose instead, to publish later.")
 @db_option()
@@ -433,14 +434,8 @@ def _command_document(signed: Any) -> dict[str, Any]:
 
 
 @click.command("receive")
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Receiver TOML: [broker] host, port, protocol, ca_file, cert_file, key_file; [gallery] county ... "
-    "(default: county.toml, which holds the same tables).",
-)
+@toml_option("Receiver TOML: [broker] host, port, protocol, ca_file, cert_file, key_file; [gallery] county ... "
+             "(default: county.toml, which holds the same tables).")
 @db_option(default=None)
 @click.option(
     "--export-dir",
@@ -634,15 +629,8 @@ def broker_config_cmd(
     help="The file to write, e.g. RECORD_ID.eft.",
 )
 @db_option()
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    envvar="BOOKING_GALLERY_CONFIG",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML with an [export] table (TOT, DAI, time zone, Type-2 layout); the receiver's file will do "
-    "(default: county.toml's [export]).",
-)
+@toml_option("TOML with an [export] table (TOT, DAI, time zone, Type-2 layout); the receiver's file will do "
+             "(default: county.toml's [export]).", envvar="BOOKING_GALLERY_CONFIG")
 @json_option("Print {record_id, file, bytes, tot, version}.")
 def export_cmd(record_id: str, output: Path, db_url: str, config_path: Path | None, as_json: bool) -> None:
     """Write a stored record as an ANSI/NIST-ITL transaction: Type-1, Type-2, one Type-10 per photo.

@@ -18,6 +18,8 @@ def test_builders_and_parser_agree() -> None:
     assert topics.status_topic("king", "st-01").endswith("/status")
     assert topics.commands_topic("king", "st-01").endswith("/commands")
     assert topics.gallery_subscription("king") == "$share/gallery/booking/v1/king/+/records"
+    assert topics.checks_subscription("king") == "$share/gallery/booking/v1/king/+/checks"
+    assert topics.gallery_audit_subscription("king", group="g2") == "$share/g2/booking/v1/king/+/audit"
 
 
 @pytest.mark.parametrize("slug", ["a", "st-01", "king-county", "0", "a" * 63])

@@ -185,4 +185,12 @@ def test_the_enrolment_server_checks_command_proof_and_reuse(tmp_path: Path) -> 
     forged = encode_command(fresh.command, forged_key, kid=fresh.kid)
     bad_sig = _handle(service, _body("desk-1", forged, fid, signing))
     assert (bad_sig[0], bad_sig[1]["error"]) == (403, "command_invalid")
-    assert _handle(service, _body("desk-1", fresh.payload, fid, signing))[0] == 200  # the genuine one still works
+    # the request's shape is checked as at enrolment: protocol version, this county, a station slug, a PEM CSR
+    genuine = _body("desk-1", fresh.payload, fid, signing)
+    for change, code, words in (({"protocol": 2}, "bad_request", "protocol 2 is not supported"),
+                                ({"county": "pierce"}, "wrong_county", f"serves county '{COUNTY}', not 'pierce'"),
+                                ({"station": "Desk 1"}, "bad_request", "is not a valid id"),
+                                ({"csr": "not a csr"}, "csr_invalid", "not a PEM certificate signing request")):
+        status, refused = _handle(service, {**genuine, **change})
+        assert (refused["error"], words in refused["message"]) == (code, True), refused
+    assert _handle(service, genuine)[0] == 200  # the genuine one still works

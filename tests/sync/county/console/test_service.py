@@ -12,6 +12,7 @@ import pytest
 from sync.county.console.service import ConsoleService, ServiceError
 from sync.county.gallery.store import SQLiteStore
 from sync.county.search.settings import SearchSettings
+from tests.sync.county.console.conftest import Gallery
 from tests.sync.county.search.conftest import enrol
 
 
@@ -45,5 +46,23 @@ def test_kept_index_finds_a_record_stored_after_the_first_search(tmp_path: Path)
         with pytest.raises(ServiceError) as missing:
             service.search(actor="u1", reason="case 3", record_id="01900000-0000-7000-8000-000000000000")
         assert missing.value.status == 404
+    finally:
+        service.close()
+
+
+def test_photo_and_face_of_a_stored_record(gallery: Gallery, tmp_path: Path) -> None:
+    """A record's photo by index and its face tile (the frontal photo) come from the stored, re-verified
+    record; an unknown record or photo is a 404, not an error page."""
+    service = ConsoleService(str(gallery.db), SearchSettings(engine="faiss", folder=tmp_path / "idx"))
+    try:
+        photo = service.photo(gallery.station_record, 0)
+        assert photo[:2] == b"\xff\xd8"
+        assert service.face(gallery.station_record) == photo  # its one photo is the frontal one
+        for call in (lambda: service.photo(gallery.station_record, 1),
+                     lambda: service.photo("01900000-0000-7000-8000-000000000000", 0),
+                     lambda: service.face("01900000-0000-7000-8000-000000000000")):
+            with pytest.raises(ServiceError) as refused:
+                call()
+            assert refused.value.status == 404
     finally:
         service.close()
