@@ -8,7 +8,14 @@ Two references, both made by dlib 20.0.1 on the images of the shared dlib-parity
 - the shared fixture's `descriptors.npy`: dlib's descriptors of its own chips of the same images.
 
 The whole pipeline starts from BlazeFace, not dlib's HOG detector, and the predictor's points depend
-on the rectangle; the distance table shows what that leaves, beside the FaceMesh alignment it replaced.
+on the rectangle to the pixel; the distance table shows what that leaves, beside the single-box
+template the averaged one replaced and the FaceMesh alignment before that.
+
+The issue's target (median 0.02, max 0.05 from dlib's template) is below what dlib reaches against
+itself: a one-pixel shift of dlib's own box moves its template a median 0.033, and the fixture was made
+by none of dlib's stock detector settings (`variants` in the reference: its chip equals the one from
+HOG at upsampling 0 or 1, or the CNN detector, for only a few images each), so the fixture's box
+cannot be reproduced. The bounds below are what is measured, with a little margin.
 """
 
 from __future__ import annotations
@@ -87,11 +94,14 @@ def test_distance_to_dlibs_templates(
         faces = analyzer.analyze(image, iris=False, all_landmarks=True)
         assert faces, f"no face in {key}"
         ours = [embedder.embed_face(image, f) for f in faces]
+        single = [embedder.embed_chip(embedder.chip(image, f)) for f in faces]
         mesh = [embedder.embed_chip(face_chip(image, five_points(f))) for f in faces]
-        row = {"key": key, "fixture": _closest(ours, want_fixture), "mesh_fixture": _closest(mesh, want_fixture)}
+        row = {"key": key, "fixture": _closest(ours, want_fixture), "single_fixture": _closest(single, want_fixture),
+               "mesh_fixture": _closest(mesh, want_fixture)}
         if key in reference:
             dlib_hog = embedder.embed_chip(dlib_face_chip(image, np.array(reference[key]["points"], float)))
-            row |= {"hog": _closest(ours, dlib_hog), "hog_fixture": float(np.linalg.norm(dlib_hog - want_fixture))}
+            row |= {"hog": _closest(ours, dlib_hog), "single_hog": _closest(single, dlib_hog),
+                    "hog_fixture": float(np.linalg.norm(dlib_hog - want_fixture))}
         rows.append(row)
 
     def stats(name: str) -> tuple[float, float]:
@@ -101,10 +111,12 @@ def test_distance_to_dlibs_templates(
     with capsys.disabled():
         print(f"\n[dlib parity] {len(rows)} images; Euclidean distance between templates (median / max)")
         for name, what in (
-            ("fixture", "ours (dlib predictor, BlazeFace-derived box) vs fixture descriptors"),
+            ("fixture", "ours (mean over jittered BlazeFace-derived boxes) vs fixture descriptors"),
             ("hog", "ours vs dlib's HOG-box pipeline (face_recognition's default)"),
+            ("single_fixture", "one BlazeFace-derived box (before) vs fixture descriptors"),
+            ("single_hog", "one BlazeFace-derived box (before) vs dlib's HOG-box pipeline"),
             ("hog_fixture", "dlib's HOG-box pipeline vs fixture descriptors (dlib against itself)"),
-            ("mesh_fixture", "FaceMesh alignment (before) vs fixture descriptors"),
+            ("mesh_fixture", "FaceMesh alignment (before that) vs fixture descriptors"),
         ):
             med, top = stats(name)
             print(f"  {med:.4f} / {top:.4f}  {what}")
@@ -115,7 +127,10 @@ def test_distance_to_dlibs_templates(
     fixture_med, fixture_max = stats("fixture")
     mesh_med, _ = stats("mesh_fixture")
     hog_med, hog_max = stats("hog")
+    dlib_med, _ = stats("hog_fixture")
     # Measured bounds with a little margin (not the 0.02 / 0.05 target: see the module docstring).
-    assert fixture_med <= 0.045 and fixture_max <= 0.13
-    assert hog_med <= 0.045 and hog_max <= 0.13
-    assert fixture_med <= mesh_med / 2.5  # at least 2.5x closer to dlib than the FaceMesh alignment
+    assert fixture_med <= 0.030 and fixture_max <= 0.085
+    assert hog_med <= 0.029 and hog_max <= 0.095
+    assert fixture_med < dlib_med and hog_med < dlib_med  # nearer to each dlib template than they are apart
+    assert fixture_med <= stats("single_fixture")[0] - 0.005 and hog_med <= stats("single_hog")[0] - 0.005
+    assert fixture_med <= mesh_med / 4  # at least 4x closer to dlib than the FaceMesh alignment
