@@ -5,7 +5,10 @@ models), and the match threshold comes from the bundle manifest, not from code.
 
 The chip is cut the way dlib cuts it (dlib's 5-point landmarks from the bundle's shape predictor, then
 dlib's get_face_chip), so our templates sit with those other dlib users hold; FaceMesh serves the
-quality measures, not the template.
+quality measures, not the template. The stored template is the mean of the descriptors of the chips
+cut from a few boxes around the face (`shape_predictor.BOX_JITTER`): dlib's points, and so its
+template, change with a one-pixel change of its detector's box, and the mean lies nearer to whichever
+box dlib's user had than any single box of ours does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ import numpy as np
 from appliance.vision.bundle import Bundle, BundleError
 from appliance.vision.dlib_chip import dlib_face_chip
 from appliance.vision.runtime import Model, RuntimeOptions
-from appliance.vision.shape_predictor import SHAPE_PREDICTOR_ROLE, ShapePredictor, face_points
+from appliance.vision.shape_predictor import (
+    SHAPE_PREDICTOR_ROLE,
+    ShapePredictor,
+    face_box,
+    face_points,
+    jittered_boxes,
+)
 from appliance.vision.types import Face
 
 CHIP_SIZE = 150
@@ -56,10 +65,27 @@ class Embedder:
         """The 150x150 chip dlib would cut for this detected face (its 5-point landmarks, get_face_chip)."""
         return dlib_face_chip(image_rgb, face_points(self.predictor, image_rgb, face.detection.box))
 
+    def chips(self, image_rgb: np.ndarray, face: Face) -> list[tuple[np.ndarray, int]]:
+        """The distinct chips the template averages, each with how many of the jittered boxes gave it
+        (neighbouring boxes often give the same five points, and so the same chip)."""
+        box, at_box = face_box(self.predictor, image_rgb, face.detection.box)
+        counts: dict[bytes, list] = {}
+        for jittered in jittered_boxes(box):
+            points = at_box if jittered == box else self.predictor(image_rgb, jittered)
+            entry = counts.setdefault(points.tobytes(), [points, 0])
+            entry[1] += 1
+        return [(dlib_face_chip(image_rgb, points), n) for points, n in counts.values()]
+
     def embed_face(self, image_rgb: np.ndarray, face: Face) -> np.ndarray:
         """Template of one detected face: the one way every part of the product, station capture and
-        county search alike, turns a face into a template, so they stay comparable."""
-        return self.embed_chip(self.chip(image_rgb, face))
+        county search alike, turns a face into a template, so they stay comparable. The mean of the
+        descriptors of the jittered boxes' chips (see the module docstring), each chip counted as often
+        as boxes gave it."""
+        chips = self.chips(image_rgb, face)
+        total = np.zeros(self.dim, np.float64)
+        for chip, n in chips:
+            total += n * self.embed_chip(chip)
+        return (total / sum(n for _, n in chips)).astype(np.float32)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> Comparison:
         return compare_templates(a, b, self.threshold)

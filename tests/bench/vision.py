@@ -10,7 +10,7 @@ from appliance.vision.dlib_chip import dlib_face_chip
 from appliance.vision.embedder import Embedder
 from appliance.vision.pipeline import FaceAnalyzer
 from appliance.vision.runtime import RuntimeOptions
-from appliance.vision.shape_predictor import face_points
+from appliance.vision.shape_predictor import BOX_JITTER, face_points
 from tests.bench import Result, median_ms
 
 
@@ -62,6 +62,11 @@ def run(threads: int, repeats: int) -> list[Result]:
         stage("align: FaceMesh points + bilinear chip (before)", lambda: face_chip(frame, five_points(face))),
         stage("align: dlib predictor points only", lambda: face_points(embedder.predictor, frame, box)),
         stage("align: dlib chip only", lambda: dlib_face_chip(frame, points)),
+        # The stored template (per capture, never per preview frame) beside one box's chip and descriptor.
+        stage("template: one box (align + embed)", lambda: embedder.embed_chip(embedder.chip(frame, face)),
+              "before: the chip of the BlazeFace-derived box alone"),
+        stage(f"template: mean over {len(BOX_JITTER)} jittered boxes", lambda: embedder.embed_face(frame, face),
+              f"Embedder.embed_face; {len(embedder.chips(frame, face))} distinct chips on this frame"),
     ]
     return [r for r in rows if r is not None]
 

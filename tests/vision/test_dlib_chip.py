@@ -12,7 +12,7 @@ from appliance.vision.align import DLIB_FIVE_POINT_TEMPLATE
 from appliance.vision.bundle import MANIFEST, Bundle, BundleError
 from appliance.vision.dlib_chip import chip_details, dlib_face_chip, pyramid_down
 from appliance.vision.embedder import Embedder
-from appliance.vision.shape_predictor import SHAPE_PREDICTOR_ROLE, face_points
+from appliance.vision.shape_predictor import BOX_JITTER, SHAPE_PREDICTOR_ROLE, face_box, face_points, jittered_boxes
 
 
 def _points(scale: float, offset: tuple[float, float]) -> np.ndarray:
@@ -61,6 +61,35 @@ def test_face_points_on_a_real_face_are_in_dlib_order(shared_data: Path, analyze
     p = face_points(Embedder(bundle).predictor, image, face.detection.box)
     assert p[0, 0] > p[1, 0] > p[4, 0] > p[3, 0] > p[2, 0] and p[4, 1] > p[:4, 1].max()
     assert np.array_equal(p, np.round(p))  # whole pixels, as dlib returns them
+
+
+def test_jittered_boxes_surround_the_box_symmetrically() -> None:
+    box = (100, 200, 300, 400)  # side 200: 2% is 4 pixels
+    boxes = jittered_boxes(box)
+    assert boxes[0] == box and len(boxes) == len(set(boxes)) == len(BOX_JITTER)
+    centres = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes])
+    sides = np.array([b[2] - b[0] for b in boxes])
+    assert np.allclose(centres.mean(axis=0), (200, 300)) and np.allclose(sides.mean(), 200)
+    assert set(np.abs(centres - (200, 300)).ravel()) == {0.0, 4.0} and set(sides) == {192, 200, 208}
+    assert all(b[3] - b[1] == b[2] - b[0] for b in boxes)  # square, like dlib's detector boxes
+
+
+def test_template_is_the_mean_over_the_jittered_chips(shared_data: Path, analyzer, bundle) -> None:
+    from appliance.imageio import read_image
+
+    image = read_image(shared_data / "faces" / "openmpf_meds" / "meds-aa-S001-01.jpg")
+    (face,) = analyzer.analyze(image, landmarks=False)
+    embedder = Embedder(bundle)
+    chips = embedder.chips(image, face)
+    assert sum(n for _, n in chips) == len(BOX_JITTER) and len(chips) > 1
+    box, points = face_box(embedder.predictor, image, face.detection.box)
+    assert np.array_equal(points, face_points(embedder.predictor, image, face.detection.box))
+    assert any(np.array_equal(chip, embedder.chip(image, face)) for chip, _ in chips)
+    want = sum(n * embedder.embed_chip(chip).astype(np.float64) for chip, n in chips) / len(BOX_JITTER)
+    template = embedder.embed_face(image, face)
+    assert template.dtype == np.float32 and np.allclose(template, want, atol=1e-6)
+    # Not just the box's own chip: the neighbours move it (dlib's points move with a pixel of box).
+    assert np.linalg.norm(template - embedder.embed_chip(embedder.chip(image, face))) > 1e-3
 
 
 def test_bundle_without_the_predictor_cannot_embed(tmp_path: Path, bundle) -> None:
