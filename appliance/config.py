@@ -100,6 +100,9 @@ class VisionConfig(ConfigSection):
     # Largest picture (width x height) read from a file, refused from its header before decoding; the
     # device profile may lower it (appliance.imageio).
     max_pixels: int = Field(40_000_000, ge=1)
+    # The template averages the chips of a few boxes around the face (nearer dlib's own template; about
+    # 4x the embedding time per capture, never per preview frame). A slow device's profile may turn it off.
+    template_jitter: bool = True
 
     def runtime_options(self) -> RuntimeOptions:
         """How every model of the bundle is run on this device (threads, delegate and its options)."""
@@ -284,6 +287,8 @@ def profile_layer(name: str) -> dict[str, dict]:
     vision: dict[str, Any] = {"threads": profile.vision.threads, "embedding": profile.vision.embedding}
     if profile.vision.max_pixels is not None:
         vision["max_pixels"] = profile.vision.max_pixels
+    if profile.vision.template_jitter is not None:
+        vision["template_jitter"] = profile.vision.template_jitter
     if profile.vision.delegate:
         vision["delegate"] = profile.vision.delegate
     if profile.vision.delegate_options:

@@ -6,7 +6,8 @@ A profile is one TOML file in this folder (or anywhere, by path) with three tabl
     [profile]            description, hardware            (what a person reads when choosing)
     [camera]             backend, source, resolution, preview_size, fps
     [camera.controls]    picamera2 only: autofocus, and exposure / white balance auto or locked
-    [vision]             embedding (float32|float16), threads, delegate, delegate_options, max_pixels
+    [vision]             embedding (float32|float16), threads, delegate, delegate_options, max_pixels,
+                         template_jitter
 
 Profiles are data, so county IT can add one for new hardware without a code change, and a typo must
 fail loudly: every unknown table or key is an error naming the known ones, and every value is checked
@@ -98,6 +99,7 @@ class VisionSettings:
     delegate: str | None = None  # path of an external TFLite delegate library
     delegate_options: Mapping[str, str] = field(default_factory=dict)
     max_pixels: int | None = None  # largest picture read from a file (None: the station default, 40 MP)
+    template_jitter: bool | None = None  # average chips of boxes around the face (None: the station default, on)
 
 
 @dataclass(frozen=True)
@@ -278,14 +280,17 @@ def _vision(where: str, data: object) -> VisionSettings:
     delegate = t.get("delegate")
     options = t.get("delegate_options", {})
     max_pixels = t.number("max_pixels", None, minimum=1_000_000, maximum=1_000_000_000, integer=True)
+    jitter = t.get("template_jitter")
     t.done()
+    if jitter is not None and not isinstance(jitter, bool):
+        raise DeviceProfileError(f"{where}: template_jitter must be true or false, got {jitter!r}")
     if delegate is not None and (not isinstance(delegate, str) or not delegate.startswith("/")):
         raise DeviceProfileError(f"{where}: delegate must be the absolute path of a delegate library, got {delegate!r}")
     if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
         raise DeviceProfileError(f"{where}: delegate_options must be a table of strings")
     if options and delegate is None:
         raise DeviceProfileError(f"{where}: delegate_options without a delegate")
-    return VisionSettings(embedding, threads, delegate, dict(options), max_pixels)  # type: ignore[arg-type]
+    return VisionSettings(embedding, threads, delegate, dict(options), max_pixels, jitter)  # type: ignore[arg-type]
 
 
 def parse_profile(name: str, data: Mapping[str, Any], path: Path) -> DeviceProfile:

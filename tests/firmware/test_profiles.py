@@ -44,6 +44,15 @@ def test_every_shipped_profile_loads(name: str) -> None:
     assert load_profile(PROFILE_DIR / f"{name}.toml") == profile
 
 
+def test_only_the_slowest_board_makes_single_chip_templates() -> None:
+    """Averaging chips costs ~4x the embedding per capture: the 2 GB Pi 4 turns it off, the rest keep it."""
+    from appliance.config import build_config
+
+    jitter = {name: build_config({"station": {"device_profile": name}}, "t.toml").vision.template_jitter
+              for name in list_profiles()}
+    assert jitter.pop("rpi4-usb-camera") is False and all(jitter.values())
+
+
 def test_profiles_of_one_fleet_agree_on_the_embedding_model() -> None:
     """The gallery never compares templates of different models: the shipped fleet uses one."""
     assert {load_profile(name).vision.embedding for name in SHIPPED} == {"float32"}

@@ -90,6 +90,10 @@ def test_template_is_the_mean_over_the_jittered_chips(shared_data: Path, analyze
     assert template.dtype == np.float32 and np.allclose(template, want, atol=1e-6)
     # Not just the box's own chip: the neighbours move it (dlib's points move with a pixel of box).
     assert np.linalg.norm(template - embedder.embed_chip(embedder.chip(image, face))) > 1e-3
+    # Without jitter (a slow device's profile): the box's own chip alone, and still near the mean.
+    single = Embedder(bundle, jitter=False).embed_face(image, face)
+    assert np.array_equal(single, embedder.embed_chip(embedder.chip(image, face)))
+    assert np.linalg.norm(template - single) < 0.05
 
 
 def test_bundle_without_the_predictor_cannot_embed(tmp_path: Path, bundle) -> None:

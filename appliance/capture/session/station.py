@@ -76,7 +76,7 @@ class CaptureStation:
         bundle = config.vision.choose_embedding(bundle) if bundle is not None else config.vision.load_bundle()
         options = config.vision.runtime_options()
         analyzer = FaceAnalyzer(bundle, options)
-        embedder = Embedder(bundle, options)
+        embedder = Embedder(bundle, options, jitter=config.vision.template_jitter)
         profile = profile or config.quality.capture_standard or DEFAULT_PROFILE
         profile_dir = profile_dir or config.quality.standards_dir or None
         standard = load_profile(profile, profile_dir)
