@@ -6,7 +6,7 @@ mated probes (a second capture of a random gallery identity), in the same run:
 * numpy exact search (one query at a time: ``|x|^2 - 2 x.q`` over the whole gallery, argpartition), the
   reference for the hit rates and the floor for latency;
 * FAISS through :class:`~sync.county.search.faiss_engine.FaissEngine` as the gallery worker runs it
-  (exact below its threshold; an inverted file with ``4 * sqrt(N)`` lists above it, at several nprobe),
+  (exact below its threshold; an inverted file with ``4 * sqrt(N)`` lists, at most 4,096, above it, at several nprobe),
   including the exact re-ranking;
 * pgvector HNSW through :class:`~sync.county.search.pgvector_engine.PgvectorEngine` in a private
   PostgreSQL (100 k only by default: its graph build is the slow part).

@@ -6,12 +6,14 @@ slower (23 ms on one thread, 110-130 ms on two, measured beside other work). Tra
 
 Small galleries get exact search (``IndexFlatL2`` behind ``IndexIDMap2``): every template is compared,
 which below 50,000 templates stays under about 10 ms (100 k: 17-24 ms). From ``ivf_threshold`` templates on,
-an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists, ``nprobe`` of them scanned per query) keeps
+an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists up to 4,096: :meth:`FaissSettings.lists_for`;
+``nprobe`` of them scanned per query) keeps
 a query to a small share of the gallery; the lists hold the float32 vectors themselves, and a short list
 of ``rerank`` candidates is re-ranked exactly (float64) against them, so distances are exact and only the
 choice of lists is approximate. The inverted file is retrained when the gallery has grown fourfold since
-it was trained (the lists would otherwise grow long and slow). Its lists are kept close to the size of
-what they hold (:mod:`sync.county.search.ivf_lists`), so the index costs about 1.1-1.25 times its vectors.
+it was trained (the lists would otherwise grow long and slow), until it has the most lists it may have.
+Its lists are kept close to the size of what they hold (:mod:`sync.county.search.ivf_lists`), so the
+index costs about 1.1-1.25 times its vectors.
 
 Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
 watermark and the id list inside it, so the three can never disagree; it is written and read as a
@@ -307,10 +309,14 @@ class FaissEngine(SearchEngine):
         return self._index.reconstruct_batch(self._ids)
 
     def _maybe_retrain(self) -> None:
+        """Exact search becomes an inverted file at ``ivf_threshold``; an inverted file is retrained once the
+        gallery has grown fourfold, unless it already has the lists that size calls for (at the cap): a
+        retraining reads every vector back beside the index, twice the memory for a county gallery."""
         count = int(self._ids.size)
         if count < self.settings.ivf_threshold:
             return
-        if self.kind == "ivf" and count < 4 * self._trained_at:
+        if self.kind == "ivf" and (count < 4 * self._trained_at or
+                                   self.settings.lists_for(count) <= int(self._index.nlist)):
             return
         self.train(self._all_vectors(), self._ids)
 

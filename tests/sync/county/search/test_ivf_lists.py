@@ -8,7 +8,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pytest
 
+from sync.county.search import faiss_engine
 from sync.county.search.engine import exact_hits
 from sync.county.search.faiss_engine import MAX_LISTS, FaissEngine, FaissSettings
 from sync.county.search.ivf_lists import HEADROOM, grown
@@ -166,3 +168,21 @@ def test_an_add_puts_each_template_in_the_list_its_quantizer_chose(tmp_path: Pat
     where = {int(i): n for n in range(lists.nlist) for i in faiss.rev_swig_ptr(lists.get_ids(n), lists.list_size(n))}
     assert [where[10_001 + i] for i in range(5000)] == chosen.ravel().tolist()
     assert engine.count() == 8000 and index.ntotal == 8000
+
+
+def test_an_inverted_file_at_the_list_cap_is_not_retrained_as_the_gallery_grows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faiss_engine, "MAX_LISTS", 20)
+    engine = FaissEngine(FaissSettings(tmp_path, ivf_threshold=1000, nprobe=20))
+    vecs = _vectors(10_000, 10)
+    engine.bulk_load(np.arange(1, 2001), vecs[:2000])
+    index = engine._index
+    assert engine.kind == "ivf" and index.nlist == 20
+    engine.add(np.arange(2001, 10_001), vecs[2000:])  # fourfold and more: no retraining, no second copy
+    assert engine._index is index and engine._trained_at == 2000 and engine.count() == 10_000
+    assert [h.id for h in engine.search(vecs[9000], 1)] == [9001]
+    uncapped = FaissEngine(FaissSettings(tmp_path / "b", ivf_threshold=1000))
+    monkeypatch.setattr(faiss_engine, "MAX_LISTS", 4096)
+    uncapped.bulk_load(np.arange(1, 2001), vecs[:2000])
+    uncapped.add(np.arange(2001, 10_001), vecs[2000:])  # below the cap, a fourfold gallery gets more lists
+    assert uncapped._trained_at == 10_000 and uncapped._index.nlist == 256
