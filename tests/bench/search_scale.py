@@ -5,8 +5,8 @@
 ``search-scale.json`` under ``--out``. Every figure is measured beside numpy exact search in the same run
 (see ``tests/bench/search.py``). Above 2 M the gallery is generated into a scratch file in ``--scratch``
 (default: the temporary folder; 15 M: 7.2 GiB, deleted at the end) and streamed from it, and the index
-file goes to the temporary folder too (15 M: 7.3 GiB). 15 M needs about 8.5 GiB resident for the index
-plus 1 GiB of work space; pgvector at 1 M builds its HNSW graph for a long time and is off unless
+file goes to the temporary folder too (15 M: 7.6 GiB). 15 M took 44 min on 2 busy cores, its resident set
+peaking at 9.4 GiB (8.4 GiB of it the index); pgvector at 1 M builds its HNSW graph for a long time and is off unless
 ``--pgvector`` is given. Each size's rows are written as soon as it is done.
 """
 
