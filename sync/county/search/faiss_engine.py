@@ -6,12 +6,14 @@ slower (23 ms on one thread, 110-130 ms on two, measured beside other work). Tra
 
 Small galleries get exact search (``IndexFlatL2`` behind ``IndexIDMap2``): every template is compared,
 which below 50,000 templates stays under about 10 ms (100 k: 17-24 ms). From ``ivf_threshold`` templates on,
-an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists, ``nprobe`` of them scanned per query) keeps
+an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists up to 4,096: :meth:`FaissSettings.lists_for`;
+``nprobe`` of them scanned per query) keeps
 a query to a small share of the gallery; the lists hold the float32 vectors themselves, and a short list
 of ``rerank`` candidates is re-ranked exactly (float64) against them, so distances are exact and only the
 choice of lists is approximate. The inverted file is retrained when the gallery has grown fourfold since
-it was trained (the lists would otherwise grow long and slow). Its lists are kept close to the size of
-what they hold (:mod:`sync.county.search.ivf_lists`), so the index costs about 1.1-1.25 times its vectors.
+it was trained (the lists would otherwise grow long and slow), until it has the most lists it may have.
+Its lists are kept close to the size of what they hold (:mod:`sync.county.search.ivf_lists`), so the
+index costs about 1.1-1.25 times its vectors.
 
 Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
 watermark and the id list inside it, so the three can never disagree; it is written and read as a
@@ -23,12 +25,13 @@ its last save and the caller catches up from the store from that watermark.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -43,6 +46,43 @@ from sync.protocol.files import write_file_atomic_stream
 MAGIC = b"BGFAISS1"
 INDEX_FILE = "faiss.index"
 FILE_MODE = 0o600  # templates are biometric data
+MAX_LISTS = 4096  # the cap on the inverted file's lists: see FaissSettings.lists_for
+BULK = 4096  # templates in one add from which they are assigned to their lists on every core
+
+Chunks = Iterable[tuple[np.ndarray, np.ndarray]]
+Progress = Callable[[str, int], None]
+
+
+@contextlib.contextmanager
+def every_core() -> Iterator[None]:
+    """FAISS on every core for a bulk step (training, assigning a batch to lists), then back to the setting
+    for queries: a single query gains little from OpenMP threads, a batch of thousands scales with cores."""
+    searching = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(searching)
+
+
+def add_assigned(index: faiss.IndexIVF, vectors: np.ndarray, ids: np.ndarray, assigned: np.ndarray) -> None:
+    """Add ``vectors`` to the lists already chosen for them (``assigned``): FAISS's own ``add_with_ids``
+    would search the coarse quantizer a second time, which at county scale is most of the build."""
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    keys = np.ascontiguousarray(ids, dtype=np.int64)
+    lists = np.ascontiguousarray(assigned, dtype=np.int64)  # held here: swig_ptr keeps no reference
+    index.add_core(int(keys.size), faiss.swig_ptr(vecs), faiss.swig_ptr(keys), faiss.swig_ptr(lists))
+
+
+def _first_rows(chunks: Chunks, wanted: int) -> np.ndarray:
+    """The first ``wanted`` templates of ``chunks`` (the training sample of a streamed load)."""
+    held, count = [], 0
+    for _, vecs in chunks:
+        held.append(as_vectors(vecs)[: wanted - count])
+        count += held[-1].shape[0]
+        if count >= wanted:
+            break
+    return np.concatenate(held) if held else np.empty((0, DIM), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -58,7 +98,14 @@ class FaissSettings:
     read_only: bool = False  # a command beside the running worker: catch up in memory, never write the file
 
     def lists_for(self, count: int) -> int:
-        return max(16, min(int(4 * math.sqrt(max(count, 1))), count // 39))
+        """The inverted file's list count for ``count`` templates (the one place it is decided): about
+        ``4 * sqrt(N)`` (FAISS's advice), at least 39 templates per list for k-means, at most
+        ``MAX_LISTS``. The cap is what makes a county gallery buildable: training and assigning every
+        template to its list cost ``N x lists``, so ``4 * sqrt(N)`` lists (15,500 at 15 M) would take hours
+        on two cores, while a query only grows with the templates it scans (``N * nprobe / lists``). At
+        15 M, 4,096 lists hold about 3,700 templates each; measured with ``make bench-scale`` (README):
+        the build in well under an hour and nprobe 64 far below the 50 ms target."""
+        return max(16, min(int(4 * math.sqrt(max(count, 1))), count // 39, MAX_LISTS))
 
 
 class FaissEngine(SearchEngine):
@@ -156,26 +203,40 @@ class FaissEngine(SearchEngine):
         found[inside] = self._ids[pos[inside]] == ids[inside]
         return found
 
-    def add(self, ids: object, vectors: object) -> int:
+    def _fresh(self, ids: object, vectors: object) -> tuple[np.ndarray, np.ndarray]:
+        """The templates of an add not held yet, by ascending id (an id given twice: its first template)."""
         vecs = as_vectors(vectors)
         keys = as_ids(ids, vecs.shape[0])
         keys, first = np.unique(keys, return_index=True)
-        vecs = vecs[first]
         fresh = ~self._contains(keys)
-        if not fresh.any():
-            return 0
-        keys, vecs = keys[fresh], vecs[fresh]
-        assigned = self._lists.assign(vecs) if self._lists is not None else None
-        if self._lists is not None and assigned is not None:
-            self._lists.adding(assigned)
-        self._index.add_with_ids(vecs, keys)
-        if self._lists is not None and assigned is not None:
-            self._lists.added(assigned)
+        return keys[fresh], vecs[first[fresh]]
+
+    def _assign(self, vecs: np.ndarray) -> np.ndarray:
+        """The inverted lists ``vecs`` belong to (a batch on every core, one record on the query threads)."""
+        assert self._lists is not None
+        with every_core() if vecs.shape[0] >= BULK else contextlib.nullcontext():
+            return self._lists.assign(vecs)
+
+    def _took(self, keys: np.ndarray) -> None:
+        """Follow ``keys`` just added to the index in the sorted id list."""
         if self._count and keys[0] < self._ids[-1]:
             self._set_ids(np.sort(np.concatenate((self._ids, keys))))
         else:
             self._append_ids(keys)
         self._dirty = True
+
+    def add(self, ids: object, vectors: object) -> int:
+        keys, vecs = self._fresh(ids, vectors)
+        if not keys.size:
+            return 0
+        if self._lists is None:
+            self._index.add_with_ids(vecs, keys)
+        else:
+            assigned = self._assign(vecs)
+            self._lists.adding(assigned)
+            add_assigned(self._index, vecs, keys, assigned)
+            self._lists.added(assigned)
+        self._took(keys)
         self._maybe_retrain()
         return int(keys.size)
 
@@ -248,10 +309,14 @@ class FaissEngine(SearchEngine):
         return self._index.reconstruct_batch(self._ids)
 
     def _maybe_retrain(self) -> None:
+        """Exact search becomes an inverted file at ``ivf_threshold``; an inverted file is retrained once the
+        gallery has grown fourfold, unless it already has the lists that size calls for (at the cap): a
+        retraining reads every vector back beside the index, twice the memory for a county gallery."""
         count = int(self._ids.size)
         if count < self.settings.ivf_threshold:
             return
-        if self.kind == "ivf" and count < 4 * self._trained_at:
+        if self.kind == "ivf" and (count < 4 * self._trained_at or
+                                   self.settings.lists_for(count) <= int(self._index.nlist)):
             return
         self.train(self._all_vectors(), self._ids)
 
@@ -264,9 +329,10 @@ class FaissEngine(SearchEngine):
             sample = vectors[np.sort(pick)]
         index = self._new_ivf(sample, lists)
         lists = ListCapacity(index)
-        assigned = lists.assign(vectors)
+        with every_core():
+            assigned = lists.assign(vectors)
         lists.adding(assigned)  # every list sized for its templates before they come: no doubling
-        index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        add_assigned(index, vectors, ids, assigned)
         lists.added(assigned)
         self._index, self._lists, self._trained_at, self._dirty = index, lists, int(ids.size), True
         release_free_memory()
@@ -278,12 +344,8 @@ class FaissEngine(SearchEngine):
         index = faiss.IndexIVFFlat(quantizer, DIM, lists, faiss.METRIC_L2)
         index.own_fields = True
         quantizer.this.disown()
-        searching = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        try:
+        with every_core():
             index.train(np.ascontiguousarray(sample))
-        finally:
-            faiss.omp_set_num_threads(searching)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         index.nprobe = self.settings.nprobe
         return index
@@ -315,14 +377,19 @@ class FaissEngine(SearchEngine):
         else:
             self.add(keys, vecs)
 
-    def load_stream(self, total: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+    def load_stream(self, total: int, chunks: Chunks | Callable[[], Chunks], progress: Progress | None = None) -> int:
         """Empty the engine and load about ``total`` templates arriving in ascending-id ``chunks`` (a rebuild
         from the store), holding at most a training sample beside the index: loading a whole county
         gallery at once would need it two or three times over. The inverted file is trained on the first
-        templates (64 per list), which the store gives in the order they were booked. Returns how many."""
+        templates (64 per list), which the store gives in the order they were booked. Given a function
+        that reads the chunks again, the load takes two passes (:meth:`_load_twice`: each template assigned
+        to its list once, every list sized once); given the chunks, one pass whose lists grow as they fill.
+        ``progress(stage, templates)`` hears of every chunk. Returns how many."""
         self.clear()
         if total < self.settings.ivf_threshold:
-            return sum(self.add(ids, vecs) for ids, vecs in chunks)
+            return sum(self.add(ids, vecs) for ids, vecs in (chunks() if callable(chunks) else chunks))
+        if callable(chunks):
+            return self._load_twice(total, chunks, progress or (lambda stage, done: None))
         wanted = 64 * self.settings.lists_for(total)
         held: list[tuple[np.ndarray, np.ndarray]] = []
         loaded, stream = 0, iter(chunks)
@@ -336,4 +403,47 @@ class FaissEngine(SearchEngine):
             loaded += self.add(*held.pop(0))
         for ids, vecs in stream:
             loaded += self.add(ids, vecs)
+            if progress is not None:
+                progress("added", loaded)
+        return loaded
+
+    def _load_twice(self, total: int, chunks: Callable[[], Chunks], progress: Progress) -> int:
+        """A streamed load in two passes: the first assigns every template to its list (12 bytes each
+        kept: id and list), then every list is allocated once for what it will hold (plus the usual
+        headroom), and the second adds the templates to the lists chosen for them. Templates the second
+        pass meets that the first did not (booked meanwhile) are assigned then. In one pass the lists
+        would be rebuilt each time they outgrow their headroom (dozens of times on the way to 15 M,
+        copying the gallery each time), and FAISS's own add assigns every template a second time."""
+        self.prepare_ivf(_first_rows(chunks(), 64 * self.settings.lists_for(total)), total)
+        lists = self._lists
+        assert lists is not None
+        seen_ids, seen_lists, done = [], [], 0
+        for ids, vecs in chunks():
+            keys, fresh = self._fresh(ids, vecs)
+            seen_ids.append(keys)
+            seen_lists.append(self._assign(fresh).astype(np.int32))
+            done += keys.size
+            progress("assigned", done)
+        known = np.concatenate(seen_ids) if seen_ids else np.empty(0, dtype=np.int64)
+        order = np.argsort(known, kind="stable")
+        known, chosen = known[order], np.concatenate(seen_lists)[order] if seen_lists else np.empty(0, np.int32)
+        del seen_ids, seen_lists, order
+        lists.rebuild(np.bincount(chosen, minlength=lists.size.size))  # each list allocated once
+        loaded = 0
+        for ids, vecs in chunks():
+            keys, fresh = self._fresh(ids, vecs)
+            if not keys.size:
+                continue
+            at = np.minimum(np.searchsorted(known, keys), max(known.size - 1, 0))
+            hit = known[at] == keys if known.size else np.zeros(keys.size, dtype=bool)
+            assigned = np.where(hit, chosen[at] if known.size else 0, -1).astype(np.int64)
+            if not hit.all():
+                assigned[~hit] = self._assign(fresh[~hit])
+            add_assigned(self._index, fresh, keys, assigned)
+            lists.follow(assigned)
+            self._took(keys)
+            loaded += keys.size
+            progress("added", loaded)
+        lists.added(np.empty(0, dtype=np.int64))  # trims the lists if fewer came than were counted
+        release_free_memory()
         return loaded

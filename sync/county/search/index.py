@@ -145,7 +145,7 @@ class SearchIndex:
         stream = getattr(self.engine, "load_stream", None)
         if stream is not None:  # chunk by chunk: a county gallery is not held twice in memory
             total = len(store.template_seqs(pose=POSE, dim=DIM, model=self.model))
-            loaded = stream(total, self._chunks(store))
+            loaded = stream(total, lambda: self._chunks(store))  # two passes: see FaissEngine.load_stream
             self.engine.checkpoint(max(top, self.engine.watermark), force=True)
             return int(loaded)
         chunks = list(self._chunks(store))

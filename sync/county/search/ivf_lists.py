@@ -85,11 +85,16 @@ class ListCapacity:
         if self._too_much(grown(self.capacity, self.size, count), self.size + count):
             self.rebuild(count)
 
-    def added(self, assigned: np.ndarray) -> None:
-        """Follow an add of vectors to the ``assigned`` lists."""
+    def follow(self, assigned: np.ndarray) -> None:
+        """Follow an add of vectors to the ``assigned`` lists, keeping any room reserved for more (a load
+        whose lists were allocated up front for everything it brings)."""
         count = self._counts(assigned)
         self.capacity = grown(self.capacity, self.size, count)
         self.size = self.size + count
+
+    def added(self, assigned: np.ndarray) -> None:
+        """Follow an add of vectors to the ``assigned`` lists; rebuild them if they hold too much room."""
+        self.follow(assigned)
         if self._too_much(self.capacity, self.size):
             self.rebuild()
 

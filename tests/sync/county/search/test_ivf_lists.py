@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
+import pytest
 
+from sync.county.search import faiss_engine
 from sync.county.search.engine import exact_hits
-from sync.county.search.faiss_engine import FaissEngine, FaissSettings
+from sync.county.search.faiss_engine import MAX_LISTS, FaissEngine, FaissSettings
 from sync.county.search.ivf_lists import HEADROOM, grown
 
 
@@ -100,3 +103,86 @@ def test_a_streamed_load_trains_on_the_first_chunks_and_holds_every_template(tmp
         assert [h.id for h in engine.search(vecs[i], 5)] == [h.id for h in exact_hits(vecs[i], ids, vecs, 5)]
     small = FaissEngine(FaissSettings(tmp_path / "small", ivf_threshold=10_000))
     assert small.load_stream(5000, iter([(ids, vecs)])) == 5000 and small.kind == "flat"
+
+
+def test_the_list_count_follows_4_sqrt_n_and_stops_at_the_cap(tmp_path: Path) -> None:
+    settings = FaissSettings(tmp_path)
+    assert settings.lists_for(1_000_000) == 4000  # 4 sqrt(N), as measured at 1 M
+    assert settings.lists_for(100_000) == 1264
+    assert settings.lists_for(10_000) == 256  # 39 templates per list at least, for k-means
+    assert settings.lists_for(2_000_000) == settings.lists_for(15_000_000) == MAX_LISTS  # the build stays N x 4,096
+
+
+def test_a_two_pass_load_allocates_each_list_once_and_holds_what_the_second_pass_read(tmp_path: Path) -> None:
+    vecs = _vectors(6000, 6)
+    ids = np.arange(1, 6001) * 2
+    passes = []
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The store read twice: between the passes 50 templates are purged and 40 booked."""
+        passes.append(len(passes))
+        keep = slice(0, 6000) if len(passes) < 3 else slice(50, 6000)
+        seen_ids, seen = ids[keep], vecs[keep]
+        if len(passes) >= 3:
+            seen_ids, seen = np.concatenate((seen_ids, 20_001 + np.arange(40))), np.concatenate((seen, _vectors(40, 7)))
+        for s in range(0, seen_ids.size, 900):
+            yield seen_ids[s : s + 900], seen[s : s + 900]
+
+    engine = FaissEngine(FaissSettings(tmp_path, ivf_threshold=1000, nprobe=256))
+    stages: list[str] = []
+    addresses: dict[int, int] = {}
+    reserved: list[np.ndarray] = []
+
+    def progress(stage: str, done: int) -> None:
+        stages.append(stage)
+        cap = engine._lists
+        if stage == "added" and cap is not None:  # no list moves while the second pass fills them, save one
+            reserved.append(cap.capacity.copy())  # that outgrew its room (the templates booked meanwhile)
+            for n in range(cap.lists.nlist):
+                if cap.lists.list_size(n) and cap.capacity[n] == reserved[0][n]:
+                    assert addresses.setdefault(n, _address(cap.lists, n)) == _address(cap.lists, n)
+
+    assert engine.load_stream(6000, chunks, progress) == 5990
+    assert len(passes) == 3 and stages.count("assigned") == 7 and stages.count("added") == 7  # sample + 2 passes
+    assert (reserved[-1] != reserved[0]).sum() < 10  # nearly every list was allocated once, for good
+    assert len(addresses) > 100  # and their buffers were watched
+    held = np.concatenate((ids[50:], 20_001 + np.arange(40)))
+    assert np.array_equal(engine.ids(), np.sort(held)) and engine.kind == "ivf"
+    cap = engine._lists
+    assert cap is not None and np.array_equal(cap.size, cap.sizes())
+    assert cap.capacity.sum() <= 1.125 * cap.size.sum() + cap.size.size
+    everything = np.concatenate((vecs[50:], _vectors(40, 7)))
+    for i in (0, 3000, 5949, 5989):  # the templates sit in the lists the quantizer chose: exact at every nprobe
+        assert [h.id for h in engine.search(everything[i], 5)] == [h.id for h in exact_hits(everything[i], held,
+                                                                                               everything, 5)]
+
+
+def test_an_add_puts_each_template_in_the_list_its_quantizer_chose(tmp_path: Path) -> None:
+    engine = FaissEngine(FaissSettings(tmp_path, ivf_threshold=1000))
+    engine.bulk_load(np.arange(1, 3001), _vectors(3000, 8))
+    fresh = _vectors(5000, 9)  # above BULK: assigned on every core, then added without a second assignment
+    engine.add(np.arange(10_001, 15_001), fresh)
+    index = engine._index
+    _, chosen = index.quantizer.search(fresh, 1)
+    lists = faiss.downcast_InvertedLists(index.invlists)
+    where = {int(i): n for n in range(lists.nlist) for i in faiss.rev_swig_ptr(lists.get_ids(n), lists.list_size(n))}
+    assert [where[10_001 + i] for i in range(5000)] == chosen.ravel().tolist()
+    assert engine.count() == 8000 and index.ntotal == 8000
+
+
+def test_an_inverted_file_at_the_list_cap_is_not_retrained_as_the_gallery_grows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faiss_engine, "MAX_LISTS", 20)
+    engine = FaissEngine(FaissSettings(tmp_path, ivf_threshold=1000, nprobe=20))
+    vecs = _vectors(10_000, 10)
+    engine.bulk_load(np.arange(1, 2001), vecs[:2000])
+    index = engine._index
+    assert engine.kind == "ivf" and index.nlist == 20
+    engine.add(np.arange(2001, 10_001), vecs[2000:])  # fourfold and more: no retraining, no second copy
+    assert engine._index is index and engine._trained_at == 2000 and engine.count() == 10_000
+    assert [h.id for h in engine.search(vecs[9000], 1)] == [9001]
+    uncapped = FaissEngine(FaissSettings(tmp_path / "b", ivf_threshold=1000))
+    monkeypatch.setattr(faiss_engine, "MAX_LISTS", 4096)
+    uncapped.bulk_load(np.arange(1, 2001), vecs[:2000])
+    uncapped.add(np.arange(2001, 10_001), vecs[2000:])  # below the cap, a fourfold gallery gets more lists
+    assert uncapped._trained_at == 10_000 and uncapped._index.nlist == 256
