@@ -14,6 +14,9 @@
     booking_check_threshold = 0.6   # largest template distance reported as a possible prior booking
     booking_check_key = "/etc/booking-gallery/command-signing.key"   # the county key that signs the answers
                                 # (a copy the worker may read; default: command-signing.key in [ca] dir)
+    booking_check_photos = false    # send a small JPEG of each prior booking's frontal with the answer
+                                # (longest side 160 px, at most 12 KiB each): only where the county's
+                                # policy lets the booking desk see earlier mug shots; off: no photo bytes
 
 Defaults come from ``make bench-scale`` (1 M templates from the fitted generator, 4,000 lists, one query at
 a time on a loaded 2-core machine): nprobe 32 found the mate in the top 10 for 99.4% of probes against
@@ -61,6 +64,7 @@ class SearchSettings:
     booking_check: bool = False
     booking_check_threshold: float = 0.6
     booking_check_key: Path | None = None
+    booking_check_photos: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -74,8 +78,9 @@ class SearchSettings:
         if isinstance(self.save_interval, bool) or not isinstance(self.save_interval, (int, float)) \
                 or self.save_interval < 0:
             raise SearchConfigError(f"[search] save_interval must be seconds >= 0, not {self.save_interval!r}")
-        if not isinstance(self.booking_check, bool):
-            raise SearchConfigError(f"[search] booking_check must be true or false, not {self.booking_check!r}")
+        for name in ("booking_check", "booking_check_photos"):
+            if not isinstance(getattr(self, name), bool):
+                raise SearchConfigError(f"[search] {name} must be true or false, not {getattr(self, name)!r}")
         t = self.booking_check_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 2:
             raise SearchConfigError(f"[search] booking_check_threshold must be a distance in (0, 2], not {t!r}")
