@@ -8,6 +8,8 @@
                                                   # SQLite gallery, else /var/lib/booking-gallery/search)
     nprobe = 64                 # faiss: inverted lists scanned per query, once the gallery is large
     ivf_threshold = 50000       # faiss: templates from which the inverted file replaces exact search
+    retrain_growth = 4.0        # faiss: retrain the inverted file once the gallery has grown this many times
+                                # (a worker retrains in the background, searching the old index meanwhile)
     url = "postgresql://..."    # pgvector: the database (default: the gallery's, when it is PostgreSQL)
     ef_search = 100             # pgvector HNSW: candidates kept while walking the graph
     booking_check = false       # answer the stations' booking-time checks (a gallery worker; off by default)
@@ -52,6 +54,7 @@ class SearchSettings:
     rerank: int = 64
     save_interval: float = 300.0
     threads: int = 1  # faiss: threads per query (0: every core)
+    retrain_growth: float = 4.0
     # pgvector
     url: str | None = None
     schema: str = "search"
@@ -75,6 +78,9 @@ class SearchSettings:
                 raise SearchConfigError(f"[search] {name} must be a positive whole number, not {value!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise SearchConfigError(f"[search] threads must be 0 (every core) or more, not {self.threads!r}")
+        g = self.retrain_growth
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 1 < g <= 100:
+            raise SearchConfigError(f"[search] retrain_growth must be a factor in (1, 100], not {g!r}")
         if isinstance(self.save_interval, bool) or not isinstance(self.save_interval, (int, float)) \
                 or self.save_interval < 0:
             raise SearchConfigError(f"[search] save_interval must be seconds >= 0, not {self.save_interval!r}")
