@@ -250,8 +250,8 @@ class SearchIndex:
         return self.engine.remove(ids)
 
     def wait_retrain(self, store: GalleryStore, timeout: float | None = None) -> bool:
-        """Wait for a running retrain to finish and swap it in (tests, and ``index rebuild`` beside nothing).
-        True when no retrain is left running."""
+        """Wait for a running retrain to finish and swap it in (a worker's next catch-up does that by itself;
+        tests and benchmarks want to know when). True when no retrain is left running."""
         retrain = self._retrain
         if retrain is not None and not retrain.done.wait(timeout):
             return False
