@@ -171,7 +171,18 @@ def test_the_screen_shows_prior_bookings_photos_when_the_county_sends_them(page,
     box.scroll_into_view_if_needed()
     files = shoot(page, "prior-bookings-photos", visible=[".prior-check:visible img.prior-photo"])
     assert len(files) == 2
-    # the photo is served by position, and only while the booking is open
+    # each photo is served by its position in the list; a prior without one has none
     assert page.request.get(server.url + "/api/v1/booking/prior/0.jpg").body() == photos[0]
     assert page.request.get(server.url + "/api/v1/booking/prior/1.jpg").status == 404
 
+    # the review screen of the next photo shows them too
+    page.click("#pose-smt")
+    page.fill("#smt-description", "tattoo, left forearm")
+    page.click("#smt-start")
+    page.click("#capture-btn")
+    expect(page.locator("#screen-review")).to_be_visible(timeout=20_000)
+    review = page.locator("#screen-review .prior-check")
+    expect(review.locator("li")).to_have_count(3)
+    expect(review.locator("img.prior-photo")).to_have_count(2)
+    review.locator("img.prior-photo").first.scroll_into_view_if_needed()
+    shoot(page, "prior-bookings-photos-review", visible=["#screen-review .prior-check img.prior-photo", "#accept-btn"])

@@ -378,6 +378,7 @@ function renderPriorCheck(pc) {
     const key = JSON.stringify(pc.priors);
     if (list.dataset.key === key) continue;
     list.dataset.key = key;
+    list.classList.toggle("with-photos", pc.priors.some((p) => p.photo));
     list.replaceChildren(...pc.priors.map((p, i) => {
       const li = document.createElement("li");
       if (p.photo) {  // only where the county's policy sends photos; the text stands alone otherwise
@@ -456,6 +457,7 @@ function renderReview(b) {
   const list = $("review-checks");
   if (list.dataset.key !== key) {
     list.dataset.key = key;
+    list.classList.toggle("with-photos", pc.priors.some((p) => p.photo));
     list.replaceChildren();
     for (const c of checks) {
       const li = document.createElement("li");
