@@ -530,6 +530,17 @@ class BookingDesk:
         }
         return out
 
+    def prior_photo_jpeg(self, index: int) -> bytes:
+        """The photo of possible prior booking ``index`` (0 = nearest) of the open booking's check, when the
+        county sent one and this station could decode it (``sync.station.checks``)."""
+        current = self.require()
+        with self._lock:
+            check = current.prior_check
+            photo = check.result.photo(index) if check is not None and check.result is not None else None
+        if photo is None:
+            raise DeskError("No such photo of a prior booking.", "not_found", 404)
+        return photo
+
     def accepted_jpeg(self, key: str) -> bytes:
         """The JPEG of an accepted capture: `frontal`, `left_profile`, `right_profile` or `smt-N`."""
         items = self.require().session.accepted()

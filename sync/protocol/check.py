@@ -2,11 +2,13 @@
 
 After the officer accepts the frontal photo, the station sends its template (never the photo) to the
 gallery on its own ``checks`` topic; the gallery answers on the station's own ``answers`` topic with up to
-:data:`MAX_PRIORS` prior bookings (booking number, ORI, capture date). The answer is advice for the
-officer, never a block. Request/response the MQTT 5 way: the request carries the response topic and the
-request id as correlation data; over MQTT 3.1.1, which has neither, the request's ``reply_to`` field
-says where to answer. Either way the gallery answers only on the asking station's own ``answers`` topic
-(anything else is refused), so a request can never make the gallery write where the station may not.
+:data:`MAX_PRIORS` prior bookings (booking number, ORI, capture date and, where the county's policy allows,
+a small JPEG of the prior booking's frontal: at most :data:`MAX_PHOTO_SIDE` pixels on its longest side and
+:data:`MAX_PHOTO_BYTES` bytes, so an answer with five stays far below the broker's packet limit). The
+answer is advice for the officer, never a block. Request/response the MQTT 5 way: the request carries the
+response topic and the request id as correlation data; over MQTT 3.1.1, which has neither, the request's
+``reply_to`` field says where to answer. Either way the gallery answers only on the asking station's own
+``answers`` topic (anything else is refused), so a request can never make the gallery write where the station may not.
 
 Both messages are COSE_Sign1 envelopes made and checked by :func:`sync.protocol.wire.sign1` and
 :func:`sync.protocol.wire.open_sign1`, each with its own content type (so neither can be replayed as a
@@ -36,6 +38,11 @@ ANSWER_CONTENT_TYPE = "application/vnd.booking-station.check-answer+cbor"
 SCHEMA_VERSION = 1
 MAX_PRIORS = 5
 MAX_CHECK_BYTES = 32 * 1024
+#: A prior booking's photo (only when the county allows it): a thumbnail, never the capture itself.
+MAX_PHOTO_SIDE = 160
+MAX_PHOTO_BYTES = 12 * 1024
+#: An answer with five photos at their cap, and room for the text around them (the broker takes 16 MiB).
+MAX_ANSWER_BYTES = MAX_CHECK_BYTES + MAX_PRIORS * MAX_PHOTO_BYTES
 #: A request older than this is not answered (the officer has moved on; the station stopped waiting).
 MAX_REQUEST_AGE = timedelta(minutes=5)
 ANSWER_STATUSES = ("answered", "unavailable")
@@ -65,6 +72,9 @@ class PriorBooking:
     ori: str
     captured_on: date
     distance: float
+    #: A JPEG thumbnail of the prior booking's frontal, when the county's policy sends photos (else None).
+    #: The wire checks only its type and size: whether it decodes is the station's to find out.
+    photo: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -189,8 +199,7 @@ def encode_answer(answer: CheckAnswer, key: Ed25519PrivateKey, *, kid: str) -> b
         "schema": SCHEMA_VERSION, "request_id": answer.request_id, "county": answer.county,
         "station": answer.station, "status": answer.status, "answered_at": answer.answered_at,
         "searched": answer.searched,
-        "priors": [{"booking_number": p.booking_number, "ori": p.ori, "captured_on": p.captured_on.isoformat(),
-                    "distance": round(float(p.distance), 4)} for p in answer.priors],
+        "priors": [_prior_body(p) for p in answer.priors],
     }
     if answer.reason is not None:
         body["reason"] = answer.reason
@@ -199,10 +208,18 @@ def encode_answer(answer: CheckAnswer, key: Ed25519PrivateKey, *, kid: str) -> b
     return sign1(content, content_type=ANSWER_CONTENT_TYPE, kid=kid, key=key)
 
 
+def _prior_body(prior: PriorBooking) -> dict[str, Any]:
+    body: dict[str, Any] = {"booking_number": prior.booking_number, "ori": prior.ori,
+                            "captured_on": prior.captured_on.isoformat(), "distance": round(float(prior.distance), 4)}
+    if prior.photo is not None:  # left out when the policy sends none: an answer without photos is as before
+        body["photo"] = prior.photo
+    return body
+
+
 def _prior(obj: object) -> PriorBooking:
     if not isinstance(obj, Mapping):
         _fail("wrong_type", "a prior booking must be a map")
-    _keys(obj, {"booking_number", "ori", "captured_on", "distance"})  # type: ignore[arg-type]
+    _keys(obj, {"booking_number", "ori", "captured_on", "distance"}, {"photo"})  # type: ignore[arg-type]
     try:
         number = rules.check_field(rules.BOOKING_NUMBER, obj["booking_number"])  # type: ignore[index]
         ori = rules.check_field(rules.AGENCY_ORI, obj["ori"])  # type: ignore[index]
@@ -212,7 +229,10 @@ def _prior(obj: object) -> PriorBooking:
     distance = obj["distance"]  # type: ignore[index]
     if not isinstance(distance, (int, float)) or isinstance(distance, bool) or not math.isfinite(distance):
         _fail("bad_value", "prior booking distance must be a number")
-    return PriorBooking(number, ori, day, float(distance))
+    photo = obj.get("photo")  # type: ignore[union-attr]
+    if photo is not None and (type(photo) is not bytes or not 0 < len(photo) <= MAX_PHOTO_BYTES):
+        _fail("bad_value", f"a prior booking's photo must be at most {MAX_PHOTO_BYTES} bytes")
+    return PriorBooking(number, ori, day, float(distance), photo)
 
 
 def _answer_from(obj: Mapping[str, Any]) -> CheckAnswer:
@@ -237,7 +257,7 @@ def _answer_from(obj: Mapping[str, Any]) -> CheckAnswer:
 def decode_answer(payload: bytes, verify_key_lookup: KeyLookup, *, county: str, station: str) -> CheckAnswer:
     """Verify and read an answer meant for ``county``/``station``."""
     _, content = open_sign1(payload, content_type=ANSWER_CONTENT_TYPE, verify_key_lookup=verify_key_lookup,
-                            max_bytes=MAX_CHECK_BYTES)
+                            max_bytes=MAX_ANSWER_BYTES)
     answer = _answer_from(_loads(content))
     if (answer.county, answer.station) != (county, station):
         _fail("wrong_target", f"answer is for {answer.county}/{answer.station}")

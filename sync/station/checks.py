@@ -13,6 +13,11 @@ private spool folder, ``DATA_DIR/sync/checks`` (0700, the agent's state folder):
   renames the file ``.sent``, and writes ``{request_id}.ans`` when the county's signed answer arrives
   (verified with the county command key) or drops an answer nobody asked for.
 
+Where the county's policy sends photos, each prior booking may carry a small JPEG of its frontal. The agent
+keeps only those it can decode (base64 in the ``.ans`` file); an answer whose photos this station cannot
+read is still shown, as text, and logged once. The UI serves a kept photo to the screen by its position
+(:meth:`CheckStatus.photo`), never inside the booking's JSON, which the screen polls four times a second.
+
 Every file is written atomically, so a reader sees all of it or nothing. The agent audits the question
 and the answer in the station's audit log; the UI audits a check that timed out. Files older than
 :data:`SPOOL_MAX_AGE` are removed by the agent.
@@ -21,8 +26,10 @@ and the answer in the station's audit log; the UI audits a check that timed out.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import json
+import logging
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,12 +38,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync.protocol import check, topics
 from sync.protocol.files import make_private_dir, write_file_atomic
 from sync.protocol.record import new_uuid7
 from sync.protocol.wire import WireError, WireTemplate, check_uuid7
+
+log = logging.getLogger(__name__)
 
 SPOOL = "checks"
 ENABLED = "enabled.json"
@@ -64,7 +75,33 @@ class CheckStatus:
         return self.state != "pending"
 
     def to_json(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "state": self.state, "priors": self.priors, "message": self.message}
+        """For the screen: each prior says whether it has a photo (``photo``: true), not the photo itself."""
+        priors = [{**{k: v for k, v in p.items() if k != "photo"}, "photo": bool(p.get("photo"))} for p in self.priors]
+        return {"request_id": self.request_id, "state": self.state, "priors": priors, "message": self.message}
+
+    def photo(self, index: int) -> bytes | None:
+        """The JPEG of prior booking ``index`` (0 = nearest), or None when it came without one."""
+        if not 0 <= index < len(self.priors):
+            return None
+        encoded = self.priors[index].get("photo")
+        if not isinstance(encoded, str):
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+
+def usable_photo(jpeg: bytes) -> bool:
+    """True when ``jpeg`` is a JPEG this station decodes to a picture no larger than the protocol's thumbnail
+    (a county's photo is shown only if it is one: whatever else came is not put on the officer's screen)."""
+    if not jpeg.startswith(b"\xff\xd8"):
+        return False
+    try:
+        image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return False
+    return image is not None and image.size > 0 and max(image.shape[:2]) <= check.MAX_PHOTO_SIDE
 
 
 # ------------------------------------------------------------------------------------------- UI side
@@ -189,12 +226,24 @@ class CheckCarrier:
             return False
         if not (self.folder / f"{answer.request_id}.sent").exists():
             return False  # the UI gave up (timeout) or never asked
-        body = {"status": answer.status, "searched": answer.searched, "reason": answer.reason,
-                "priors": [{"booking_number": p.booking_number, "ori": p.ori, "captured_on": p.captured_on.isoformat(),
-                            "distance": p.distance} for p in answer.priors]}
+        priors, unusable = [], 0
+        for p in answer.priors:
+            prior: dict[str, Any] = {"booking_number": p.booking_number, "ori": p.ori,
+                                     "captured_on": p.captured_on.isoformat(), "distance": p.distance}
+            if p.photo is not None and usable_photo(p.photo):
+                prior["photo"] = base64.b64encode(p.photo).decode()
+            elif p.photo is not None:
+                unusable += 1
+            priors.append(prior)
+        if unusable:  # one line per answer, not per photo nor per screen refresh
+            log.warning("the answer to booking check %s carried %d photo(s) this station cannot decode; the "
+                        "officer sees the prior bookings without them", answer.request_id, unusable)
+        body = {"status": answer.status, "searched": answer.searched, "reason": answer.reason, "priors": priors}
         write_file_atomic(self.folder / f"{answer.request_id}.ans", json.dumps(body).encode(), FILE_MODE)
         self.audit("booking_check_answered", {"request_id": answer.request_id, "status": answer.status,
-                                              "priors": [f"{p.ori}/{p.booking_number}" for p in answer.priors]})
+                                              "priors": [f"{p.ori}/{p.booking_number}" for p in answer.priors],
+                                              "photos": sum("photo" in p for p in priors),
+                                              "photos_unusable": unusable})
         return True
 
     def sweep(self) -> None:

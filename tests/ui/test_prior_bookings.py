@@ -18,7 +18,7 @@ from sync.protocol import check
 from sync.protocol.enroll import default_command_kid
 from sync.station.checks import CheckCarrier, spool_dir
 from tests.sync import factory
-from tests.ui.conftest import STATION, add_officer, audit_actions, sign_in
+from tests.ui.conftest import STATION, add_officer, audit_actions, shoot, sign_in
 
 COUNTY = "king"
 COUNTY_KEY = factory.key(77)
@@ -135,3 +135,54 @@ def test_the_booking_state_reports_the_check_and_saving_never_waits(start_server
     status, body, _ = api_call(server, "POST", "/api/v1/booking/save", None, headers, opener)
     assert status == 200 and body["record_id"], body
     assert [p.name for p in spool_dir(data_dir).iterdir()] == ["enabled.json"]  # no template left behind
+
+
+def test_the_screen_shows_prior_bookings_photos_when_the_county_sends_them(page, start_server,
+                                                                            tmp_path: Path) -> None:
+    from sync.county.search.booking_check import thumbnail
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    carrier = _carrier(data_dir)
+    carrier.enable(20.0)
+    server = start_server(data_dir=data_dir)
+    officer = add_officer(server.data_dir, "o.kim", "Officer Kim")
+    sign_in(page, server, officer)
+    page.fill("#start-number", "2026-000556")
+    page.click("#start-submit")
+    expect(page.locator("#screen-review")).to_be_visible(timeout=20_000)
+    page.click("#accept-btn")
+
+    question = _question(data_dir, carrier, seen=set())
+    photos = [thumbnail(factory.face_jpeg(name)[0]) for name in ("img1.jpg", "img2.jpg")]
+    day = question.asked_at.date()
+    answer = check.CheckAnswer(question.request_id, COUNTY, STATION, "answered", question.asked_at, 1200, (
+        check.PriorBooking("2019-004711", "VA0290000", day.replace(year=2019), 0.31, photos[0]),
+        check.PriorBooking("2021-000300", "VA0290000", day.replace(year=2021), 0.38, b"\xff\xd8 cannot decode"),
+        check.PriorBooking("2022-000017", "VA0290000", day.replace(year=2022), 0.44, photos[1])))
+    assert carrier.on_answer(check.encode_answer(answer, COUNTY_KEY, kid=default_command_kid(COUNTY)))
+    box = page.locator(".prior-check:visible")
+    expect(box.locator("li")).to_have_count(3, timeout=10_000)  # every prior's text, photo or not
+    expect(box.locator("li").nth(1)).to_contain_text("Booking 2021-000300 \u2013 VA0290000")
+    expect(box.locator("li").nth(1).locator("img")).to_have_count(0)  # the one it could not decode
+    expect(box.locator("img.prior-photo")).to_have_count(2)
+    page.wait_for_function("() => [...document.querySelectorAll('.prior-check:not([hidden]) img.prior-photo')]"
+                           ".every((i) => i.complete && Math.max(i.naturalWidth, i.naturalHeight) === 160)")
+    box.scroll_into_view_if_needed()
+    files = shoot(page, "prior-bookings-photos", visible=[".prior-check:visible img.prior-photo"])
+    assert len(files) == 2
+    # each photo is served by its position in the list; a prior without one has none
+    assert page.request.get(server.url + "/api/v1/booking/prior/0.jpg").body() == photos[0]
+    assert page.request.get(server.url + "/api/v1/booking/prior/1.jpg").status == 404
+
+    # the review screen of the next photo shows them too
+    page.click("#pose-smt")
+    page.fill("#smt-description", "tattoo, left forearm")
+    page.click("#smt-start")
+    page.click("#capture-btn")
+    expect(page.locator("#screen-review")).to_be_visible(timeout=20_000)
+    review = page.locator("#screen-review .prior-check")
+    expect(review.locator("li")).to_have_count(3)
+    expect(review.locator("img.prior-photo")).to_have_count(2)
+    review.locator("img.prior-photo").first.scroll_into_view_if_needed()
+    shoot(page, "prior-bookings-photos-review", visible=["#screen-review .prior-check img.prior-photo", "#accept-btn"])

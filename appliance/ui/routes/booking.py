@@ -151,6 +151,12 @@ def review_image(session: WebSession = Depends(officer_poll), ctx: Context = Dep
     return Response(ctx.desk.review_jpeg(), media_type="image/jpeg")
 
 
+@router.get("/api/v1/booking/prior/{index}.jpg")
+def prior_image(index: int, session: WebSession = Depends(officer_poll), ctx: Context = Depends(context)) -> Response:
+    """A possible prior booking's photo from the booking-time check (only when the county sends them)."""
+    return Response(ctx.desk.prior_photo_jpeg(index), media_type="image/jpeg")
+
+
 @router.get("/api/v1/booking/accepted/{key}.jpg")
 def accepted_image(key: str, session: WebSession = Depends(officer_poll),
                    ctx: Context = Depends(context)) -> Response:

@@ -383,9 +383,20 @@ function renderPriorCheck(pc) {
     const key = JSON.stringify(pc.priors);
     if (list.dataset.key === key) continue;
     list.dataset.key = key;
-    list.replaceChildren(...pc.priors.map((p) => {
+    list.classList.toggle("with-photos", pc.priors.some((p) => p.photo));
+    list.replaceChildren(...pc.priors.map((p, i) => {
       const li = document.createElement("li");
-      li.textContent = `Booking ${p.booking_number} \u2013 ${p.ori} \u2013 ${p.captured_on}`;
+      if (p.photo) {  // only where the county's policy sends photos; the text stands alone otherwise
+        const img = document.createElement("img");
+        img.className = "prior-photo";
+        img.alt = `Earlier photo, booking ${p.booking_number}`;
+        img.addEventListener("error", () => img.remove(), { once: true });
+        img.src = `/api/v1/booking/prior/${i}.jpg?r=${encodeURIComponent(pc.request_id)}`;
+        li.append(img);
+      }
+      const text = document.createElement("span");
+      text.textContent = `Booking ${p.booking_number} \u2013 ${p.ori} \u2013 ${p.captured_on}`;
+      li.append(text);
       return li;
     }));
   }
@@ -451,6 +462,7 @@ function renderReview(b) {
   const list = $("review-checks");
   if (list.dataset.key !== key) {
     list.dataset.key = key;
+    list.classList.toggle("with-photos", pc.priors.some((p) => p.photo));
     list.replaceChildren();
     for (const c of checks) {
       const li = document.createElement("li");

@@ -524,7 +524,8 @@ def _start_index(store: GalleryStore, db_url: str) -> Any:
 
     logger = logging.getLogger(__name__)
     try:
-        index = open_index(current_config().search, db_url)
+        # the worker runs for days: a retrain is built beside it rather than stopping it (see index.py)
+        index = open_index(current_config().search, db_url, background_retrain=True)
     except (SearchEngineError, SearchConfigError, OSError) as exc:
         logger.error("search index unavailable, records are stored but not indexed: %s", exc)
         return None

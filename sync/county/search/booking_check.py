@@ -12,6 +12,12 @@ Refused without an answer (the station then says the check was not done): a requ
 older than :data:`~sync.protocol.check.MAX_REQUEST_AGE`, one that names a response topic other than
 the station's own ``answers`` topic, and a station's requests beyond ``max_per_minute`` (a booking desk
 asks once per accepted frontal; a station asking far more is searching the gallery, not booking).
+
+Photos go with the answer only where the county's policy allows the booking desk to see earlier mug shots
+(``[search] booking_check_photos``, off by default): then each prior booking carries a thumbnail of its
+frontal (:func:`thumbnail`: longest side :data:`~sync.protocol.check.MAX_PHOTO_SIDE` pixels, at most
+:data:`~sync.protocol.check.MAX_PHOTO_BYTES` bytes), signed with the rest of the answer. A prior whose
+photo cannot be read or shrunk to the cap goes without one: the text is what the officer needs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import cv2
 import numpy as np
 
 from sync.county.gallery.store import GalleryStore
@@ -31,6 +38,8 @@ from sync.county.search.index import SearchIndex
 from sync.protocol import topics
 from sync.protocol.check import (
     ANSWER_CONTENT_TYPE,
+    MAX_PHOTO_BYTES,
+    MAX_PHOTO_SIDE,
     MAX_PRIORS,
     MAX_REQUEST_AGE,
     CheckAnswer,
@@ -47,6 +56,36 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.6  # dlib's same-person distance, the bundle's match threshold
 DEFAULT_MAX_PER_MINUTE = 30
 ACTOR = "booking-check"
+#: JPEG qualities tried in turn until a thumbnail fits :data:`MAX_PHOTO_BYTES` (160 px faces take 5-8 KB at 85).
+THUMBNAIL_QUALITIES = (85, 70, 55, 40)
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def thumbnail(jpeg: bytes, *, side: int = MAX_PHOTO_SIDE, max_bytes: int = MAX_PHOTO_BYTES,
+              size: tuple[int, int] | None = None) -> bytes | None:
+    """A JPEG at most ``side`` pixels on its longest side and ``max_bytes`` long, or None when ``jpeg`` does
+    not decode or no quality fits. ``size`` (width, height, known from the record) lets the decoder skip
+    straight to a reduced scale: a 10 MP capture then decodes in a few milliseconds, not 100."""
+    flag = cv2.IMREAD_COLOR
+    if size is not None:
+        longest = max(size)
+        flag = next((f for r, f in _REDUCED if longest // r >= side), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), flag)
+    except cv2.error:
+        return None
+    if image is None or image.ndim != 3 or image.size == 0:
+        return None
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    for quality in THUMBNAIL_QUALITIES:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok and buf.size <= max_bytes:
+            return buf.tobytes()
+    return None
 
 
 @dataclass(frozen=True)
@@ -66,13 +105,14 @@ class BookingCheckResponder:
 
     def __init__(self, store: GalleryStore, index: SearchIndex, *, county: str, key: Any, kid: str,
                  threshold: float = DEFAULT_THRESHOLD, max_per_minute: int = DEFAULT_MAX_PER_MINUTE,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 photos: bool = False, clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.index = index
         self.county = county
         self.key = key
         self.kid = kid
         self.threshold = threshold
+        self.photos = photos
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.max_per_minute = max_per_minute
         self._recent: defaultdict[str, deque[float]] = defaultdict(deque)
@@ -115,7 +155,8 @@ class BookingCheckResponder:
         answer = self._answer(request)
         self.store.audit(ACTOR, "booking_check", request.station, {
             "request_id": request.request_id, "status": answer.status, "searched": answer.searched,
-            "priors": [f"{p.ori}/{p.booking_number}" for p in answer.priors], "reason": answer.reason})
+            "priors": [f"{p.ori}/{p.booking_number}" for p in answer.priors], "reason": answer.reason,
+            "photos": sum(p.photo is not None for p in answer.priors)})
         payload_out = encode_answer(answer, self.key, kid=self.kid)
         return Reply(target, payload_out, correlation if correlation and len(correlation) <= 64 else None, answer)
 
@@ -140,11 +181,31 @@ class BookingCheckResponder:
             if (c.ori, c.booking_number) in seen:
                 continue
             seen.add((c.ori, c.booking_number))
-            priors.append(PriorBooking(c.booking_number, c.ori, c.captured_at.date(), c.distance))
+            photo = self._photo(c.record_id) if self.photos else None
+            priors.append(PriorBooking(c.booking_number, c.ori, c.captured_at.date(), c.distance, photo))
             if len(priors) == MAX_PRIORS:
                 break
         return CheckAnswer(request.request_id, request.county, request.station, "answered", self.clock(),
                            searched=found.searched, priors=tuple(priors))
+
+
+    def _photo(self, record_id: str) -> bytes | None:
+        """The thumbnail of the record's frontal (its first photo when it has none), or None (logged)."""
+        from sync.county.gallery.export import load_record
+
+        try:
+            record = load_record(self.store, record_id)
+        except Exception as exc:  # a record that no longer verifies or was purged a moment ago: text only
+            log.warning("booking check: no photo of record %s: %s", record_id, exc)
+            return None
+        frontal = [c for c in record.captures if c.pose == "frontal"] or list(record.captures)
+        if not frontal:
+            return None
+        capture = frontal[0]
+        photo = thumbnail(capture.jpeg, size=(capture.width, capture.height))
+        if photo is None:
+            log.warning("booking check: the frontal of record %s could not be made a thumbnail", record_id)
+        return photo
 
 
 def responder_from_config(store: GalleryStore, index: SearchIndex | None, county: str) -> BookingCheckResponder | None:
@@ -163,9 +224,11 @@ def responder_from_config(store: GalleryStore, index: SearchIndex | None, county
     key = _answer_key(config, county)
     if key is None:
         return None
-    log.info("answering booking-time checks (threshold %.2f)", config.search.booking_check_threshold)
+    log.info("answering booking-time checks (threshold %.2f, %s)", config.search.booking_check_threshold,
+             "with photos" if config.search.booking_check_photos else "no photos")
     return BookingCheckResponder(store, index, county=county, key=key, kid=default_command_kid(county),
-                                 threshold=config.search.booking_check_threshold)
+                                 threshold=config.search.booking_check_threshold,
+                                 photos=config.search.booking_check_photos)
 
 
 def _answer_key(config: Any, county: str) -> Any:

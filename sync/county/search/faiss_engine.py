@@ -10,10 +10,13 @@ an inverted file (``IndexIVFFlat``, about ``4 * sqrt(N)`` lists up to 4,096: :me
 ``nprobe`` of them scanned per query) keeps
 a query to a small share of the gallery; the lists hold the float32 vectors themselves, and a short list
 of ``rerank`` candidates is re-ranked exactly (float64) against them, so distances are exact and only the
-choice of lists is approximate. The inverted file is retrained when the gallery has grown fourfold since
-it was trained (the lists would otherwise grow long and slow), until it has the most lists it may have.
-Its lists are kept close to the size of what they hold (:mod:`sync.county.search.ivf_lists`), so the
-index costs about 1.1-1.25 times its vectors.
+choice of lists is approximate. The inverted file is retrained when the gallery has grown ``retrain_growth``
+(4) times since it was trained (the lists would otherwise grow long and slow), until it has the most lists
+it may have; inside the engine that
+blocks the caller for the whole training, so the gallery worker's index (``defer_retrain``) asks
+:meth:`FaissEngine.retrain_due` instead and builds a :meth:`FaissEngine.spare` beside it
+(:mod:`sync.county.search.index`). Its lists are kept close to the size of
+what they hold (:mod:`sync.county.search.ivf_lists`), so the index costs about 1.1-1.25 times its vectors.
 
 Persistence: one file, ``faiss.index``, written atomically (temporary file, fsync, rename) with the
 watermark and the id list inside it, so the three can never disagree; it is written and read as a
@@ -32,7 +35,7 @@ import os
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,6 +99,7 @@ class FaissSettings:
     save_interval: float = 300.0
     threads: int = 1  # for queries; 0: FAISS's default (every core). Training always uses every core.
     read_only: bool = False  # a command beside the running worker: catch up in memory, never write the file
+    retrain_growth: float = 4.0  # retrain the inverted file once the gallery is this many times its trained size
 
     def lists_for(self, count: int) -> int:
         """The inverted file's list count for ``count`` templates (the one place it is decided): about
@@ -113,8 +117,10 @@ class FaissEngine(SearchEngine):
 
     name = "faiss"
 
-    def __init__(self, settings: FaissSettings) -> None:
+    def __init__(self, settings: FaissSettings, *, load: bool = True) -> None:
         self.settings = settings
+        #: True: :meth:`add` never retrains; whoever owns the engine watches :meth:`retrain_due` instead.
+        self.defer_retrain = False
         if settings.threads > 0:
             faiss.omp_set_num_threads(settings.threads)
         self.path = Path(settings.folder) / INDEX_FILE
@@ -126,7 +132,7 @@ class FaissEngine(SearchEngine):
         self._lists: ListCapacity | None = None  # the inverted file's list capacities (None: exact search)
         self._dirty = False
         self._saved_at = time.monotonic()
-        if self.path.exists():
+        if load and self.path.exists():
             self._load()
 
     # ------------------------------------------------------------------ persistence
@@ -309,16 +315,33 @@ class FaissEngine(SearchEngine):
         return self._index.reconstruct_batch(self._ids)
 
     def _maybe_retrain(self) -> None:
-        """Exact search becomes an inverted file at ``ivf_threshold``; an inverted file is retrained once the
-        gallery has grown fourfold, unless it already has the lists that size calls for (at the cap): a
-        retraining reads every vector back beside the index, twice the memory for a county gallery."""
-        count = int(self._ids.size)
-        if count < self.settings.ivf_threshold:
-            return
-        if self.kind == "ivf" and (count < 4 * self._trained_at or
-                                   self.settings.lists_for(count) <= int(self._index.nlist)):
+        """Retrain inline when due, except in the worker's index, which builds a spare beside it instead."""
+        if self.defer_retrain or not self.retrain_due():
             return
         self.train(self._all_vectors(), self._ids)
+
+    def retrain_due(self) -> bool:
+        """True when the index should become an inverted file, or its lists be trained anew (grown
+        ``retrain_growth`` times since they were trained), unless it already has the lists that size calls
+        for (at the cap): a retraining reads every vector back beside the index, twice the memory for a
+        county gallery, and would buy no shorter lists."""
+        count = int(self._ids.size)
+        if count < self.settings.ivf_threshold:
+            return False
+        if self.kind != "ivf":
+            return True
+        return (count >= self.settings.retrain_growth * self._trained_at
+                and self.settings.lists_for(count) > int(self._index.nlist))
+
+    def spare(self) -> FaissEngine:
+        """An empty engine with these settings that has not read the index file and will not write it until
+        :meth:`set_saving` allows: a retrain builds into it beside this one, then takes this one's place."""
+        return FaissEngine(replace(self.settings, read_only=True), load=False)
+
+    def set_saving(self, on: bool) -> None:
+        """Let :meth:`checkpoint` and :meth:`close` write the index file, or not (while a spare is being built,
+        only the spare writes it, once, whole)."""
+        self.settings = replace(self.settings, read_only=not on)
 
     def train(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the index by an inverted file trained on ``vectors`` (every one of them then added)."""

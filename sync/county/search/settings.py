@@ -8,12 +8,17 @@
                                                   # SQLite gallery, else /var/lib/booking-gallery/search)
     nprobe = 64                 # faiss: inverted lists scanned per query, once the gallery is large
     ivf_threshold = 50000       # faiss: templates from which the inverted file replaces exact search
+    retrain_growth = 4.0        # faiss: retrain the inverted file once the gallery has grown this many times
+                                # (a worker retrains in the background, searching the old index meanwhile)
     url = "postgresql://..."    # pgvector: the database (default: the gallery's, when it is PostgreSQL)
     ef_search = 100             # pgvector HNSW: candidates kept while walking the graph
     booking_check = false       # answer the stations' booking-time checks (a gallery worker; off by default)
     booking_check_threshold = 0.6   # largest template distance reported as a possible prior booking
     booking_check_key = "/etc/booking-gallery/command-signing.key"   # the county key that signs the answers
                                 # (a copy the worker may read; default: command-signing.key in [ca] dir)
+    booking_check_photos = false    # send a small JPEG of each prior booking's frontal with the answer
+                                # (longest side 160 px, at most 12 KiB each): only where the county's
+                                # policy lets the booking desk see earlier mug shots; off: no photo bytes
 
 Defaults come from ``make bench-scale`` (1 M templates from the fitted generator, 4,000 lists, one query at
 a time on a loaded 2-core machine): nprobe 32 found the mate in the top 10 for 99.4% of probes against
@@ -51,6 +56,7 @@ class SearchSettings:
     rerank: int = 64
     save_interval: float = 300.0
     threads: int = 1  # faiss: threads per query (0: every core)
+    retrain_growth: float = 4.0
     # pgvector
     url: str | None = None
     schema: str = "search"
@@ -63,6 +69,7 @@ class SearchSettings:
     booking_check: bool = False
     booking_check_threshold: float = 0.6
     booking_check_key: Path | None = None
+    booking_check_photos: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -73,11 +80,15 @@ class SearchSettings:
                 raise SearchConfigError(f"[search] {name} must be a positive whole number, not {value!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise SearchConfigError(f"[search] threads must be 0 (every core) or more, not {self.threads!r}")
+        g = self.retrain_growth
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 1 < g <= 100:
+            raise SearchConfigError(f"[search] retrain_growth must be a factor in (1, 100], not {g!r}")
         if isinstance(self.save_interval, bool) or not isinstance(self.save_interval, (int, float)) \
                 or self.save_interval < 0:
             raise SearchConfigError(f"[search] save_interval must be seconds >= 0, not {self.save_interval!r}")
-        if not isinstance(self.booking_check, bool):
-            raise SearchConfigError(f"[search] booking_check must be true or false, not {self.booking_check!r}")
+        for name in ("booking_check", "booking_check_photos"):
+            if not isinstance(getattr(self, name), bool):
+                raise SearchConfigError(f"[search] {name} must be true or false, not {getattr(self, name)!r}")
         t = self.booking_check_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 2:
             raise SearchConfigError(f"[search] booking_check_threshold must be a distance in (0, 2], not {t!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,9 @@ def test_a_worker_answers_checks_only_when_county_toml_says_so(tmp_path: Path, m
         toml.write_text('[ca]\ndir = "ca"\n[search]\nbooking_check = true\nbooking_check_threshold = 0.5\n')
         responder = responder_from_config(store, index, COUNTY)
         assert responder is not None and (responder.kid, responder.threshold) == (f"county:{COUNTY}", 0.5)
+        assert responder.photos is False  # photos only where the county's policy allows them
+        toml.write_text('[ca]\ndir = "ca"\n[search]\nbooking_check = true\nbooking_check_photos = true\n')
+        assert getattr(responder_from_config(store, index, COUNTY), "photos", None) is True
         assert responder_from_config(store, None, COUNTY) is None  # no index: nothing to answer from
         assert responder_from_config(store, index, "pierce") is None  # another county's CA
         # a copy of the key the worker's user may read, when the CA folder is not readable to it
@@ -232,6 +236,9 @@ def test_a_worker_answers_checks_only_when_county_toml_says_so(tmp_path: Path, m
         assert responder_from_config(store, index, COUNTY) is None
         toml.write_text("[search]\nbooking_check = true\nbooking_check_threshold = 3\n")
         with pytest.raises(CountyConfigError, match="booking_check_threshold"):
+            load_county_config(toml)
+        toml.write_text('[search]\nbooking_check_photos = "yes"\n')
+        with pytest.raises(CountyConfigError, match="booking_check_photos"):
             load_county_config(toml)
         assert ca.county == COUNTY
     finally:
@@ -260,3 +267,105 @@ def test_a_station_asking_far_more_than_a_desk_does_is_refused(tmp_path: Path) -
     finally:
         index.close()
         store.close()
+
+
+def _photo_gallery(tmp_path: Path) -> tuple[SQLiteStore, Any]:
+    """A gallery of two bookings of the probe's face, each frontal a real 1382x1868 face photo, and the
+    index over it."""
+    store = SQLiteStore(tmp_path / "g.db")
+    store.register_device("st-01", COUNTY, factory.key(1).public_key().public_bytes(serialization.Encoding.Raw,
+                                                                                     serialization.PublicFormat.Raw))
+    for n, name in enumerate(("img1.jpg", "img2.jpg")):
+        jpeg, width, height = factory.face_jpeg(name)
+        cap = wire.WireCapture.build("frontal", jpeg, width, height,
+                                     template=wire.WireTemplate(MODEL, 128, PROBE.astype("<f4").tobytes()))
+        rec = factory.record(booking=wire.WireBooking("WA0170000", f"2024-000{n}", "ofc-1", factory.T0),
+                             captures=(cap, factory.capture("left_profile")))
+        payload = wire.encode_record(rec, factory.key(1))
+        store.insert_record(wire.verify_record(payload, lambda kid: factory.key(1).public_key()), payload)
+    return store, open_index(SearchSettings(folder=tmp_path / "search"), str(tmp_path / "g.db"))
+
+
+def _ask(responder: BookingCheckResponder) -> Any:
+    req = check.CheckRequest(wire.uuid7(), COUNTY, "st-01", wire.WireTemplate(MODEL, 128, PROBE.tobytes()),
+                             dt.datetime.now(dt.timezone.utc))
+    return responder.handle(topics.checks_topic(COUNTY, "st-01"), check.encode_request(req, factory.key(1)),
+                            response_topic=topics.answers_topic(COUNTY, "st-01"), correlation=None)
+
+
+def test_photos_go_with_the_answer_only_when_the_policy_allows(tmp_path: Path) -> None:
+    import cv2
+
+    store, index = _photo_gallery(tmp_path)
+    try:
+        plain = _ask(BookingCheckResponder(store, index, county=COUNTY, key=factory.key(77), kid="county:king"))
+        assert [p.photo for p in plain.answer.priors] == [None, None]
+        assert b"photo" not in plain.payload and b"\xff\xd8\xff" not in plain.payload  # not one photo byte
+        reply = _ask(BookingCheckResponder(store, index, county=COUNTY, key=factory.key(77), kid="county:king",
+                                           photos=True, max_per_minute=100))
+        answer = check.decode_answer(reply.payload, lambda kid: factory.key(77).public_key(), county=COUNTY,
+                                     station="st-01")  # signed with the answer, checked with it
+        assert [p.booking_number for p in answer.priors] == ["2024-0000", "2024-0001"]
+        for prior in answer.priors:
+            assert prior.photo is not None and prior.photo[:2] == b"\xff\xd8"
+            assert len(prior.photo) <= check.MAX_PHOTO_BYTES
+            image = cv2.imdecode(np.frombuffer(prior.photo, np.uint8), cv2.IMREAD_COLOR)
+            assert max(image.shape[:2]) == check.MAX_PHOTO_SIDE  # shrunk to the cap, proportions kept
+        assert len(reply.payload) < check.MAX_ANSWER_BYTES
+        assert store.list_audit(action="booking_check")[0].details["photos"] == 2
+    finally:
+        index.close()
+        store.close()
+
+
+def test_a_thumbnail_is_bounded_or_none() -> None:
+    import cv2
+
+    from sync.county.search.booking_check import thumbnail
+
+    jpeg, width, height = factory.face_jpeg("img1.jpg")
+    for size in ((width, height), None):  # the reduced decode gives the same bounds as the full one
+        small = thumbnail(jpeg, size=size)
+        assert small is not None and len(small) <= check.MAX_PHOTO_BYTES
+        assert cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (160, 118)
+    tiny = factory.jpeg(48, 60)  # never enlarged
+    assert cv2.imdecode(np.frombuffer(thumbnail(tiny) or b"", np.uint8), cv2.IMREAD_COLOR).shape[:2] == (60, 48)
+    assert thumbnail(b"\xff\xd8 not a jpeg") is None
+    assert thumbnail(jpeg, max_bytes=200) is None  # no quality fits: no photo rather than a big one
+
+
+def _plain_jpeg(width: int, height: int) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def test_the_station_shows_the_text_of_an_answer_whose_photos_it_cannot_decode(tmp_path: Path, caplog: Any) -> None:
+    from sync.station.checks import CheckCarrier
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    carrier = CheckCarrier(tmp_path, county=COUNTY, station="st-01", key=factory.key(1),
+                           command_keys={default_command_kid(COUNTY): factory.key(77).public_key()}, v5=True,
+                           audit=lambda a, d: seen.append((a, d)))
+    carrier.enable(5.0)
+    request_id = CheckSpool(tmp_path).ask(PROBE.tolist(), MODEL)
+    carrier.sent(next(iter(carrier.outgoing())).request_id)
+    good, too_big = _plain_jpeg(128, 160), _plain_jpeg(200, 250)  # too big: more pixels than a thumbnail has
+    priors = tuple(check.PriorBooking(f"2019-00{n}", "WA0170000", dt.date(2019, 1, 1 + n), 0.3, photo)
+                   for n, photo in enumerate((b"\xff\xd8garbage", good, b"GIF89a not a jpeg", too_big)))
+    answer = check.CheckAnswer(request_id, COUNTY, "st-01", "answered", factory.T0, 3, priors)
+    with caplog.at_level("WARNING", logger="sync.station.checks"):
+        assert carrier.on_answer(check.encode_answer(answer, factory.key(77), kid=default_command_kid(COUNTY)))
+    status = CheckSpool(tmp_path).status(request_id, asked_at=time.time(), timeout=5)
+    assert status.state == "answered" and [p["booking_number"] for p in status.priors] == [
+        "2019-000", "2019-001", "2019-002", "2019-003"]  # every prior's text is shown
+    assert [p["photo"] for p in status.to_json()["priors"]] == [False, True, False, False]
+    assert status.photo(1) == good and status.photo(0) is None and status.photo(9) is None
+    assert "photo\": \"" not in json.dumps(status.to_json())  # the screen's JSON carries no photo bytes
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "3 photo(s)" in warnings[0].getMessage()  # logged once for the answer
+    assert seen[-1] == ("booking_check_answered", {
+        "request_id": request_id, "status": "answered", "photos": 1, "photos_unusable": 3,
+        "priors": ["WA0170000/2019-000", "WA0170000/2019-001", "WA0170000/2019-002", "WA0170000/2019-003"]})

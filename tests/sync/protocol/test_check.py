@@ -64,3 +64,22 @@ def test_an_answer_round_trips_and_is_bounded() -> None:
     with pytest.raises(wire.WireError, match="bad_value"):
         check.encode_answer(dataclasses.replace(answer, priors=(dataclasses.replace(prior, ori="nope"),)),
                             COUNTY_KEY, kid="county:king")
+
+
+def test_an_answer_may_carry_thumbnails_within_their_cap() -> None:
+    prior = check.PriorBooking("2019-004711", "WA0170000", dt.date(2019, 5, 1), 0.3125)
+    plain = check.CheckAnswer(wire.uuid7(), "king", "st-01", "answered", NOW, 12, (prior,))
+    without = check.encode_answer(plain, COUNTY_KEY, kid="county:king")
+    assert b"photo" not in without  # no policy, no photo key: the answer is byte for byte as before
+    photo = factory.jpeg(128, 160)
+    full = dataclasses.replace(plain, priors=tuple(
+        dataclasses.replace(prior, photo=(photo + bytes(check.MAX_PHOTO_BYTES))[: check.MAX_PHOTO_BYTES])
+        for _ in range(check.MAX_PRIORS)))
+    payload = check.encode_answer(full, COUNTY_KEY, kid="county:king")  # five photos at their cap
+    assert len(payload) <= check.MAX_ANSWER_BYTES
+    got = check.decode_answer(payload, lambda kid: COUNTY_KEY.public_key(), county="king", station="st-01")
+    assert got == full and len(got.priors[0].photo or b"") == check.MAX_PHOTO_BYTES
+    for bad in (bytes(check.MAX_PHOTO_BYTES + 1), b"", "not bytes"):
+        with pytest.raises(wire.WireError, match="photo"):
+            check.encode_answer(dataclasses.replace(plain, priors=(dataclasses.replace(prior, photo=bad),)),
+                                COUNTY_KEY, kid="county:king")
