@@ -21,11 +21,30 @@ Why it looks like this
                            signature: bstr .size 64 ])
       signed bytes = cbor(["Signature1", protected, h'', payload])   ; RFC 9052 section 4.4
 
+  A **schema 2** record (what stations send now) does not sign its photos byte by byte: the signed
+  content carries each capture's ``size`` and ``sha256`` instead of its ``jpeg``, and the JPEGs travel
+  beside the COSE_Sign1, in capture order::
+
+      record (schema 2) = [ COSE_Sign1 over the content above,   ; any COSE library verifies it alone
+                            [ jpeg: bstr, ... ] ]                ; one per capture, same order
+
+  The gallery verifies the signature first, then each JPEG's size and SHA-256 against the signed ones,
+  and refuses a JPEG that differs (``unsigned_jpeg``, naming no record: someone on the way changed it, so
+  the station keeps the record and sends it again). Why: Ed25519 hashes everything it signs (twice to
+  sign, once to verify), and a 1 MB record also went through CBOR twice more to be validated; with the
+  photos beside the signature a record costs the station and the gallery one SHA-256 pass over each
+  photo, which the capture's digest needed anyway. It is COSE's own answer too (RFC 9052 lets a payload
+  travel apart from its signature); here the small signed structure is attached and the bulk is bound by
+  digest, so the envelope stays a complete COSE_Sign1. A **schema 1** record (one COSE_Sign1, the JPEGs
+  inside the signed content) is still accepted from stations not yet updated, and the same record in
+  either schema is the same content to the gallery (:meth:`VerifiedRecord.same_content`).
+
   ``alg`` -8 is EdDSA (RFC 9053); the only algorithm accepted, so no downgrade is possible. The
   content type (label 3) separates records from county commands, so a signature made for one can
   never be replayed as the other. ``kid`` (label 4) is the UTF-8 signer id: the station slug for
   records, a county key id for commands. ``crit`` and any other header is refused.
-* **Schema version** ``schema`` inside the content; an unknown version is rejected, never guessed.
+* **Schema version** ``schema`` inside the content (records 2 or 1, commands 1); an unknown version is
+  rejected, never guessed, and a record's schema must match its framing.
 * **Timestamps** are CBOR tag 1 (epoch seconds, float when there are microseconds; a float64 keeps
   microseconds exactly for this era). Tag 0 (RFC 3339 text) is also accepted; both must be UTC.
 * **Acks** are JSON (UTF-8, sorted keys): they hold no binary data, county IT can read them with
@@ -58,7 +77,13 @@ from sync.protocol.jpeg import jpeg_dimensions
 from sync.protocol.record import MAX_IMAGE_SIDE, MAX_TEMPLATE_DIM, POSES
 from sync.protocol.topics import is_slug
 
-SCHEMA_VERSION = 1
+#: The record schema a station sends: 2 signs the record with each JPEG's size and SHA-256, the JPEGs travel
+#: beside the signed bytes (see the module docstring). The gallery still reads 1 (JPEGs inside the signed
+#: content) from stations not yet updated.
+SCHEMA_VERSION = 2
+RECORD_SCHEMAS = (1, 2)
+#: County commands kept their own version when records moved to 2.
+COMMAND_SCHEMA_VERSION = 1
 RECORD_CONTENT_TYPE = "application/vnd.booking-station.record+cbor"
 COMMAND_CONTENT_TYPE = "application/vnd.booking-station.command+cbor"
 ACK_CONTENT_TYPE = "application/json"
@@ -109,6 +134,15 @@ class WireError(ValueError):
 
 def _fail(code: str, message: str) -> NoReturn:
     raise WireError(code, message)
+
+
+class _UnsignedJpeg(WireError):
+    """A schema 2 JPEG that is not the one signed. The signed content is authentic, the bytes beside it are
+    not, so the refusal never names the record: a station (or the gallery) must not give up a record because
+    someone on the way changed its photo; the station keeps it and sends it again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unsigned_jpeg", message)
 
 
 # --------------------------------------------------------------------------------------- records
@@ -202,7 +236,8 @@ class WireRecord:
     booking: WireBooking
     captures: tuple[WireCapture, ...]
     created_at: datetime
-    schema: int = SCHEMA_VERSION
+    #: The schema it is (or was) sent in; not part of the record's identity (equality ignores it).
+    schema: int = field(default=SCHEMA_VERSION, compare=False)
 
 
 @dataclass(frozen=True)
@@ -214,6 +249,15 @@ class VerifiedRecord:
     record: WireRecord
     kid: str
     content_sha256: bytes
+
+    def same_content(self, digest: bytes) -> bool:
+        """True when ``digest`` is this record's content hash in either schema: a record first delivered in
+        schema 1 and sent again in schema 2 after the station was updated (its ack was lost) is a repeat,
+        not a replay. The other schema's content is built only when the first comparison fails."""
+        if digest == self.content_sha256:
+            return True
+        other = 1 if self.record.schema == 2 else 2
+        return hashlib.sha256(_dumps(record_as_map(self.record, schema=other))).digest() == digest
 
 
 uuid7 = rules.new_uuid7
@@ -356,12 +400,15 @@ def _template(obj: object, where: str) -> WireTemplate | None:
     return WireTemplate(model=model, dim=dim, values=values)
 
 
-def _capture(obj: object, where: str) -> WireCapture:
+def _capture(obj: object, where: str, attached: bytes | None = None) -> WireCapture:
+    """One capture map. Schema 1 holds the JPEG (``jpeg``); schema 2 holds its ``size`` and the JPEG is
+    ``attached`` (the bytes that travelled beside the signed content, checked here against both)."""
     m = _map(obj, where)
     _check_keys(
         m,
         where,
-        {"pose", "jpeg", "width", "height", "sha256", "quality", "template", "override_reason"},
+        {"pose", "jpeg" if attached is None else "size", "width", "height", "sha256", "quality", "template",
+         "override_reason"},
         {"description", "operator"},
     )
     pose = m["pose"]
@@ -374,14 +421,21 @@ def _capture(obj: object, where: str) -> WireCapture:
         _fail("missing_field", f"{where}: an smt capture needs a description")
     if pose != "smt" and description is not None:
         _fail("bad_value", f"{where}: only smt captures carry a description")
-    jpeg = _bytes(m["jpeg"], f"{where}.jpeg")
     width = _int(m["width"], f"{where}.width", 1, MAX_IMAGE_SIDE)
     height = _int(m["height"], f"{where}.height", 1, MAX_IMAGE_SIDE)
     digest = _bytes(m["sha256"], f"{where}.sha256")
     if len(digest) != 32:
         _fail("bad_value", f"{where}.sha256 must be 32 bytes")
-    if hashlib.sha256(jpeg).digest() != digest:
-        _fail("sha256_mismatch", f"{where}.sha256 does not match the JPEG bytes")
+    if attached is None:
+        jpeg = _bytes(m["jpeg"], f"{where}.jpeg")
+        if hashlib.sha256(jpeg).digest() != digest:
+            _fail("sha256_mismatch", f"{where}.sha256 does not match the JPEG bytes")
+    else:
+        jpeg = attached
+        size = _int(m["size"], f"{where}.size", 1, 2**32)
+        if len(jpeg) != size or hashlib.sha256(jpeg).digest() != digest:
+            raise _UnsignedJpeg(f"{where}: the JPEG sent beside the signed record ({len(jpeg)} bytes) is not the "
+                                f"one signed ({size} bytes, its SHA-256): it was changed on the way")
     dims = jpeg_dimensions(jpeg)
     if dims is None:
         _fail("bad_jpeg", f"{where}.jpeg is not a baseline/progressive JPEG with a frame header")
@@ -402,12 +456,25 @@ def _capture(obj: object, where: str) -> WireCapture:
     )
 
 
-def _record_from_obj(obj: object) -> WireRecord:
-    m = _map(obj, "record")
+def _record_schema(m: Mapping[Any, Any], attachments: list[bytes] | None) -> int:
+    """The content's schema, which must be one this gallery reads and match how the payload was framed."""
     if "schema" not in m:
         _fail("missing_field", "record: missing schema")
-    if type(m["schema"]) is not int or m["schema"] != SCHEMA_VERSION:
-        _fail("unknown_schema", f"schema {str(m['schema'])[:20]!r} is not supported (this is {SCHEMA_VERSION})")
+    schema = m["schema"]
+    if type(schema) is not int or schema not in RECORD_SCHEMAS:
+        _fail("unknown_schema", f"schema {str(schema)[:20]!r} is not supported (this reads "
+                                f"{', '.join(map(str, RECORD_SCHEMAS))})")
+    if schema == 1 and attachments is not None:
+        _fail("bad_value", "a schema 1 record holds its JPEGs in the signed content, not beside it")
+    if schema == 2 and attachments is None:
+        _fail("missing_field", "a schema 2 record needs its JPEGs beside the signed content")
+    return schema
+
+
+def _record_from_obj(obj: object, attachments: list[bytes] | None = None) -> WireRecord:
+    """The record in a content map; ``attachments`` are a schema 2 record's JPEGs, in capture order."""
+    m = _map(obj, "record")
+    schema = _record_schema(m, attachments)
     _check_keys(m, "record", {"schema", "record_id", "station", "county", "booking", "captures", "created_at"}, set())
     record_id = check_uuid7(m["record_id"])
     try:
@@ -429,7 +496,10 @@ def _record_from_obj(obj: object) -> WireRecord:
             _fail("missing_field", "captures is empty: a record needs at least one capture")
         if len(captures_obj) > MAX_CAPTURES:
             _fail("too_many_captures", f"{len(captures_obj)} captures; at most {MAX_CAPTURES}")
-        captures = tuple(_capture(c, f"captures[{i}]") for i, c in enumerate(captures_obj))
+        if attachments is not None and len(attachments) != len(captures_obj):
+            _fail("bad_value", f"{len(captures_obj)} captures but {len(attachments)} JPEGs beside them")
+        captures = tuple(_capture(c, f"captures[{i}]", None if attachments is None else attachments[i])
+                         for i, c in enumerate(captures_obj))
         poses = [c.pose for c in captures if c.pose != "smt"]
         if len(poses) != len(set(poses)):
             _fail("duplicate_pose", "a frontal or profile pose appears more than once")
@@ -440,20 +510,22 @@ def _record_from_obj(obj: object) -> WireRecord:
             booking=booking,
             captures=captures,
             created_at=_utc(m["created_at"], "created_at"),
-            schema=SCHEMA_VERSION,
+            schema=schema,
         )
     except WireError as exc:
-        exc.record_id = record_id
+        if not isinstance(exc, _UnsignedJpeg):
+            exc.record_id = record_id
         raise
 
 
-def record_as_map(record: WireRecord) -> dict[str, Any]:
-    """The record as the CBOR map that gets signed (for tools and tests that need the raw form)."""
+def record_as_map(record: WireRecord, *, schema: int = 1) -> dict[str, Any]:
+    """The record as the CBOR content map of ``schema`` (for tools and tests that need the raw form): 1 holds
+    each JPEG, 2 (what gets signed now) its size instead, the JPEGs travelling beside it."""
 
     def capture(c: WireCapture) -> dict[str, Any]:
         out: dict[str, Any] = {
             "pose": c.pose,
-            "jpeg": c.jpeg,
+            **({"jpeg": c.jpeg} if schema == 1 else {"size": len(c.jpeg)}),
             "width": c.width,
             "height": c.height,
             "sha256": c.sha256,
@@ -470,7 +542,7 @@ def record_as_map(record: WireRecord) -> dict[str, Any]:
         return out
 
     return {
-        "schema": record.schema,
+        "schema": schema,
         "record_id": record.record_id,
         "station": record.station,
         "county": record.county,
@@ -511,9 +583,13 @@ def _loads_exact(data: bytes, *, max_depth: int, text_keys_only: bool) -> object
 
 def sign1(content: bytes, *, content_type: str, kid: str, key: Ed25519PrivateKey) -> bytes:
     """Wrap ``content`` in a COSE_Sign1 signed by ``key`` (see the module docstring)."""
+    return cbor2.dumps(_sign1_tag(content, content_type=content_type, kid=kid, key=key))
+
+
+def _sign1_tag(content: bytes, *, content_type: str, kid: str, key: Ed25519PrivateKey) -> cbor2.CBORTag:
     protected = cbor2.dumps({HDR_ALG: ALG_EDDSA, HDR_CONTENT_TYPE: content_type, HDR_KID: kid.encode()}, canonical=True)
     to_sign = cbor2.dumps(["Signature1", protected, b"", content])
-    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, content, key.sign(to_sign)]))
+    return cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, content, key.sign(to_sign)])
 
 
 KeyLookup = Callable[[str], "Ed25519PublicKey | None"]
@@ -526,6 +602,12 @@ def open_sign1(payload: bytes, *, content_type: str, verify_key_lookup: KeyLooku
     may also raise :class:`WireError` itself (e.g. ``kid_mismatch``) to reject with its own code.
     """
     protected, content, signature = _sign1_parts(payload, max_bytes)
+    return _verified_sign1(protected, content, signature, content_type, verify_key_lookup), content
+
+
+def _verified_sign1(protected: bytes, content: bytes, signature: bytes, content_type: str,
+                    verify_key_lookup: KeyLookup) -> str:
+    """The signer's kid once the envelope's header and Ed25519 signature check out."""
     kid = _signer(protected, content_type)
     if len(signature) != 64:
         _fail("bad_signature", "an Ed25519 signature is 64 bytes")
@@ -536,7 +618,7 @@ def open_sign1(payload: bytes, *, content_type: str, verify_key_lookup: KeyLooku
         key.verify(signature, cbor2.dumps(["Signature1", protected, b"", content]))
     except InvalidSignature:
         _fail("bad_signature", f"signature does not verify with {kid!r}'s key")
-    return kid, content
+    return kid
 
 
 def _sign1_parts(payload: bytes, max_bytes: int) -> tuple[bytes, bytes, bytes]:
@@ -548,7 +630,11 @@ def _sign1_parts(payload: bytes, max_bytes: int) -> tuple[bytes, bytes, bytes]:
         _fail("oversize", f"{len(payload)} bytes is over the {max_bytes}-byte limit")
     # Text/byte-string map keys only: the unprotected header must be empty anyway, and an int-keyed
     # map is where hash-colliding keys could stall the decoder for minutes (CPU denial of service).
-    msg = _loads_exact(payload, max_depth=4, text_keys_only=True)
+    return _sign1_fields(_loads_exact(payload, max_depth=4, text_keys_only=True))
+
+
+def _sign1_fields(msg: object) -> tuple[bytes, bytes, bytes]:
+    """:func:`_sign1_parts` of an envelope already decoded."""
     if not isinstance(msg, cbor2.CBORTag) or msg.tag != COSE_SIGN1_TAG:
         _fail("not_cose_sign1", "not a tagged COSE_Sign1 (CBOR tag 18)")
     parts = msg.value
@@ -593,22 +679,43 @@ def _signer(protected: bytes, content_type: str) -> str:
 
 
 def encode_record(record: WireRecord, signing_key: Ed25519PrivateKey) -> bytes:
-    """Validate ``record`` and return it signed by the station key (kid = ``record.station``)."""
-    obj = record_as_map(record)
-    content = _dumps(obj)
+    """Validate ``record`` and return it signed by the station key (kid = ``record.station``), in the record's
+    ``schema``: 2 (the default) signs the small content and frames it with the JPEGs, 1 is the old form."""
+    if record.schema not in RECORD_SCHEMAS:
+        _fail("unknown_schema", f"schema {record.schema!r} cannot be encoded")
+    content = _dumps(record_as_map(record, schema=record.schema))
+    jpegs = None if record.schema == 1 else [c.jpeg for c in record.captures]
     # Validate what the gallery will see, from the bytes, so encode and decode can never disagree.
-    _record_from_obj(_loads_exact(content, max_depth=MAX_RECORD_CBOR_DEPTH, text_keys_only=True))
-    return sign1(content, content_type=RECORD_CONTENT_TYPE, kid=record.station, key=signing_key)
+    _record_from_obj(_loads_exact(content, max_depth=MAX_RECORD_CBOR_DEPTH, text_keys_only=True), jpegs)
+    envelope = _sign1_tag(content, content_type=RECORD_CONTENT_TYPE, kid=record.station, key=signing_key)
+    return cbor2.dumps(envelope if jpegs is None else [envelope, jpegs])
+
+
+def _record_framing(payload: bytes, max_bytes: int) -> tuple[tuple[bytes, bytes, bytes], list[bytes] | None]:
+    """A record payload's envelope parts and, for schema 2, the JPEGs framed beside it."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        _fail("wrong_type", "payload must be bytes")
+    if len(payload) > max_bytes:
+        _fail("oversize", f"{len(payload)} bytes is over the {max_bytes}-byte limit")
+    msg = _loads_exact(bytes(payload), max_depth=5, text_keys_only=True)
+    if isinstance(msg, cbor2.CBORTag):
+        return _sign1_fields(msg), None
+    if not isinstance(msg, (list, tuple)) or len(msg) != 2 or not isinstance(msg[1], (list, tuple)):
+        _fail("not_cose_sign1", "a record is a COSE_Sign1, or an array of a COSE_Sign1 and the JPEGs")
+    jpegs = list(msg[1])
+    if len(jpegs) > MAX_CAPTURES or not all(type(j) is bytes for j in jpegs):
+        _fail("bad_value", f"the JPEGs beside a record are at most {MAX_CAPTURES} byte strings")
+    return _sign1_fields(msg[0]), jpegs
 
 
 def verify_record(
     payload: bytes, verify_key_lookup: KeyLookup, *, max_bytes: int = DEFAULT_MAX_RECORD_BYTES
 ) -> VerifiedRecord:
-    """Verify and validate a signed record; raise :class:`WireError` on anything malformed."""
-    kid, content = open_sign1(
-        payload, content_type=RECORD_CONTENT_TYPE, verify_key_lookup=verify_key_lookup, max_bytes=max_bytes
-    )
-    record = _record_from_obj(_loads_exact(content, max_depth=MAX_RECORD_CBOR_DEPTH, text_keys_only=True))
+    """Verify and validate a signed record of either schema; raise :class:`WireError` on anything malformed.
+    The signature is checked before anything of the content is read, the JPEGs against it after."""
+    (protected, content, signature), jpegs = _record_framing(payload, max_bytes)
+    kid = _verified_sign1(protected, content, signature, RECORD_CONTENT_TYPE, verify_key_lookup)
+    record = _record_from_obj(_loads_exact(content, max_depth=MAX_RECORD_CBOR_DEPTH, text_keys_only=True), jpegs)
     if record.station != kid:
         raise WireError(
             "kid_mismatch", f"record says station {record.station!r}, signed by {kid!r}", record_id=record.record_id
@@ -703,7 +810,7 @@ class WireCommand:
     issued_at: datetime
     expires_at: datetime
     args: dict[str, Any] = field(default_factory=dict)
-    schema: int = SCHEMA_VERSION
+    schema: int = COMMAND_SCHEMA_VERSION
 
 
 def _command_args(action: str, obj: object) -> dict[str, Any]:
@@ -728,7 +835,7 @@ def _command_from_obj(obj: object) -> WireCommand:
     m = _map(obj, "command")
     if "schema" not in m:
         _fail("missing_field", "command: missing schema")
-    if type(m["schema"]) is not int or m["schema"] != SCHEMA_VERSION:
+    if type(m["schema"]) is not int or m["schema"] != COMMAND_SCHEMA_VERSION:
         _fail("unknown_schema", "command schema is not supported")
     _check_keys(
         m, "command", {"schema", "command_id", "county", "station", "action", "issued_at", "expires_at", "args"}, set()

@@ -32,6 +32,7 @@ def test_database_settings(store: Store) -> None:
     assert q("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert q("PRAGMA secure_delete").fetchone()[0] == 1
     assert q("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert q("PRAGMA page_size").fetchone()[0] == 16384  # a new file: a 1 MB photo in 64 pages, not 256
     tables = {r[0] for r in q("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"bookings", "captures", "outbox", "audit", "audit_checkpoint", "alarms", "meta"} <= tables
 

@@ -274,17 +274,23 @@ class AuditChains:
         return [AuditAlarm(a.station, a.kind, a.seq, a.detail, a.first_at, a.last_at, a.count, now, actor[:200],
                            reason[:1000]) for a in open_alarms]
 
-    def _append(self, station: str, entry: AuditWireEntry, now: datetime, *, resumes: bool = False) -> None:
-        """Hold one entry; ``resumes``: it ends the station's pending resume (in the same transaction)."""
+    def _append(self, station: str, entries: Sequence[AuditWireEntry], now: datetime, *,
+                resumes: bool = False) -> None:
+        """The linking entries of one batch in ONE transaction: a commit per entry cost a disk flush each, on
+        the receiver's network thread, while the records behind them waited. ``resumes``: the first of them
+        ends the station's pending resume (in the same transaction)."""
+        if not entries:
+            return
         with self.store._transaction() as cur:
-            self.store._exec(
-                cur,
-                "INSERT INTO audit_chain (station, seq, at, actor, action, details, prev_hash, hash, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (station, *entry.as_list(), self.store._to_ts(now)))
+            for entry in entries:
+                self.store._exec(
+                    cur,
+                    "INSERT INTO audit_chain (station, seq, at, actor, action, details, prev_hash, hash, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (station, *entry.as_list(), self.store._to_ts(now)))
             if resumes:
                 self.store._exec(cur, "UPDATE audit_resumes SET resumed_seq = ? WHERE station = ? AND resumed_seq "
-                                      "IS NULL", (entry.seq, station))
+                                      "IS NULL", (entries[0].seq, station))
 
     # ------------------------------------------------------------------------------ judging
     def receive(self, batch: AuditBatch, now: datetime | None = None) -> AuditAck:
@@ -298,12 +304,24 @@ class AuditChains:
         return AuditAck(batch.through_seq, "conflict" if raised else "stored", raised or None)
 
     def _link(self, station: str, entries: Sequence[AuditWireEntry], now: datetime) -> str:
-        """Append the entries that link; return the kind of the first alarm raised, or ''."""
-        held = self.held_head(station)
+        """Append the entries that link (together, up to the first that does not); return the kind of the first
+        alarm raised, or ''."""
+        linked: list[AuditWireEntry] = []
         resume = self.pending_resume(station)
+        try:
+            return self._judge(station, entries, now, linked, resume)
+        finally:
+            self._append(station, linked, now, resumes=resume is not None)
+
+    def _judge(self, station: str, entries: Sequence[AuditWireEntry], now: datetime,
+               linked: list[AuditWireEntry], resume: int | None) -> str:
+        """:meth:`_link`'s decisions; the entries that link go to ``linked``, to be written in one go.
+        ``resume``: the held head a pending resume was granted after (the first new entry ends it)."""
+        held = self.held_head(station)
         for entry in entries:
             if held is not None and entry.seq <= held[0]:
-                kept = self.held_hash(station, entry.seq)
+                pending = {e.seq: e.hash for e in linked}
+                kept = pending[entry.seq] if entry.seq in pending else self.held_hash(station, entry.seq)
                 # A repeat, below the county's first entry, or diverged history a person acknowledged: skipped.
                 if kept == entry.hash or kept is None or resume is not None:
                     continue
@@ -316,7 +334,7 @@ class AuditChains:
             broken = None if resume is not None else _break(held, entry)
             if broken is not None:
                 return self._alarm(station, broken[0], entry.seq, now, broken[1])
-            self._append(station, entry, now, resumes=resume is not None)
+            linked.append(entry)
             held, resume = (entry.seq, entry.hash), None
         return ""
 

@@ -323,6 +323,8 @@ class GalleryReceiver:
         #: Answers the stations' booking-time checks when set before :meth:`start` (None: not subscribed).
         self.checks: CheckAnswerer | None = None
         self.committer: GroupCommitter | None = None
+        #: The checkers' own connection (:meth:`GalleryStore.reader`), opened by :meth:`start` with group commit.
+        self._reads: GalleryStore | None = None
         self._last_record = -1e9
         if jobs is not None:
             jobs.defer_while = self.busy
@@ -446,7 +448,7 @@ class GalleryReceiver:
         station = parsed.station
         if len(payload) > self.config.max_record_bytes:
             raise WireError("oversize", f"{len(payload)} bytes is over {self.config.max_record_bytes}")
-        device = self.store.get_device(station)
+        device = (self._reads or self.store).get_device(station)
         if device is None:
             raise WireError("unknown_station", f"station {station!r} is not registered with this gallery")
         if not device.active:
@@ -612,6 +614,7 @@ class GalleryReceiver:
         if self.jobs is not None:
             self.jobs.start()
         if self.config.group_commit > 1 and self.committer is None:
+            self._reads = self.store.reader()
             self.committer = GroupCommitter(self, GroupCommitSettings(self.config.group_commit,
                                                                       self.config.group_commit_ms / 1000.0))
             self.committer.start()
@@ -627,6 +630,10 @@ class GalleryReceiver:
         if self.committer is not None:
             self.committer.stop()  # commits and acks what it holds while the connection is still up
             self.committer = None
+        if self._reads is not None:
+            if self._reads is not self.store:
+                self._reads.close()
+            self._reads = None
         if self.client is not None:
             self.client.disconnect()
             self.client.loop_stop()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from paho.mqtt.enums import MQTTErrorCode
@@ -39,8 +40,8 @@ class DeliveryMixin(AgentState):
         client = self._pub_client
         store = self._require_store()
         free = self.config.max_in_flight - len(self._inflight)
-        # Refill in batches (a quarter window) rather than per ack: each due() query costs a few ms.
-        if client is None or free <= 0 or (self._inflight and free < max(1, self.config.max_in_flight // 4)):
+        # Refill in batches (an eighth of the window) rather than per ack: each due() query costs a few ms.
+        if client is None or free <= 0 or (self._inflight and free < max(1, self.config.max_in_flight // 8)):
             return
         now = self.clock()
         horizon = now + timedelta(seconds=self.config.retry_cap) if self._gallery_up() else now
@@ -49,7 +50,7 @@ class DeliveryMixin(AgentState):
         # Records are read here (the store belongs to this thread) and signed on the signer threads meanwhile:
         # signing a 1 MB record hashes it twice and releases the GIL, so the next record's read overlaps it.
         assert self._key is not None
-        signing = []
+        signing: deque[tuple[OutboxEntry, Future[bytes]]] = deque()
         for entry in entries:
             try:
                 record = load_wire_record(store, entry.record_id, county=self.county, station=self.station)
@@ -60,13 +61,18 @@ class DeliveryMixin(AgentState):
                 continue
             signing.append((entry, self._signer().submit(sign_wire_record, record, key=self._key,
                                                          max_bytes=self.config.max_record_bytes)))
-        for entry, future in signing:
-            try:
-                payload = future.result()
-            except Unsendable as exc:
-                self._unsendable(entry, exc)
-                continue
-            self._publish_record(client, entry, payload)
+            while signing and signing[0][1].done():  # in order, each as soon as it is signed
+                self._publish_signed(client, *signing.popleft())
+        while signing:
+            self._publish_signed(client, *signing.popleft())
+
+    def _publish_signed(self, client: mqtt.Client, entry: OutboxEntry, future: Future[bytes]) -> None:
+        try:
+            payload = future.result()
+        except Unsendable as exc:
+            self._unsendable(entry, exc)
+            return
+        self._publish_record(client, entry, payload)
 
     def _signer(self) -> ThreadPoolExecutor:
         if self._signers is None:

@@ -24,6 +24,8 @@ class IncomingMixin(DeliveryMixin):
         topic = message.topic
         try:
             if topic == self.acks_topic:
+                if self._defer_ack(gen, message):
+                    return  # recorded with the others that came together, then acknowledged (_flush_acks)
                 self._on_ack(message.payload, message.correlation_data)
             elif topic == self.answers_topic and self._checks is not None:
                 self._checks.on_answer(message.payload)
@@ -42,12 +44,38 @@ class IncomingMixin(DeliveryMixin):
             self.stats["message_errors"] += 1
             log.exception("could not handle a message on %s; it will be delivered again", topic[:200])
             return
+        self._broker_ack(gen, message)
+
+    def _broker_ack(self, gen: int, message: mqtt.Message) -> None:
         client = message.client
         if message.qos > 0 and gen == self._conn_gen and client is not None and client is self._conn_client:
             client.ack(message.mid, message.qos)
 
+    def _defer_ack(self, gen: int, message: mqtt.Message) -> bool:
+        """Hold a well-formed ``stored``/``duplicate`` ack for :meth:`_flush_acks`; False for anything else."""
+        try:
+            ack = wire.decode_ack(message.payload)
+        except wire.WireError:
+            return False  # _on_ack counts and logs it
+        if not ack.delivered or ack.record_id is None:
+            return False
+        self._acks_due.append((ack, gen, message))
+        return True
+
+    def _flush_acks(self) -> None:
+        """Record the held acks in one transaction (one disk flush for a window of them, not one each), then
+        acknowledge their messages to the broker. If the transaction fails nothing is acknowledged: the records
+        stay pending and are sent again, and the gallery answers ``duplicate``."""
+        if not self._acks_due:
+            return
+        held, self._acks_due = self._acks_due, []
+        with self._require_store().delivery_batch():
+            counted = [self._delivered(ack, count=False) for ack, _, _ in held]
+        self.stats.update(key for key in counted if key)  # once committed: whoever reads them may look now
+        for _, gen, message in held:
+            self._broker_ack(gen, message)
+
     def _on_ack(self, payload: bytes, correlation: bytes | None) -> None:
-        store = self._require_store()
         try:
             ack = wire.decode_ack(payload)
         except wire.WireError as exc:
@@ -57,31 +85,51 @@ class IncomingMixin(DeliveryMixin):
         if ack.record_id is None:
             self._unmatched_rejection(ack, correlation)
             return
-        record_id = ack.record_id
+        if ack.delivered:
+            self._delivered(ack)
+        else:
+            self._rejected(ack)
+
+    def _delivered(self, ack: wire.Ack, *, count: bool = True) -> str | None:
+        """A ``stored`` or ``duplicate`` ack: the record is delivered. Returns the stats key it counts under (counted
+        here unless ``count`` is False: the caller's transaction is not committed yet), or None."""
+        store = self._require_store()
+        assert ack.record_id is not None
+        record_id = self._answered(ack.record_id)
+        try:
+            store.mark_delivered(record_id, ack.status)
+        except UnknownStationRecordError:
+            self.stats["acks_unknown"] += 1
+            log.info("ack %s for record %s, which this station does not hold (purged)", ack.status, record_id)
+            return None
+        except OutboxStateError as exc:
+            self._conflict(record_id, str(exc))
+            return None
+        if count:
+            self.stats[f"acks_{ack.status}"] += 1
+        self._last_delivered_mono = time.monotonic()
+        self._last_ack_at = self.clock()
+        if self._refusing_alarm:
+            store.clear_alarm(ALARM_GALLERY_REFUSING)
+            self._refusing_alarm = False
+        if self._broker_alarm:
+            store.clear_alarm(ALARM_BROKER_REFUSING)
+            self._broker_alarm = False
+        return f"acks_{ack.status}"
+
+    def _answered(self, record_id: str) -> str:
+        """The gallery answered ``record_id``: it is no longer in flight."""
         entry = self._inflight.pop(record_id, None)
         if entry is not None:
             self._by_mid.pop((entry.generation, entry.mid), None)
         self._status_dirty = True
-        if ack.delivered:
-            try:
-                store.mark_delivered(record_id, ack.status)
-            except UnknownStationRecordError:
-                self.stats["acks_unknown"] += 1
-                log.info("ack %s for record %s, which this station does not hold (purged)", ack.status, record_id)
-                return
-            except OutboxStateError as exc:
-                self._conflict(record_id, str(exc))
-                return
-            self.stats[f"acks_{ack.status}"] += 1
-            self._last_delivered_mono = time.monotonic()
-            self._last_ack_at = self.clock()
-            if self._refusing_alarm:
-                store.clear_alarm(ALARM_GALLERY_REFUSING)
-                self._refusing_alarm = False
-            if self._broker_alarm:
-                store.clear_alarm(ALARM_BROKER_REFUSING)
-                self._broker_alarm = False
-            return
+        return record_id
+
+    def _rejected(self, ack: wire.Ack) -> None:
+        """A ``rejected`` ack that names its record: kept, never sent again, an alarm for a person."""
+        store = self._require_store()
+        assert ack.record_id is not None
+        record_id = self._answered(ack.record_id)
         reason = ack.reason or "rejected"
         text = f"{reason}: {ack.detail}" if ack.detail else reason
         try:

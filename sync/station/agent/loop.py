@@ -133,6 +133,9 @@ class SyncAgent(AuditMixin, IncomingMixin, ConnectionMixin):
     def shutdown(self) -> None:
         """Publish the retained offline status (best effort), disconnect cleanly, close the store."""
         client = self._conn_client
+        if self._store is not None:
+            with contextlib.suppress(StationStoreError, sqlite3.Error):
+                self._flush_acks()  # what arrived is recorded; otherwise it is sent again and answered duplicate
         if client is not None and self._store is not None:
             try:
                 info = self._publish_status(client, self._status_body("offline", reason="stopped"))
@@ -158,6 +161,7 @@ class SyncAgent(AuditMixin, IncomingMixin, ConnectionMixin):
         """One round of the agent loop: handle what arrived, expire silent attempts, fill the
         in-flight window, send status, then wait briefly for the next event."""
         self._drain_events()
+        self._flush_acks()
         self._retry_rotation()
         self._reconnect_if_requested()
         self._expire()
@@ -171,6 +175,7 @@ class SyncAgent(AuditMixin, IncomingMixin, ConnectionMixin):
         except queue.Empty:
             return
         self._handle_event(event)
+        self._flush_acks()
 
     def _drain_events(self, limit: int = 500) -> None:
         for _ in range(limit):

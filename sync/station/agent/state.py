@@ -70,6 +70,8 @@ class AgentState:
         self._pub_client: mqtt.Client | None = None
         self._inflight: dict[str, InFlight] = {}
         self._by_mid: dict[tuple[int, int], str] = {}
+        #: Delivered acks held for one transaction (``IncomingMixin._flush_acks``): (ack, generation, message).
+        self._acks_due: list[tuple[Any, int, mqtt.Message]] = []
         self._last_delivered_mono: float | None = None
         self._last_ack_at: datetime | None = None
         self._status_due = 0.0

@@ -5,6 +5,7 @@ only the gallery's receive times and sequence numbers decide, never the station'
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,23 @@ def test_batches_in_order_are_held_and_a_repeat_changes_nothing(receiver: Galler
     report = verify_station(receiver.store, "st-01")
     assert report.ok and report.entries == 10 and report.last_hash == entries[-1].hash
     audit_wire.decode_audit_ack(audit_wire.encode_audit_ack(ack))  # the ack is valid on the wire
+
+
+def test_a_batch_is_held_in_one_transaction_up_to_an_entry_that_does_not_link(receiver: GalleryReceiver) -> None:
+    """One commit per batch (it runs on the receiver's network thread, records wait behind it), and the
+    entries before a broken link are still held."""
+    statements: list[str] = []
+    receiver.store._conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    entries = chain(40)
+    assert handle_audit(receiver, TOPIC, batch(entries[:30]))[0] == audit_wire.AuditAck(30, "stored")
+    inserts = [i for i, s in enumerate(statements) if s.lstrip().upper().startswith("INSERT INTO AUDIT_CHAIN")]
+    commits = [i for i, s in enumerate(statements) if s.strip().upper() == "COMMIT"]
+    assert len(inserts) == 30
+    assert not [c for c in commits if inserts[0] < c < inserts[-1]]  # no commit between the first and last
+    edited = replace(entries[33], details='{"i":0}')  # its hash no longer matches its content
+    assert handle_audit(receiver, TOPIC, batch([*entries[30:33], edited], head=entries[33]))[0].status == "conflict"
+    assert [e.seq for e in AuditChains(receiver.store).entries("st-01")] == list(range(1, 34))
+    assert ("rewrite", 34) in kinds(receiver)
 
 
 def test_a_gap_a_fork_and_an_edited_entry_each_raise_and_are_not_held(receiver: GalleryReceiver) -> None:

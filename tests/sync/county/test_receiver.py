@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,31 @@ def test_good_record_is_stored_and_acked_on_the_station_topic(receiver: GalleryR
     assert out.ack_topic == "booking/v1/king/st-01/acks"
     assert receiver.store.get_record(rec.record_id) is not None
     assert receiver.stats.counts["stored"] == 1
+
+
+def test_a_schema_1_record_from_a_station_not_yet_updated_is_stored(receiver: GalleryReceiver) -> None:
+    rec = replace(factory.record(), schema=1)
+    payload = wire.encode_record(rec, KEY)
+    assert isinstance(cbor2.loads(payload), cbor2.CBORTag)  # the old framing: photos inside the signed bytes
+    assert receiver.handle(TOPIC, payload).ack == wire.Ack(rec.record_id, "stored")
+    assert receiver.store.get_payload(rec.record_id) == payload
+    # its ack was lost and the updated station sends it again in schema 2: a repeat, not a replay
+    again = wire.encode_record(replace(rec, schema=2), KEY)
+    assert receiver.handle(TOPIC, again).ack == wire.Ack(rec.record_id, "duplicate")
+    assert receiver.store.count_records() == 1
+
+
+def test_a_photo_changed_beside_the_signature_is_refused_and_nothing_is_stored(receiver: GalleryReceiver) -> None:
+    rec = factory.record()
+    signed, jpegs = cbor2.loads(wire.encode_record(rec, KEY))
+    flipped = bytearray(jpegs[1])
+    flipped[-10] ^= 0x40  # one bit of one byte of the second photo
+    out = receiver.handle(TOPIC, cbor2.dumps([signed, [jpegs[0], bytes(flipped), *jpegs[2:]]]))
+    assert out.ack is not None and out.ack.status == "rejected" and out.ack.reason == "unsigned_jpeg"
+    assert out.ack.record_id is None  # the station keeps the record and sends it again
+    assert out.ack.detail is not None and "captures[1]" in out.ack.detail and "changed on the way" in out.ack.detail
+    assert receiver.store.count_records() == 0
+    assert receiver.handle(TOPIC, wire.encode_record(rec, KEY)).ack == wire.Ack(rec.record_id, "stored")
 
 
 @pytest.mark.parametrize(

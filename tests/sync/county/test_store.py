@@ -186,6 +186,26 @@ def test_concurrent_inserts_of_one_record_store_it_once(store: GalleryStore) -> 
     assert store.count_records() == 1
 
 
+def test_a_reader_is_another_connection_that_sees_each_commit(store: GalleryStore) -> None:
+    """The receiver's checkers look devices up on their own connection: not behind the lock a group commit
+    holds, and a revocation is seen by the next record."""
+    reader = store.reader()
+    try:
+        assert reader is not store and reader._lock is not store._lock
+        assert reader.get_device("st-01") is None
+        store.register_device("st-01", "king", RAW)
+        added = reader.get_device("st-01")
+        assert added is not None and added.active
+        store.revoke_device("st-01")
+        revoked = reader.get_device("st-01")
+        assert revoked is not None and not revoked.active
+    finally:
+        reader.close()
+    memory = SQLiteStore(":memory:")
+    assert memory.reader() is memory  # one connection is all a memory database has
+    memory.close()
+
+
 def test_sqlite_settings_and_file_mode(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "gallery.db"
     s = SQLiteStore(path)
@@ -197,6 +217,7 @@ def test_sqlite_settings_and_file_mode(tmp_path: Path) -> None:
     s = SQLiteStore(path)
     assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert s._conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert s._conn.execute("PRAGMA page_size").fetchone()[0] == 16384  # a 1 MB record is 64 pages, not 256
     s.close()
 
 

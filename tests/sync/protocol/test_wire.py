@@ -139,7 +139,8 @@ def test_pycose_signed_record_verifies_and_ours_verifies_in_pycose() -> None:
     theirs.key = OKPKey(crv=Ed25519, d=d, x=x)
     assert decode(theirs.encode()) == rec
 
-    parts = list(cbor2.loads(wire.encode_record(rec, KEY)).value)
+    signed, _jpegs = cbor2.loads(wire.encode_record(rec, KEY))  # schema 2: the COSE_Sign1, then the JPEGs
+    parts = list(signed.value)
     parts[1] = dict(parts[1])  # pycose 1.1 expects a dict where cbor2 6 gives a frozendict
     ours = Sign1Message.from_cose_obj(parts, True)
     ours.key = OKPKey(crv=Ed25519, x=x)
@@ -218,9 +219,13 @@ def test_rejects_missing_or_unknown_kid() -> None:
 
 
 def test_rejects_bad_signature() -> None:
-    payload = bytearray(wire.encode_record(factory.record(), KEY))
+    payload = bytearray(wire.encode_record(replace(factory.record(), schema=1), KEY))
     payload[-1] ^= 0x01  # last signature byte
     rejects("bad_signature", bytes(payload))
+    signed, jpegs = cbor2.loads(wire.encode_record(factory.record(), KEY))
+    parts = list(signed.value)
+    parts[3] = bytes([parts[3][0] ^ 1]) + parts[3][1:]
+    rejects("bad_signature", cbor2.dumps([cbor2.CBORTag(18, parts), jpegs]))
     rejects("bad_signature", wire.encode_record(factory.record(), OTHER_KEY))  # st-01's kid, wrong key
     content = cbor2.dumps(good_map(), datetime_as_timestamp=True)
     rejects(
@@ -230,10 +235,85 @@ def test_rejects_bad_signature() -> None:
 
 
 def test_signature_covers_the_content() -> None:
-    payload = wire.encode_record(factory.record(), KEY)
+    payload = wire.encode_record(replace(factory.record(), schema=1), KEY)
     parts = list(cbor2.loads(payload).value)
     parts[2] = parts[2].replace(b"2026-000123", b"2026-000124")
     rejects("bad_signature", cbor2.dumps(cbor2.CBORTag(18, parts)))
+    signed, jpegs = cbor2.loads(wire.encode_record(factory.record(), KEY))
+    parts = list(signed.value)
+    parts[2] = parts[2].replace(b"2026-000123", b"2026-000124")
+    rejects("bad_signature", cbor2.dumps([cbor2.CBORTag(18, parts), jpegs]))
+
+
+def test_schema_2_signs_each_jpeg_digest_and_sends_the_bytes_beside_it() -> None:
+    """The signed content holds each capture's size and SHA-256, not the photo; the photos follow the
+    COSE_Sign1 in capture order, and the record decodes to the same captures as schema 1."""
+    rec = factory.record()
+    signed, jpegs = cbor2.loads(wire.encode_record(rec, KEY))
+    content = cbor2.loads(signed.value[2])
+    assert content["schema"] == 2 == wire.SCHEMA_VERSION
+    assert [c["size"] for c in content["captures"]] == [len(c.jpeg) for c in rec.captures]
+    assert all("jpeg" not in c for c in content["captures"])
+    assert jpegs == [c.jpeg for c in rec.captures]
+    out = decode(wire.encode_record(rec, KEY))
+    assert out == rec and out.schema == 2
+
+
+def test_a_jpeg_byte_changed_beside_the_signature_is_refused_without_naming_the_record() -> None:
+    """Flip one byte of a photo (or cut it, or swap two): the signed digest no longer matches. The refusal
+    names no record, so the station keeps it and sends it again rather than giving it up."""
+    rec = factory.record()
+    signed, jpegs = cbor2.loads(wire.encode_record(rec, KEY))
+    flipped = bytearray(jpegs[0])
+    flipped[len(flipped) // 2] ^= 0x01
+    err = rejects("unsigned_jpeg", cbor2.dumps([signed, [bytes(flipped), *jpegs[1:]]]))
+    assert err.record_id is None
+    assert "captures[0]" in err.message and "not the one signed" in err.message
+    rejects("unsigned_jpeg", cbor2.dumps([signed, [jpegs[0][:-1], *jpegs[1:]]]))
+    other = factory.jpeg(seed=9)  # another photo in its place
+    assert other != jpegs[0]
+    rejects("unsigned_jpeg", cbor2.dumps([signed, [other, *jpegs[1:]]]))
+    rejects("bad_value", cbor2.dumps([signed, jpegs[:-1]]))  # one photo missing
+    rejects("bad_value", cbor2.dumps([signed, [*jpegs, jpegs[0]]]))  # one too many
+    rejects("bad_value", cbor2.dumps([signed, ["text", *jpegs[1:]]]))
+    rejects("missing_field", cbor2.dumps(signed))  # schema 2 content without its photos
+
+
+def test_a_forged_or_unsigned_schema_2_record_is_refused() -> None:
+    rec = factory.record()
+    _, jpegs = cbor2.loads(wire.encode_record(rec, KEY))
+    forged, _ = cbor2.loads(wire.encode_record(rec, OTHER_KEY))  # st-01's kid, another key
+    rejects("bad_signature", cbor2.dumps([forged, jpegs]))
+    content = cbor2.dumps(wire.record_as_map(rec, schema=2), datetime_as_timestamp=True)
+    unsigned = cbor2.CBORTag(18, [cbor2.dumps({1: -8, 3: wire.RECORD_CONTENT_TYPE, 4: b"st-01"}), {}, content,
+                                  b"\x00" * 64])
+    rejects("bad_signature", cbor2.dumps([unsigned, jpegs]))
+    rejects("not_cose_sign1", cbor2.dumps([content, jpegs]))
+    rejects("not_cose_sign1", cbor2.dumps([unsigned, jpegs, jpegs]))
+
+
+def test_schema_1_records_from_stations_not_yet_updated_still_verify() -> None:
+    rec = replace(factory.record(), schema=1)
+    payload = wire.encode_record(rec, KEY)
+    assert isinstance(cbor2.loads(payload), cbor2.CBORTag)  # the old framing: one COSE_Sign1, photos inside
+    out = wire.verify_record(payload, lookup)
+    assert out.record == rec and out.record.schema == 1
+    signed, jpegs = cbor2.loads(wire.encode_record(factory.record(), KEY))
+    # a schema 1 content framed like schema 2 is refused, whatever the photos beside it
+    rejects("bad_value", cbor2.dumps([cbor2.loads(payload), jpegs]))
+
+
+def test_the_same_record_in_either_schema_is_the_same_content() -> None:
+    """A record delivered in schema 1 whose ack was lost, sent again in schema 2 after the station's update,
+    is a repeat (the gallery answers duplicate), not a replay; a changed record in the other schema is not."""
+    rec = factory.record()
+    v1 = wire.verify_record(wire.encode_record(replace(rec, schema=1), KEY), lookup)
+    v2 = wire.verify_record(wire.encode_record(rec, KEY), lookup)
+    assert v1.content_sha256 != v2.content_sha256
+    assert v2.same_content(v1.content_sha256) and v1.same_content(v2.content_sha256)
+    other = wire.verify_record(wire.encode_record(replace(rec, created_at=factory.T0 + dt.timedelta(seconds=1)),
+                                                  KEY), lookup)
+    assert not other.same_content(v1.content_sha256) and not other.same_content(v2.content_sha256)
 
 
 def test_rejects_a_record_signed_by_another_station() -> None:
@@ -251,7 +331,7 @@ def test_key_lookup_may_reject_with_its_own_code() -> None:
 
 
 # --------------------------------------------------------------------------- content rejections
-@pytest.mark.parametrize("schema", [2, 0, "1", 1.0, None, True])
+@pytest.mark.parametrize("schema", [3, 0, "1", 1.0, None, True])
 def test_rejects_unknown_schema(schema: Any) -> None:
     obj = good_map()
     obj["schema"] = schema
@@ -458,6 +538,9 @@ def test_encode_refuses_what_decode_would_reject() -> None:
     bad = replace(rec, captures=(replace(rec.captures[0], sha256=b"\x00" * 32),))
     with pytest.raises(wire.WireError) as info:
         wire.encode_record(bad, KEY)
+    assert info.value.code == "unsigned_jpeg"
+    with pytest.raises(wire.WireError) as info:
+        wire.encode_record(replace(bad, schema=1), KEY)
     assert info.value.code == "sha256_mismatch"
     with pytest.raises(wire.WireError):
         wire.encode_record(replace(rec, created_at=dt.datetime(2026, 1, 1)), KEY)  # naive
@@ -556,7 +639,8 @@ def test_command_rejections() -> None:
     _cmd_rejects("wrong_target", sign(command()), station="st-02")
     _cmd_rejects("wrong_target", sign(command()), county="pierce")
     # a station-signed record is not a command, even if the station key were trusted
-    _cmd_rejects("wrong_content_type", wire.encode_record(factory.record(), KEY))
+    _cmd_rejects("wrong_content_type", wire.encode_record(replace(factory.record(), schema=1), KEY))
+    _cmd_rejects("wrong_content_type", cbor2.dumps(cbor2.loads(wire.encode_record(factory.record(), KEY))[0]))
     with pytest.raises(wire.WireError):
         sign(command(expires_at=NOW + dt.timedelta(days=90)))
     with pytest.raises(wire.WireError):
@@ -631,6 +715,8 @@ def test_fuzz_decode_only_ever_raises_wire_error() -> None:
     seeds = [
         wire.encode_record(factory.record(), KEY),
         wire.encode_record(factory.record(captures=(factory.capture("smt"),)), KEY),
+        wire.encode_record(replace(factory.record(), schema=1), KEY),
+        wire.encode_record(replace(factory.record(captures=(factory.capture("smt"),)), schema=1), KEY),
     ]
     accepted = rejected = 0
     codes: set[str] = set()
@@ -657,10 +743,12 @@ def test_fuzz_decode_only_ever_raises_wire_error() -> None:
             except (cbor2.CBOREncodeError, TypeError, ValueError):
                 continue
         else:
-            parts = list(cbor2.loads(bytes(base)).value)
+            msg = cbor2.loads(bytes(base))
+            parts = list((msg[0] if isinstance(msg, list) else msg).value)
             j = rng.randrange(4)
             parts[j] = _random_cbor_value(rng) if rng.random() < 0.7 else cbor2.dumps(_random_cbor_value(rng))
-            payload = cbor2.dumps(cbor2.CBORTag(rng.choice([18, 18, 18, 98]), parts))
+            signed = cbor2.CBORTag(rng.choice([18, 18, 18, 98]), parts)
+            payload = cbor2.dumps([signed, msg[1]] if isinstance(msg, list) else signed)
         try:
             rec = decode(payload)
         except wire.WireError as exc:

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 from click.testing import CliRunner
 
 from appliance.store import Store, audit, new_record_id
 from appliance.store.records import check_record_id
 from sync.county.gallery.store import SQLiteStore
-from sync.protocol import wire
+from sync.protocol import mqtt, wire
 from sync.protocol.enroll import default_command_kid
 from sync.station.agent import (
     ALARM_ACK_CONFLICT,
@@ -262,6 +263,35 @@ def test_stored_then_duplicate_ack_marks_delivered_once(agent: SyncAgent, store:
     assert agent.stats["acks_stored"] == 1 and agent.stats["acks_duplicate"] == 1
 
 
+def test_a_window_of_acks_is_recorded_in_one_transaction_then_acknowledged_to_the_broker(
+        agent: SyncAgent, store: Store) -> None:
+    """Acks that arrive together cost one commit (one disk flush), not one each; the broker hears of each
+    ack message only after that commit, so a crash before it leaves the records pending (sent again, answered
+    duplicate), never delivered without the gallery's word."""
+    rids = [factory.store_booking(store, n) for n in range(1, 6)]
+    broker_acks: list[int] = []
+
+    class Connection:
+        def ack(self, mid: int, qos: int) -> None:
+            broker_acks.append(mid)
+
+    connection = Connection()
+    agent._conn_gen, agent._conn_client = 7, connection
+    statements: list[str] = []
+    agent._require_store().conn.set_trace_callback(statements.append)
+    for mid, rid in enumerate(rids, 1):
+        agent._on_message(7, mqtt.Message(agent.acks_topic, _ack(rid, "stored"), mid=mid, client=connection))
+    assert broker_acks == [] and store.queue_counts()["delivered"] == 0  # held for the one transaction
+    assert agent.stats["acks_stored"] == 0
+    agent._flush_acks()
+    assert [s for s in statements if s.strip().upper() == "COMMIT"] == ["COMMIT"]
+    assert {e.record_id for e in store.queue("delivered")} == set(rids)
+    assert broker_acks == [1, 2, 3, 4, 5] and agent.stats["acks_stored"] == 5
+    agent._flush_acks()  # nothing held: no transaction at all
+    assert sum(s.strip().upper() == "COMMIT" for s in statements) == 1
+    agent._conn_client = None  # not a real connection: shutdown has nothing to say offline on
+
+
 def test_a_rejection_naming_the_record_marks_it_rejected_keeps_it_and_alarms(agent: SyncAgent, store: Store) -> None:
     rid = factory.store_booking(store, 1)
     agent._on_ack(_ack(rid, "rejected", "replay"), None)
@@ -371,7 +401,9 @@ def test_bad_commands_are_refused_audited_and_change_nothing(station: factory.St
     ("payload", "code"),
     [
         (lambda k: wire.sign1(b"\xa0", content_type=wire.COMMAND_CONTENT_TYPE, kid=KID, key=k), "missing_field"),
-        (lambda k: wire.encode_record(factory.record(), k), "wrong_content_type"),
+        # a record's COSE_Sign1 (schema 2 frames it with the photos; the envelope alone is the one to replay)
+        (lambda k: cbor2.dumps(cbor2.loads(wire.encode_record(factory.record(), k))[0]), "wrong_content_type"),
+        (lambda k: wire.encode_record(factory.record(), k), "not_cose_sign1"),
         (lambda k: b"\xff not cbor", "not_cbor"),
     ],
 )
