@@ -19,7 +19,6 @@ from sync.county.gallery.store.models import AuditEntry
 class AuditMixin(StoreCore):
     """The ``audit`` table, mixed into ``GalleryStore``."""
 
-    # -- audit
     def _add_audit(self, cur: Any, at: Any, actor: str, action: str, subject: str, details: dict[str, Any]) -> None:
         self._exec(
             cur,

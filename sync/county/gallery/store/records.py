@@ -3,7 +3,8 @@ replaces records by tombstones.
 
 Insert and purge live together because each guards the other: ``insert_record`` refuses an id the purge
 left a tombstone for, and the purge removes exactly what the insert stored (records, templates and their
-sequence numbers, in one transaction each).
+sequence numbers, in one transaction each). The rules ``insert_record`` keeps (its "module docstring")
+are listed in the package's docstring, :mod:`sync.county.gallery.store`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ class RejectionsMixin(StoreCore):
         return [Rejection(int(r[0]), self._from_ts(r[1]), r[2], r[3], r[4], r[5], r[6], bytes(r[7]), int(r[8]))
                 for r in rows]
 
-    # -- rejections
     def log_rejection(
         self,
         *,

@@ -20,7 +20,6 @@ from sync.protocol.topics import check_slug
 class StationStatusMixin(StoreCore):
     """The ``station_status`` table, mixed into ``GalleryStore``."""
 
-    # -- station status (fleet health)
     def put_station_status(
         self,
         station: str,
