@@ -462,7 +462,6 @@ function renderReview(b) {
   const list = $("review-checks");
   if (list.dataset.key !== key) {
     list.dataset.key = key;
-    list.classList.toggle("with-photos", pc.priors.some((p) => p.photo));
     list.replaceChildren();
     for (const c of checks) {
       const li = document.createElement("li");
