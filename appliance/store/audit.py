@@ -34,7 +34,7 @@ from typing import Any
 from appliance.store.clock import to_text, utc_now
 from appliance.store.errors import AuditChainError, ValidationError
 from appliance.store.transactions import read_transaction, write_transaction
-from sync.protocol.audit_wire import GENESIS_HASH, entry_hash  # the chain's rule, shared with the county's copy
+from sync.protocol.audit_wire import GENESIS_HASH, AuditWireEntry, entry_hash  # shared with the county
 
 MIN_KEEP_DAYS = 365
 """Audit entries are kept at least a year (FBI CJIS Security Policy, audit record retention)."""
@@ -44,16 +44,9 @@ _DELIVERED_KEY = "audit_delivered_seq"
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    """One audit entry as stored; ``details`` is the canonical JSON text that was hashed."""
-
-    seq: int
-    at: str
-    actor: str
-    action: str
-    details: str
-    prev_hash: str
-    hash: str
+class AuditEntry(AuditWireEntry):
+    """One audit entry as stored; ``details`` is the canonical JSON text that was hashed. The fields are the
+    wire's, so the agent sends stored entries as they are and both ends judge them by one hash rule."""
 
     @property
     def details_dict(self) -> dict[str, Any]:

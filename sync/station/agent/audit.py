@@ -77,9 +77,7 @@ class AuditMixin(AgentState):
         head_seq, head_hash = audit_log.head(store.conn)
         batch = audit_wire.AuditBatch(
             self.county, self.station,
-            tuple(audit_wire.AuditWireEntry(e.seq, e.at, e.actor, e.action, e.details, e.prev_hash, e.hash)
-                  for e in rows),
-            head_seq, head_hash)  # fmt: skip
+            tuple(rows), head_seq, head_hash)  # stored entries are wire entries (AuditEntry extends it)
         try:
             payload = audit_wire.encode_batch(batch, self._key)
         except wire.WireError as exc:  # an entry the protocol cannot carry: say so, try again much later
