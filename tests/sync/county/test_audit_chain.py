@@ -230,47 +230,31 @@ def test_the_station_store_uses_the_shared_hash_rule_and_its_delivery_mark_only_
         assert audit_log.delivered_seq(store.conn) == 5
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_the_chain_tables_work_in_both_dialects(dialect: str, tmp_path: Path) -> None:
-    import uuid
-
-    from sync.county.gallery.store import PostgresStore
-    from tests.sync.county.test_store import PG_URL, _pg_reachable
-
-    if dialect == "sqlite":
-        store: Any = SQLiteStore(tmp_path / "g.db")
-    else:
-        reason = _pg_reachable()
-        if reason:
-            pytest.skip(reason)
-        store = PostgresStore(PG_URL, schema=f"gallery_test_{uuid.uuid4().hex[:12]}")
-    try:
-        chains = AuditChains(store)
-        entries = chain(6)
-        head = entries[-1]
-        ok = chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(entries[:3]), 3, entries[2].hash), now=T0)
-        assert ok.status == "stored"
-        for _ in range(2):  # the same gap twice: one alarm, counted twice
-            ack = chains.receive(audit_wire.AuditBatch("king", "st-01", (entries[4],), 5, entries[4].hash), now=T0)
-            assert (ack.status, ack.reason) == ("conflict", "gap")
-        assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(entries[3:]), 6, head.hash)).status == \
-            "stored"
-        assert chains.held_head("st-01") == (6, head.hash)
-        [alarm] = chains.alarms()
-        assert (alarm.kind, alarm.seq, alarm.count) == ("gap", 5, 2)
-        report = verify_station(store, "st-01")
-        assert report.entries == 6 and report.broken_at is None and not report.ok  # the alarm stays
-        assert chains.check_head("st-01", 5, entries[4].hash, from_status=True, now=T0 + TRUNCATION_GRACE) == ""
-        assert chains.check_head("st-01", 5, entries[4].hash, from_status=True,
-                                 now=dt.datetime.now(dt.timezone.utc) + TRUNCATION_GRACE) == "truncation"
-        assert [a.ack_reason for a in chains.acknowledge("st-01", "it-1", "seen", resume=True)] == ["seen", "seen"]
-        assert verify_station(store, "st-01").ok and chains.pending_resume("st-01") == 6
-        more = chain(3, start=8, prev="c" * 64)  # 8..10 on another history: held from 8 on, the break allowed
-        assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(more), 10, more[-1].hash)).status == \
-            "stored"
-        report = verify_station(store, "st-01")
-        assert report.ok and report.entries == 9 and [r["resumed_seq"] for r in report.resumes] == [8]
-    finally:
-        if dialect == "postgresql":
-            store.drop_schema()
-        store.close()
+def test_the_chain_tables_work_in_both_dialects(gallery_store: Any) -> None:
+    """The county's chain tables, alarms and resumes on SQLite and on PostgreSQL."""
+    store = gallery_store
+    chains = AuditChains(store)
+    entries = chain(6)
+    head = entries[-1]
+    ok = chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(entries[:3]), 3, entries[2].hash), now=T0)
+    assert ok.status == "stored"
+    for _ in range(2):  # the same gap twice: one alarm, counted twice
+        ack = chains.receive(audit_wire.AuditBatch("king", "st-01", (entries[4],), 5, entries[4].hash), now=T0)
+        assert (ack.status, ack.reason) == ("conflict", "gap")
+    assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(entries[3:]), 6, head.hash)).status == \
+        "stored"
+    assert chains.held_head("st-01") == (6, head.hash)
+    [alarm] = chains.alarms()
+    assert (alarm.kind, alarm.seq, alarm.count) == ("gap", 5, 2)
+    report = verify_station(store, "st-01")
+    assert report.entries == 6 and report.broken_at is None and not report.ok  # the alarm stays
+    assert chains.check_head("st-01", 5, entries[4].hash, from_status=True, now=T0 + TRUNCATION_GRACE) == ""
+    assert chains.check_head("st-01", 5, entries[4].hash, from_status=True,
+                             now=dt.datetime.now(dt.timezone.utc) + TRUNCATION_GRACE) == "truncation"
+    assert [a.ack_reason for a in chains.acknowledge("st-01", "it-1", "seen", resume=True)] == ["seen", "seen"]
+    assert verify_station(store, "st-01").ok and chains.pending_resume("st-01") == 6
+    more = chain(3, start=8, prev="c" * 64)  # 8..10 on another history: held from 8 on, the break allowed
+    assert chains.receive(audit_wire.AuditBatch("king", "st-01", tuple(more), 10, more[-1].hash)).status == \
+        "stored"
+    report = verify_station(store, "st-01")
+    assert report.ok and report.entries == 9 and [r["resumed_seq"] for r in report.resumes] == [8]

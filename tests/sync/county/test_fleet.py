@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +23,12 @@ from cryptography.hazmat.primitives import serialization
 from sync.county.gallery.fleet import FleetThresholds, fleet_report, render_table
 from sync.county.gallery.fleet_cli import fleet
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig, status_subscription
-from sync.county.gallery.store import GalleryStore, PostgresStore, SQLiteStore
+from sync.county.gallery.store import GalleryStore, SQLiteStore
 from tests.sync import factory
 from tests.sync.broker import MosquittoBroker, start_gallery, stop_gallery
 from tests.sync.conftest import COUNTY
 
 NOW = dt.datetime(2026, 3, 1, 15, 0, tzinfo=dt.timezone.utc)
-PG_URL = os.environ.get("BOOKING_TEST_PG", "postgresql://127.0.0.1:5432/test")
 
 
 def _raw(n: int) -> bytes:
@@ -55,30 +52,9 @@ def will(station: str = "st-01") -> dict[str, Any]:
             "reason": "connection lost"}
 
 
-def _pg_or_skip() -> None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=2):
-            return
-    except Exception as exc:  # ImportError or a connection error: the SQLite run still covers the logic
-        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable: {str(exc)[:100]}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GalleryStore]:
-    if request.param == "sqlite":
-        s: GalleryStore = SQLiteStore(tmp_path / "gallery.db")
-        yield s
-        s.close()
-        return
-    _pg_or_skip()
-    pg = PostgresStore(PG_URL, schema=f"fleet_test_{uuid.uuid4().hex[:12]}")
-    try:
-        yield pg
-    finally:
-        pg.drop_schema()
-        pg.close()
+@pytest.fixture
+def store(gallery_store: GalleryStore) -> GalleryStore:
+    return gallery_store
 
 
 # ------------------------------------------------------------------------------------ the table

@@ -46,25 +46,6 @@ TOPIC = topics.records_topic("king", "st-01")
 T = dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private PostgreSQL in a temporary folder (never the machine's own server)."""
-    import pgserver
-
-    for attempt in range(3):  # a start can fail while another private server on the machine starts too
-        try:
-            server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-            break
-        except subprocess.CalledProcessError:
-            if attempt == 2:
-                raise
-            time.sleep(2.0)
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GalleryStore]:
     if request.param == "sqlite":

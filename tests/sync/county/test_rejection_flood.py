@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +14,13 @@ from cryptography.hazmat.primitives import serialization
 
 from sync.county.gallery.ratelog import RateLimitedLog
 from sync.county.gallery.receiver import GalleryReceiver, ReceiverConfig
-from sync.county.gallery.store import GalleryStore, PostgresStore, SQLiteStore
+from sync.county.gallery.store import GalleryStore, SQLiteStore
 from sync.protocol import wire
 from tests.sync import factory
 
 KEY = factory.key(1)
 RAW = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 TOPIC = "booking/v1/king/st-01/records"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def gallery_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GalleryStore]:
-    """The gallery store in both dialects (PostgreSQL as tests/sync/county/test_store.py finds it)."""
-    from tests.sync.county.test_store import PG_URL, _pg_reachable
-
-    if request.param == "sqlite":
-        db: GalleryStore = SQLiteStore(tmp_path / "gallery.db")
-        yield db
-        db.close()
-        return
-    reason = _pg_reachable()
-    if reason:
-        pytest.skip(reason)
-    pg = PostgresStore(PG_URL, schema=f"gallery_test_{uuid.uuid4().hex[:12]}")
-    try:
-        yield pg
-    finally:
-        pg.drop_schema()
-        pg.close()
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
-"""Gallery storage, the same tests against SQLite (always) and PostgreSQL (when reachable)."""
+"""Gallery storage, the same tests against SQLite and a private PostgreSQL."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,39 +26,13 @@ from sync.county.gallery.store import (
 from sync.protocol import wire
 from tests.sync import factory
 
-PG_URL = os.environ.get("BOOKING_TEST_PG", "postgresql://127.0.0.1:5432/test")
 KEY = factory.key(1)
 RAW = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'psycopg[binary]')"
-    try:
-        with psycopg.connect(PG_URL, connect_timeout=2):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {PG_URL} is not reachable: {str(exc).strip()[:120]}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GalleryStore]:
-    if request.param == "sqlite":
-        s: GalleryStore = SQLiteStore(tmp_path / "gallery.db")
-        yield s
-        s.close()
-        return
-    reason = _pg_reachable()
-    if reason:
-        pytest.skip(reason)
-    pg = PostgresStore(PG_URL, schema=f"gallery_test_{uuid.uuid4().hex[:12]}")
-    try:
-        yield pg
-    finally:
-        pg.drop_schema()
-        pg.close()
+@pytest.fixture
+def store(gallery_store: GalleryStore) -> GalleryStore:
+    return gallery_store
 
 
 def _verified(rec: wire.WireRecord) -> tuple[wire.VerifiedRecord, bytes]:
@@ -233,20 +205,19 @@ def test_committed_record_survives_reopen(tmp_path: Path) -> None:
     s.close()
 
 
-def test_open_store_urls(tmp_path: Path) -> None:
+def test_open_store_urls(tmp_path: Path, pg_uri: str) -> None:
     s = open_store(tmp_path / "a.db")
     assert isinstance(s, SQLiteStore)
     s.close()
     with pytest.raises(GalleryStoreError):
         open_store("mysql://localhost/x")
-    if _pg_reachable() is None:
-        schema = f"gallery_test_{uuid.uuid4().hex[:12]}"
-        pg = open_store(f"{PG_URL}?schema={schema}")
-        assert isinstance(pg, PostgresStore) and pg.schema == schema
-        pg.drop_schema()
-        pg.close()
+    schema = f"gallery_test_{uuid.uuid4().hex[:12]}"
+    pg = open_store(f"{pg_uri}{'&' if '?' in pg_uri else '?'}schema={schema}")
+    assert isinstance(pg, PostgresStore) and pg.schema == schema
+    pg.drop_schema()
+    pg.close()
     with pytest.raises(GalleryStoreError):
-        PostgresStore(PG_URL, schema="bad; drop")
+        PostgresStore(pg_uri, schema="bad; drop")
 
 
 def test_enrolment_registry_adapter(tmp_path: Path) -> None:

