@@ -21,20 +21,11 @@ import sqlite3
 from pathlib import Path
 
 from appliance.store.errors import DiskFullError
+from sync.sizes import human_bytes
 
 SQLITE_FULL = 13
 _SAFE = ("Nothing was deleted: every booking stored before is intact and still queued for delivery. "
          "Free disk space (let the queue deliver, or call county IT) and save again.")
-
-
-def human_bytes(count: int) -> str:
-    """Bytes for people: ``512.0 MiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def free_bytes(path: Path | str) -> int:

@@ -36,6 +36,7 @@ from typing import Any
 
 from sync.county.gallery.audit import AuditChains, alarm_summary
 from sync.county.gallery.store import Device, GalleryStore, StationStatus, parse_iso
+from sync.sizes import human_bytes
 
 DEFAULT_STALE_AFTER = timedelta(minutes=10)
 DEFAULT_MAX_PENDING_AGE = timedelta(hours=1)
@@ -87,8 +88,8 @@ class StationHealth:
         """The disk in words for the table and the console: ``12.4 GiB free (floor 512.0 MiB)``, or unknown."""
         if self.disk_free_bytes is None:
             return "unknown"
-        floor = "" if self.disk_floor_bytes is None else f" (floor {human_size(self.disk_floor_bytes)})"
-        return f"{human_size(self.disk_free_bytes)} free{floor}" + (", LOW" if self.disk_low else "")
+        floor = "" if self.disk_floor_bytes is None else f" (floor {human_bytes(self.disk_floor_bytes)})"
+        return f"{human_bytes(self.disk_free_bytes)} free{floor}" + (", LOW" if self.disk_low else "")
 
     @property
     def flagged(self) -> bool:
@@ -121,17 +122,6 @@ class StationHealth:
                       "acknowledged": list(self.audit_acknowledged)},
             "disk": {"free_bytes": self.disk_free_bytes, "floor_bytes": self.disk_floor_bytes, "low": self.disk_low},
         }
-
-
-def human_size(count: int) -> str:
-    """``512.0 MiB``: bytes as the station's own messages write them (the county side may not import the
-    station's store, where its twin lives, so the few lines are repeated here)."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def _byte_count(value: Any) -> int | None:
@@ -256,7 +246,7 @@ def render_table(rows: list[StationHealth], now: datetime) -> list[str]:
         seen = "never" if h.last_seen is None else human_age((now - h.last_seen).total_seconds()) + " ago"
         ack = "-" if h.last_ack_at is None else _when(h.last_ack_at)
         audit = "ALARM" if h.audit_alarms else ("-" if h.audit_held_seq is None else str(h.audit_held_seq))
-        free = "unknown" if h.disk_free_bytes is None else human_size(h.disk_free_bytes)
+        free = "unknown" if h.disk_free_bytes is None else human_bytes(h.disk_free_bytes)
         lines.append(
             f"{h.station:<16} {h.registry:<12} {h.state:<8} {(h.software or '-'):<22} {num(h.queue.get('pending')):>5} "
             f"{num(h.queue.get('delivered')):>6} {num(h.queue.get('rejected')):>4} {oldest:>8}  {ack:<20} "
